@@ -1,0 +1,325 @@
+"""The ``vectune`` command line: a thin layer over the stage modules.
+
+Every option can also be set by its ``VECTUNE_*`` environment variable or a
+``.env`` file (through :mod:`vectune.settings`); options given on the command line
+win. Exit codes are documented in :mod:`vectune.errors`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from vectune.errors import VectuneError
+from vectune.settings import Settings, load_settings
+
+logger = logging.getLogger("vectune")
+
+
+def _setup_logging(settings: Settings, verbose: int) -> None:
+    from vectune.logs import setup_logging
+
+    setup_logging(settings, level="DEBUG" if verbose else None)
+
+
+def connection_options(f):
+    """Options every command shares: where Qdrant and vectune's state live."""
+    opts = [
+        click.option("--qdrant-url", default=None, help="Qdrant server URL [QDRANT_URL]; unset = embedded mode."),
+        click.option("--qdrant-path", type=click.Path(path_type=Path), default=None,
+                     help="Embedded Qdrant folder [VECTUNE_QDRANT_PATH]."),
+        click.option("--home", type=click.Path(path_type=Path), default=None,
+                     help="Root of all state when the paths below are unset [VECTUNE_HOME, default .vectune]."),
+        click.option("--work-dir", type=click.Path(path_type=Path), default=None,
+                     help="Run state: caches, reports, history [VECTUNE_WORK_DIR]."),
+        click.option("--model-dir", type=click.Path(path_type=Path), default=None,
+                     help="Model store [VECTUNE_MODEL_DIR]."),
+        click.option("--text-field", default=None,
+                     help="Payload field with the text [VECTUNE_TEXT_FIELD]; presets: langchain, llamaindex, haystack."),
+        click.option("--vector-name", default=None, help="Named dense vector to tune [VECTUNE_VECTOR_NAME]."),
+        click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
+                     help="[VECTUNE_LOG_FORMAT]"),
+        click.option("-v", "--verbose", count=True, help="More logging."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def handle_errors(f):
+    """Turn vectune errors into one clear message and a distinct exit code."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except VectuneError as e:
+            click.echo(f"error: {_redact(str(e))}", err=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _redact(text: str) -> str:
+    try:
+        for secret in Settings().secrets():
+            text = text.replace(secret, "***")
+    except Exception:  # noqa: BLE001 - redaction must never fail the error path
+        pass
+    return text
+
+
+def _settings(kwargs: dict) -> Settings:
+    verbose = kwargs.pop("verbose", 0)
+    s = load_settings(**kwargs)
+    _setup_logging(s, verbose)
+    return s
+
+
+def _emit(data: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vectune")
+def cli():
+    """vectune: fine-tune your embedding model on your own Qdrant collection, evaluate it, promote it safely."""
+
+
+# ----------------------------------------------------------------------------- index / adopt
+@cli.command()
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option("--alias", required=True, help="Alias to create.")
+@click.option("--model", default=None, help="Model reference [VECTUNE_BASE_MODEL]; default: the bundled MiniLM.")
+@click.option("--with-title", is_flag=True, help="Store '<title>. <text>' as the text (BEIR style).")
+@click.option("--replace", is_flag=True, help="Re-index even if the alias exists.")
+@connection_options
+@handle_errors
+def index(corpus, alias, model, with_title, replace, **kw):
+    """Embed CORPUS (JSONL file or BEIR folder) into a new collection behind ALIAS."""
+    from vectune.index import index as do_index
+
+    s = _settings(kw)
+    out = do_index(s, corpus, alias, model=model, with_title=with_title, replace=replace)
+    click.echo(f"indexed {out['points']} points into {out['collection']} (model {out['model']}); "
+               f"alias '{alias}' -> {out['collection']}")
+
+
+@cli.command()
+@click.option("--collection", required=True, help="Existing collection to take over.")
+@click.option("--alias", required=True, help="Alias to point at it.")
+@click.option("--model", required=True, help="The model that wrote its vectors.")
+@click.option("--force", is_flag=True, help="Skip the vector check; re-point an existing alias.")
+@connection_options
+@handle_errors
+def adopt(collection, alias, model, force, **kw):
+    """Take over a collection another tool wrote, recording which model made it."""
+    from vectune.index import adopt as do_adopt
+
+    s = _settings(kw)
+    out = do_adopt(s, collection, alias, model, force=force)
+    check = f" (vector check: mean cosine {out['vector_check']:.3f})" if out["vector_check"] is not None else ""
+    click.echo(f"adopted {collection} as '{alias}', model {model}{check}")
+
+
+# ----------------------------------------------------------------------------- run
+def cycle_options(f):
+    opts = [
+        click.option("--eval-set", type=click.Path(path_type=Path), default=None,
+                     help="Golden set of real queries (JSONL: query, relevant ids) that decides [VECTUNE_EVAL_SET]."),
+        click.option("--train-set", type=click.Path(path_type=Path), default=None,
+                     help="Real labeled queries to add as training pairs [VECTUNE_TRAIN_SET]."),
+        click.option("--teacher", type=click.Choice(["offline", "openai"]), default=None, help="[VECTUNE_TEACHER]"),
+        click.option("--offline-method", "teacher_method", type=click.Choice(["mix", "title", "keyphrase", "cloze"]),
+                     default=None, help="[VECTUNE_OFFLINE_METHOD]"),
+        click.option("--teacher-model", default=None, help="Teacher LLM name [VECTUNE_TEACHER_MODEL]."),
+        click.option("--queries-per-chunk", type=int, default=None, help="[VECTUNE_QUERIES_PER_CHUNK, default 3]"),
+        click.option("--max-train-chunks", type=int, default=None, help="[VECTUNE_MAX_TRAIN_CHUNKS, default 2000]"),
+        click.option("--min-train-chunks", type=int, default=None, help="[VECTUNE_MIN_TRAIN_CHUNKS, default 20]"),
+        click.option("--epochs", type=float, default=None, help="[VECTUNE_EPOCHS, default 1]"),
+        click.option("--max-steps", type=int, default=None, help="[VECTUNE_MAX_STEPS]"),
+        click.option("--batch-size", type=int, default=None, help="[VECTUNE_BATCH_SIZE, default 16]"),
+        click.option("--learning-rate", type=float, default=None, help="[VECTUNE_LEARNING_RATE, default 2e-5]"),
+        click.option("--max-seq-length", type=int, default=None, help="[VECTUNE_MAX_SEQ_LENGTH, default 256]"),
+        click.option("--hard-negatives", type=int, default=None, help="[VECTUNE_HARD_NEGATIVES, default 1]"),
+        click.option("--relative-margin", type=float, default=None, help="[VECTUNE_RELATIVE_MARGIN, default 0.05]"),
+        click.option("--gate-metric", default=None, help="[VECTUNE_GATE_METRIC, default recall@5]"),
+        click.option("--min-delta", type=float, default=None, help="[VECTUNE_MIN_DELTA, default 0.005]"),
+        click.option("--bootstrap/--no-bootstrap", default=None, help="Require the CI lower bound > 0 [VECTUNE_BOOTSTRAP]."),
+        click.option("--allow-synthetic-gate", is_flag=True, default=None,
+                     help="Promote on synthetic evidence alone (risky) [VECTUNE_ALLOW_SYNTHETIC_GATE]."),
+        click.option("--eval-corpus-cap", type=int, default=None, help="[VECTUNE_EVAL_CORPUS_CAP, default 20000]"),
+        click.option("--seed", type=int, default=None, help="[VECTUNE_SEED]"),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.option("--alias", default=None, help="Alias to tune [VECTUNE_ALIAS].")
+@click.option("--dry-run", is_flag=True, help="Stop after evaluation; never touch the alias.")
+@click.option("--once", is_flag=True, help="Run one cycle and exit (the default; for cron).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@cycle_options
+@connection_options
+@handle_errors
+def run(alias, dry_run, once, as_json, **kw):
+    """One full cycle: read, mine, fine-tune, evaluate, promote if better."""
+    from vectune import cycle
+    from vectune import report as report_mod
+
+    if not kw.get("allow_synthetic_gate"):
+        kw.pop("allow_synthetic_gate", None)
+    s = _settings(kw)
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required (or VECTUNE_ALIAS)")
+    rep = cycle.run(s, alias, dry_run=dry_run)
+    _emit(rep, as_json, report_mod.summary(rep) + (f"\nreport: {rep['report_files'].get('md')}" if rep.get("report_files") else ""))
+
+
+# ----------------------------------------------------------------------------- status / history
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+@handle_errors
+def status(alias, as_json, **kw):
+    """Live collection, its model and lineage, previous versions with their scores."""
+    from vectune.rollback import status as do_status
+
+    s = _settings(kw)
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required")
+    st = do_status(s, alias)
+    lin = st["lineage"]
+    lines = [f"alias '{alias}' -> {st['live_collection']}",
+             f"  model: {lin.get('model_ref')} (base {lin.get('base_model')}, parent {lin.get('parent_model')})",
+             f"  created by {lin.get('created_by')} at {lin.get('created_at')}; parent collection: {lin.get('parent_collection')}",
+             f"  rollback target: {st['rollback_target']}", "versions:"]
+    for v in st["versions"]:
+        g = v["gate"]
+        score = f"{g.get('metric')} {g.get('live')}->{g.get('candidate')} ({g.get('evidence')})" if g else ""
+        lines.append(f"  {'*' if v['live'] else ' '} {v['collection']:<55} {v['state'] or '':<9} {v['points']:>8} pts  "
+                     f"model {v['model']}{'' if v['model_available'] else ' (MISSING)'}  {score}")
+    if st["last_run"]:
+        lr = st["last_run"]
+        lines.append(f"last run: {lr['run_id']} {lr['status']}: {lr['reason']}")
+    for ev in st["history"][-5:]:
+        lines.append(f"  {ev.get('time')} {ev.get('event')}: {_event_text(ev)}")
+    _emit(st, as_json, "\n".join(lines))
+
+
+def _event_text(ev: dict) -> str:
+    e = ev.get("event")
+    if e == "rollback":
+        synced = ev.get("synced") or {}
+        return f"{ev.get('from')} -> {ev.get('to')} (synced {synced.get('upserted', 0)} upserted, {synced.get('deleted', 0)} deleted)"
+    if e == "promotion":
+        g = ev.get("gate") or {}
+        return f"{ev.get('live_collection')} -> {ev.get('new_collection')} {g.get('metric')} {g.get('live')}->{g.get('candidate')}"
+    if e in ("rejection", "failure"):
+        return str(ev.get("reason"))
+    return json.dumps({k: v for k, v in ev.items() if k not in ("time", "alias", "event")}, default=str)
+
+
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+@handle_errors
+def history(alias, as_json, **kw):
+    """Every promotion, rejection and rollback of an alias, with time, models and scores."""
+    from vectune.lineage import read_history
+
+    s = _settings(kw)
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required")
+    events = read_history(s, alias)
+    text = "\n".join(f"{ev.get('time')} {ev.get('event'):<10} {_event_text(ev)}" for ev in events) or "no history"
+    _emit({"alias": alias, "events": events}, as_json, text)
+
+
+# ----------------------------------------------------------------------------- rollback / prune
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--to", "to", default=None, help="Target collection (default: the previous version).")
+@click.option("--force", is_flag=True, help="Swap even if the target's model is missing (no sync: loses writes).")
+@connection_options
+@handle_errors
+def rollback(alias, to, force, **kw):
+    """Sync a previous (or named) version with the live data, then swap the alias back to it."""
+    from vectune.rollback import rollback as do_rollback
+
+    s = _settings(kw)
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required")
+    out = do_rollback(s, alias, to=to, force=force)
+    synced = out["synced"]
+    how = (f"synced {synced['upserted']} re-embedded, {synced['deleted']} deleted" if synced
+           else "NOT synced (forced)")
+    click.echo(f"rolled back '{alias}': {out['from']} -> {out['to']} (model {out['model']}; {how})")
+
+
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--keep", type=int, default=None, help="Versions to keep [VECTUNE_KEEP_VERSIONS, default 3].")
+@click.option("--delete-models", is_flag=True, help="Also delete model-store entries no kept version uses.")
+@click.option("--dry-run", is_flag=True)
+@connection_options
+@handle_errors
+def prune(alias, keep, delete_models, dry_run, **kw):
+    """Delete old versions; never the live one or the rollback target."""
+    from vectune.rollback import prune as do_prune
+
+    s = _settings(kw)
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required")
+    out = do_prune(s, alias, keep if keep is not None else s.keep_versions, delete_models, dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"kept {len(out['kept'])}: {', '.join(out['kept'])}\n{verb} {len(out['deleted'])}: "
+               f"{', '.join(out['deleted']) or '-'}")
+
+
+# ----------------------------------------------------------------------------- demo
+@cli.command()
+@click.option("--alias", default="pydoc-demo", show_default=True)
+@click.option("--max-train-chunks", type=int, default=300, show_default=True)
+@click.option("--queries-per-chunk", type=int, default=2, show_default=True)
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--allow-synthetic-gate", is_flag=True, help="Decide on synthetic queries instead of the golden set.")
+@connection_options
+@handle_errors
+def demo(alias, max_train_chunks, queries_per_chunk, epochs, allow_synthetic_gate, **kw):
+    """The main job on embedded defaults: index CPython's reference topics, run a cycle, print the decision."""
+    from vectune.demo import run_demo
+
+    s = _settings(kw)
+    rep = run_demo(s, alias, max_train_chunks=max_train_chunks, queries_per_chunk=queries_per_chunk,
+                   epochs=epochs, golden=not allow_synthetic_gate)
+    from vectune import report as report_mod
+
+    click.echo(report_mod.summary(rep))
+    if rep.get("report_files"):
+        click.echo(f"report: {rep['report_files'].get('md')}")
+
+
+def main() -> None:
+    cli(prog_name="vectune")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Errors with a clear message and a documented exit code.
+
+Exit codes of ``vectune``:
+
+* 0 — success: promoted, kept live, or nothing to do (normal cron outcomes)
+* 1 — unexpected failure (a bug; the traceback is logged)
+* 2 — usage error (bad option)
+* 3 — bad input: alias/collection missing, payloads unusable, too few chunks,
+  model that does not load, bad eval/train set
+* 4 — Qdrant unreachable or refused the request
+* 5 — another operator holds the lock on this alias
+* 6 — verification of a new collection failed; the alias was not touched
+"""
+
+from __future__ import annotations
+
+
+class VectuneError(Exception):
+    """Base error: one clear message, a distinct exit code."""
+
+    exit_code = 1
+
+
+class BadInput(VectuneError):
+    """The data or configuration cannot be used."""
+
+    exit_code = 3
+
+
+class QdrantUnavailable(VectuneError):
+    """Qdrant could not be reached or refused a request."""
+
+    exit_code = 4
+
+
+class LockHeld(VectuneError):
+    """Another operator is working on this alias."""
+
+    exit_code = 5
+
+
+class VerificationFailed(VectuneError):
+    """A freshly built collection failed verification; nothing was swapped."""
+
+    exit_code = 6

@@ -1,0 +1,28 @@
+"""Query generators ("teachers"): offline, OpenAI-compatible, and their cache."""
+
+from __future__ import annotations
+
+from vectune.generate.base import GenerationResult, GenerationStats, Query, QueryGenerator
+
+__all__ = ["GenerationResult", "GenerationStats", "Query", "QueryGenerator", "make_generator"]
+
+
+def make_generator(settings) -> QueryGenerator:
+    """Build the generator the settings select.
+
+    Args:
+        settings: :class:`vectune.settings.Settings`.
+
+    Returns:
+        A :class:`QueryGenerator`.
+    """
+    teacher = settings.teacher
+    if teacher.kind == "offline":
+        from vectune.generate.offline import OfflineGenerator
+
+        return OfflineGenerator(method=teacher.method, seed=settings.seed)
+    if teacher.kind == "openai":
+        from vectune.generate.openai import OpenAIGenerator
+
+        return OpenAIGenerator(teacher, cache_dir=settings.resolved_work_dir / "cache" / "teacher")
+    raise ValueError(f"unknown teacher {teacher.kind!r}")

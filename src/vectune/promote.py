@@ -1,0 +1,195 @@
+"""Promote stage: build a model-tagged collection, sync it, verify it, swap the alias.
+
+One mechanism serves promotion, rollback and roll-forward: :func:`sync` makes a
+target collection hold exactly the source's points — every point missing or
+whose payload changed is re-embedded with the target's model, every point the
+source no longer has is deleted. Promotion streams a first full copy (constant
+memory), then syncs until the delta is small, verifies, runs one short final
+sync and swaps the alias in one atomic request. The *window of risk* — writes
+that land on the old collection after the final sync's scan and before the swap —
+is measured and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from vectune.chunks import extract_text
+from vectune.errors import BadInput, VerificationFailed
+from vectune.models import Encoder
+from vectune.store import DenseSpec, Store
+
+logger = logging.getLogger(__name__)
+
+
+def payload_hash(payload: dict | None) -> str:
+    """Stable hash of a payload (for change detection between collections)."""
+    raw = json.dumps(payload or {}, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+@dataclass
+class SyncStats:
+    """What a build or sync did."""
+
+    upserted: int = 0
+    deleted: int = 0
+    reused_vectors: int = 0
+    passes: int = 0
+    seconds: float = 0.0
+    window_s: float | None = None
+    pass_deltas: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def make_point(record, vector: np.ndarray, spec: DenseSpec):
+    """A PointStruct carrying the record's id, payload and other vectors, with a new tuned vector."""
+    from qdrant_client import models
+
+    v = record.vector
+    new = vector.astype(np.float32).tolist()
+    if isinstance(v, dict):
+        vec: Any = {**v, spec.name: new}
+    elif spec.name:
+        vec = {spec.name: new}
+    else:
+        vec = new
+    return models.PointStruct(id=record.id, vector=vec, payload=record.payload or {})
+
+
+def _embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSpec, records: list,
+                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
+                      stats: SyncStats) -> None:
+    texts, todo, points = [], [], []
+    for r in records:
+        text, reason = extract_text(r.payload, text_field)
+        if text is None:
+            raise BadInput(f"point {r.id} has no usable text in payload field '{text_field}' ({reason}); "
+                           "it cannot be re-embedded, so nothing was promoted")
+        pre = precomputed.get(str(r.id)) if precomputed else None
+        if pre is not None and pre[0] == text:
+            points.append(make_point(r, pre[1], spec))
+            stats.reused_vectors += 1
+        else:
+            texts.append(text)
+            todo.append(r)
+    if texts:
+        emb = encoder.encode_passages(texts)
+        points.extend(make_point(r, e, spec) for r, e in zip(todo, emb))
+    store.upsert(target, points)
+    stats.upserted += len(points)
+
+
+def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+          batch: int = 128, precomputed: dict[str, tuple[str, np.ndarray]] | None = None,
+          start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None) -> SyncStats:
+    """Stream every point of ``source`` into ``target``, re-embedded (constant memory).
+
+    Args:
+        store: Qdrant access.
+        encoder: the model whose vectors go into ``target``.
+        source: collection to copy from.
+        target: collection to fill (already created).
+        spec: the tuned dense vector.
+        text_field: payload field with the text.
+        batch: points per page.
+        precomputed: ``key → (text, vector)`` from evaluation, reused when the text matches.
+        start_offset: resume a killed build from this scroll offset.
+        on_page: called with ``(next_offset, points_done)`` after each page (to checkpoint).
+
+    Returns:
+        Counts and time.
+    """
+    t0 = time.perf_counter()
+    stats = SyncStats(passes=1)
+    for records, nxt in store.scroll(source, vectors=True, batch=batch, offset=start_offset):
+        _embed_and_upsert(store, encoder, target, spec, records, text_field, precomputed, stats)
+        if on_page:
+            on_page(nxt, stats.upserted)
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _fingerprints(store: Store, name: str, batch: int) -> dict[str, tuple[Any, str]]:
+    out = {}
+    for records, _ in store.scroll(name, vectors=False, batch=max(batch, 256)):
+        for r in records:
+            out[str(r.id)] = (r.id, payload_hash(r.payload))
+    return out
+
+
+def delta(store: Store, source: str, target: str, batch: int = 256) -> tuple[list, list]:
+    """Ids to (re)write in ``target`` and ids to delete from it so it equals ``source``."""
+    src = _fingerprints(store, source, batch)
+    dst = _fingerprints(store, target, batch)
+    upsert = [pid for key, (pid, h) in src.items() if key not in dst or dst[key][1] != h]
+    delete = [pid for key, (pid, _) in dst.items() if key not in src]
+    return upsert, delete
+
+
+def sync_once(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+              batch: int = 128, stats: SyncStats | None = None) -> int:
+    """One delta pass; returns how many points it changed."""
+    stats = stats or SyncStats()
+    to_upsert, to_delete = delta(store, source, target, batch)
+    for i in range(0, len(to_upsert), batch):
+        records = store.retrieve(source, to_upsert[i:i + batch], vectors=True)
+        _embed_and_upsert(store, encoder, target, spec, records, text_field, None, stats)
+    # Points deleted from the source while we read them are simply absent from `records`;
+    # the next pass deletes them from the target.
+    store.delete_points(target, to_delete)
+    stats.deleted += len(to_delete)
+    stats.passes += 1
+    stats.pass_deltas.append(len(to_upsert) + len(to_delete))
+    return len(to_upsert) + len(to_delete)
+
+
+def sync(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+         batch: int = 128, max_passes: int = 5, small: int = 0) -> SyncStats:
+    """Delta passes until a pass changes at most ``small`` points (or ``max_passes``)."""
+    t0 = time.perf_counter()
+    stats = SyncStats()
+    for _ in range(max_passes):
+        if sync_once(store, encoder, source, target, spec, text_field, batch, stats) <= small:
+            break
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def verify(store: Store, source: str, target: str, spec: DenseSpec, sample: int = 5) -> dict:
+    """Check ``target`` against ``source``: same ids, and sample points find themselves.
+
+    Raises:
+        VerificationFailed: with what is wrong; nothing is swapped.
+    """
+    src_ids = {str(r.id) for recs, _ in store.scroll(source, batch=1024, ids_only=True) for r in recs}
+    dst_ids = {str(r.id) for recs, _ in store.scroll(target, batch=1024, ids_only=True) for r in recs}
+    missing, extra = src_ids - dst_ids, dst_ids - src_ids
+    if missing or extra:
+        raise VerificationFailed(f"'{target}' differs from '{source}': {len(missing)} missing, {len(extra)} extra points")
+    checked = 0
+    if sample and dst_ids:
+        ids = sorted(dst_ids)[:: max(1, len(dst_ids) // sample)][:sample]
+        recs = store.retrieve(target, [_as_id(i) for i in ids], vectors=[spec.name] if spec.name else True)
+        for r in recs:
+            v = r.vector.get(spec.name) if isinstance(r.vector, dict) else r.vector
+            if v is None:
+                raise VerificationFailed(f"point {r.id} in '{target}' has no '{spec.name or 'default'}' vector")
+            hits = store.search_batch(target, np.asarray([v], dtype=np.float32), limit=3, using=spec.name)[0]
+            if str(r.id) not in {str(h[0]) for h in hits}:
+                raise VerificationFailed(f"point {r.id} does not find itself in '{target}'")
+            checked += 1
+    return {"points": len(dst_ids), "sampled": checked}
+
+
+def _as_id(key: str) -> Any:
+    return int(key) if key.isdigit() else key

@@ -1,0 +1,166 @@
+"""Rollback, roll-forward and retention of an alias's versions.
+
+A rollback never loses what apps wrote after the promotion: the target collection
+is first brought up to date with the live one — every point added or changed since
+is re-embedded with the *target's own* model (from the model store), every point
+deleted since is removed — then verified, then the alias swaps atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vectune import lineage
+from vectune.errors import BadInput
+from vectune.models import has_model, load_encoder
+from vectune.promote import sync, verify
+from vectune.settings import Settings
+from vectune.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def rollback_target(store: Store, alias: str, live: str) -> str | None:
+    """The default rollback target: the live collection's parent, else the newest older version."""
+    parent = store.metadata(live).get("parent_collection")
+    if parent and store.collection_exists(parent):
+        return parent
+    older = [name for name, _ in lineage.versions(store, alias) if name != live]
+    return older[-1] if older else None
+
+
+def rollback(settings: Settings, alias: str, to: str | None = None, force: bool = False) -> dict:
+    """Point ``alias`` back at a previous (or named) version, synced first.
+
+    Args:
+        settings: connection, model store, text field.
+        alias: the alias.
+        to: target collection (default: the live collection's parent).
+        force: swap even when the target's model is missing (no sync possible: data written since the
+            target was live is then NOT in it — said loudly).
+
+    Returns:
+        What happened: from, to, synced counts.
+    """
+    with Store(settings) as store:
+        live = store.resolve_alias(alias)
+        target = to or rollback_target(store, alias, live)
+        if not target:
+            raise BadInput(f"alias '{alias}' has no previous version to roll back to")
+        if target == live:
+            raise BadInput(f"'{target}' is already live behind '{alias}'")
+        if not store.collection_exists(target):
+            raise BadInput(f"collection '{target}' does not exist (see `vectune status --alias {alias}`)")
+        meta = store.metadata(target)
+        if meta.get("alias") != alias:
+            raise BadInput(f"'{target}' is not a version of '{alias}' (its lineage says {meta.get('alias')!r})")
+        model = meta.get("model_ref")
+        spec = store.dense_spec(target, meta.get("dense_vector") or None)
+        text_field = meta.get("text_field") or settings.text_field
+        stats = None
+        if model and has_model(model, settings):
+            enc = load_encoder(model, settings, query_prompt=meta.get("query_prompt"),
+                               max_seq_length=meta.get("max_seq_length"))
+            stats = sync(store, enc, live, target, spec, text_field, settings.upsert_batch)
+            vinfo = verify(store, live, target, spec, settings.verify_sample)
+            # Writes that landed during verification: one last short pass right before the swap.
+            from vectune.promote import sync_once
+
+            sync_once(store, enc, live, target, spec, text_field, settings.upsert_batch, stats)
+        elif force:
+            logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points written "
+                           "since it was live are missing from it", model, target)
+            vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
+        else:
+            raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
+                           f"({settings.resolved_model_dir}), so points written since cannot be re-embedded "
+                           "with it. Restore the model, or --force to swap without syncing (loses those writes)")
+        store.swap_alias(alias, target)
+        now = lineage.now()
+        meta.update(state="live", rolled_back_at=now, rolled_back_from=live)
+        store.set_metadata(target, meta)
+        old = store.metadata(live)
+        old.update(state="retired", retired_at=now)
+        store.set_metadata(live, old)
+    synced = stats.to_dict() if stats else None
+    event = lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
+                                                   "synced": synced, "forced": bool(force and not stats)})
+    return {"alias": alias, "from": live, "to": target, "model": model, "synced": synced, "verify": vinfo,
+            "time": event["time"]}
+
+
+def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False, dry_run: bool = False) -> dict:
+    """Delete old versions of an alias; never the live one or the rollback target.
+
+    Args:
+        settings: connection and model store.
+        alias: the alias.
+        keep: how many versions to keep (newest first; live and rollback target always kept).
+        delete_models: also delete model-store directories no kept version uses.
+        dry_run: only say what would be deleted.
+
+    Returns:
+        ``{"kept": [...], "deleted": [...], "models_deleted": [...]}``.
+    """
+    import shutil
+
+    if keep < 1:
+        raise BadInput("--keep must be at least 1")
+    with Store(settings) as store:
+        live = store.resolve_alias(alias)
+        protected = {live}
+        target = rollback_target(store, alias, live)
+        if target:
+            protected.add(target)
+        versions = lineage.versions(store, alias)
+        newest_first = [name for name, _ in reversed(versions)]
+        kept = set(protected)
+        for name in newest_first:
+            if len(kept) >= keep:
+                break
+            kept.add(name)
+        doomed = [name for name in newest_first if name not in kept]
+        models_in_use = {meta.get("model_ref") for name, meta in versions if name in kept}
+        models_deleted = []
+        if not dry_run:
+            for name in doomed:
+                store.delete_collection(name)
+                logger.info("deleted %s", name)
+        if delete_models:
+            for name, meta in versions:
+                ref = meta.get("model_ref")
+                path = settings.resolved_model_dir / str(ref)
+                if name in doomed and ref not in models_in_use and (path / "manifest.json").exists():
+                    models_deleted.append(ref)
+                    if not dry_run:
+                        shutil.rmtree(path)
+    if doomed and not dry_run:
+        lineage.append_event(settings, alias, {"event": "prune", "deleted": doomed, "models_deleted": models_deleted})
+    return {"kept": sorted(kept), "deleted": doomed, "models_deleted": models_deleted, "dry_run": dry_run}
+
+
+def status(settings: Settings, alias: str) -> dict:
+    """The alias's live collection, its lineage, and every version with its scores."""
+    import json
+
+    with Store(settings) as store:
+        live = store.resolve_alias(alias)
+        versions = []
+        for name, meta in lineage.versions(store, alias):
+            gate = (meta.get("eval") or {}).get("gate") or {}
+            versions.append({
+                "collection": name, "live": name == live, "state": meta.get("state"),
+                "model": meta.get("model_ref"), "parent_collection": meta.get("parent_collection"),
+                "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
+                "points": store.count(name), "model_available": has_model(str(meta.get("model_ref")), settings),
+                "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},
+            })
+        live_meta = store.metadata(live)
+        target = rollback_target(store, alias, live)
+    latest = settings.resolved_work_dir / "reports" / alias / "latest.json"
+    last_run = None
+    if latest.exists():
+        r = json.loads(latest.read_text())
+        last_run = {k: r.get(k) for k in ("run_id", "status", "reason", "started_at", "duration_s", "new_collection")}
+    return {"alias": alias, "live_collection": live, "lineage": live_meta, "rollback_target": target,
+            "versions": versions, "last_run": last_run, "history": lineage.read_history(settings, alias)[-10:]}

@@ -1,0 +1,237 @@
+"""All of vectune's configuration, in one place.
+
+Every setting reads a ``VECTUNE_*`` environment variable (or a ``.env`` file); the
+Qdrant and OpenAI connection settings also read their conventional names
+(``QDRANT_URL``, ``QDRANT_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``).
+CLI options override the environment.
+
+The teacher (query generator) is a discriminated union selected by
+``VECTUNE_TEACHER`` (``offline`` or ``openai``), in the style of pgai's
+vectorizer config.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+#: Payload field presets for common frameworks.
+TEXT_FIELD_PRESETS: dict[str, str] = {
+    "langchain": "page_content",
+    "llamaindex": "_node_content",
+    "haystack": "content",
+    "default": "text",
+}
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+
+
+class OfflineTeacher(BaseModel):
+    """Pseudo-queries made from the chunk itself, with no network."""
+
+    kind: Literal["offline"] = "offline"
+    method: Literal["mix", "title", "keyphrase", "cloze"] = "mix"
+
+
+class OpenAITeacher(BaseModel):
+    """Synthetic queries from any OpenAI-compatible chat endpoint."""
+
+    kind: Literal["openai"] = "openai"
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0, le=20)
+    prompt_file: Path | None = None
+    domain_hint: str | None = None
+    json_mode: bool = True
+    max_chunks: int | None = Field(default=None, ge=0)
+    max_tokens_total: int | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    usd_per_1k_prompt_tokens: float = 0.0
+    usd_per_1k_completion_tokens: float = 0.0
+
+
+TeacherConfig = Annotated[OfflineTeacher | OpenAITeacher, Field(discriminator="kind")]
+
+
+class Settings(BaseSettings):
+    """Runtime settings for every vectune command."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VECTUNE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # --- where things live -------------------------------------------------
+    qdrant_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("VECTUNE_QDRANT_URL", "QDRANT_URL", "qdrant_url")
+    )
+    qdrant_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("VECTUNE_QDRANT_API_KEY", "QDRANT_API_KEY", "qdrant_api_key"),
+    )
+    qdrant_path: Path | None = None
+    qdrant_timeout_s: int = 60
+    home: Path = Field(
+        default=Path(".vectune"),
+        description="Root for state when work_dir/model_dir/qdrant_path are not set.",
+    )
+    work_dir: Path | None = None
+    model_dir: Path | None = None
+
+    # --- the collection ----------------------------------------------------
+    alias: str | None = None
+    text_field: str = "text"
+    vector_name: str | None = Field(
+        default=None, description="Named dense vector to tune; None = the unnamed default or the only one."
+    )
+    id_field: str = "doc_id"
+
+    # --- models -------------------------------------------------------------
+    base_model: str = BUNDLED_MODEL
+    query_prompt: str | None = Field(default=None, description="Prefix for queries (BGE needs one).")
+    max_seq_length: int = Field(default=256, ge=16, le=8192)
+    device: str | None = None
+    encode_batch_size: int = Field(default=64, ge=1)
+
+    # --- read ---------------------------------------------------------------
+    min_chars: int = Field(default=40, ge=0)
+    max_chars: int = Field(default=8000, ge=1)
+    max_train_chunks: int = Field(default=2000, ge=1)
+    min_train_chunks: int = Field(default=20, ge=2)
+    scroll_batch: int = Field(default=256, ge=1)
+
+    # --- pairs ---------------------------------------------------------------
+    # The teacher kind is read from VECTUNE_TEACHER by load_settings(); a full JSON
+    # config may be given as VECTUNE_TEACHER_CONFIG.
+    teacher: TeacherConfig = Field(
+        default_factory=OfflineTeacher, validation_alias=AliasChoices("teacher", "VECTUNE_TEACHER_CONFIG")
+    )
+    queries_per_chunk: int = Field(default=3, ge=1, le=20)
+    eval_fraction: float = Field(default=0.2, gt=0, lt=1)
+    max_eval_queries: int = Field(default=500, ge=1)
+    seed: int = 42
+    train_set: Path | None = None
+    eval_set: Path | None = None
+
+    # --- hard negatives -----------------------------------------------------
+    hard_negatives: int = Field(default=1, ge=0, le=10)
+    negatives_skip_top: int = Field(default=0, ge=0)
+    negatives_depth: int = Field(default=30, ge=1)
+    relative_margin: float = Field(default=0.05, ge=0, lt=1)
+
+    # --- training -------------------------------------------------------------
+    epochs: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=16, ge=2)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    max_steps: int = Field(default=-1, description="-1 = as many as epochs need.")
+    cached_mnrl: bool = Field(default=False, description="CachedMNRL: big batches in small memory.")
+    mini_batch_size: int = Field(default=16, ge=1)
+
+    # --- evaluation and gate --------------------------------------------------
+    eval_corpus_cap: int = Field(default=20000, ge=10)
+    gate_metric: Literal["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"] = "recall@5"
+    min_delta: float = Field(default=0.005, ge=0)
+    bootstrap: bool = True
+    bootstrap_samples: int = Field(default=1000, ge=100)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    allow_synthetic_gate: bool = False
+
+    # --- promotion -----------------------------------------------------------
+    upsert_batch: int = Field(default=128, ge=1)
+    verify_sample: int = Field(default=5, ge=0)
+    keep_versions: int = Field(default=3, ge=1)
+    force: bool = False
+
+    # --- operation -----------------------------------------------------------
+    lock_ttl_s: int = Field(default=6 * 3600, ge=10)
+    log_format: Literal["auto", "text", "json"] = "auto"
+    log_level: str = "INFO"
+
+    @field_validator("text_field")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        return TEXT_FIELD_PRESETS.get(v, v)
+
+    # --- derived paths --------------------------------------------------------
+    @property
+    def resolved_work_dir(self) -> Path:
+        return Path(self.work_dir or self.home / "work")
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir or self.home / "models")
+
+    @property
+    def resolved_qdrant_path(self) -> Path:
+        return Path(self.qdrant_path or self.home / "qdrant")
+
+    def run_dir(self, alias: str) -> Path:
+        """Directory holding resumable stage outputs for one alias."""
+        return self.resolved_work_dir / "runs" / alias
+
+    def secrets(self) -> list[str]:
+        """Secret values that must never be printed, for log redaction."""
+        out = []
+        for s in (self.qdrant_api_key, getattr(self.teacher, "api_key", None)):
+            if s is not None and s.get_secret_value():
+                out.append(s.get_secret_value())
+        return out
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings from env/.env, then apply non-None CLI overrides.
+
+    Args:
+        **overrides: values from CLI options; ``None`` means "not given".
+
+    Returns:
+        The validated settings.
+    """
+    import os
+
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    teacher_kind = clean.pop("teacher", None) or os.environ.get("VECTUNE_TEACHER")
+    teacher_fields = {k[len("teacher_"):]: clean.pop(k) for k in list(clean) if k.startswith("teacher_")}
+    if teacher_kind or teacher_fields:
+        clean["teacher"] = _teacher_from_env(teacher_kind or "offline", teacher_fields)
+    return Settings(**clean)
+
+
+def _teacher_from_env(kind: str, fields: dict) -> OfflineTeacher | OpenAITeacher:
+    import os
+
+    if kind == "offline":
+        method = fields.get("method") or os.environ.get("VECTUNE_OFFLINE_METHOD")
+        return OfflineTeacher(**({"method": method} if method else {}))
+    if kind == "openai":
+        env = {
+            "model": os.environ.get("VECTUNE_TEACHER_MODEL"),
+            "base_url": os.environ.get("OPENAI_BASE_URL"),
+            "api_key": os.environ.get("OPENAI_API_KEY"),
+            "concurrency": os.environ.get("VECTUNE_TEACHER_CONCURRENCY"),
+            "timeout_s": os.environ.get("VECTUNE_TEACHER_TIMEOUT_S"),
+            "max_retries": os.environ.get("VECTUNE_TEACHER_MAX_RETRIES"),
+            "prompt_file": os.environ.get("VECTUNE_TEACHER_PROMPT_FILE"),
+            "domain_hint": os.environ.get("VECTUNE_TEACHER_DOMAIN_HINT"),
+            "json_mode": os.environ.get("VECTUNE_TEACHER_JSON_MODE"),
+            "max_chunks": os.environ.get("VECTUNE_TEACHER_MAX_CHUNKS"),
+            "max_tokens_total": os.environ.get("VECTUNE_TEACHER_MAX_TOKENS"),
+            "max_cost_usd": os.environ.get("VECTUNE_TEACHER_MAX_COST_USD"),
+        }
+        env = {k: v for k, v in env.items() if v not in (None, "")}
+        env.update({k: v for k, v in fields.items() if v is not None})
+        return OpenAITeacher(**env)
+    raise ValueError(f"unknown teacher {kind!r}: choose 'offline' or 'openai'")

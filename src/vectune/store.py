@@ -1,0 +1,318 @@
+"""Every call vectune makes to Qdrant lives here.
+
+The same code talks to qdrant-client's embedded mode (``QDRANT_URL`` unset: a
+local path) and to a server (``QDRANT_URL`` + ``QDRANT_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from vectune.errors import BadInput, QdrantUnavailable
+from vectune.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Key under which vectune keeps its lineage in collection metadata.
+META_KEY = "vectune"
+#: Namespace for mapping string ids (BEIR ``_id``) to stable UUIDs.
+ID_NAMESPACE = uuid.UUID("6f1c1f3e-9a43-4c55-9d38-6c1b8a5e0a11")
+
+
+def point_id_for(raw_id: Any) -> Any:
+    """Map an external id to a valid Qdrant point id (ints kept, strings → UUID5)."""
+    if isinstance(raw_id, int) and not isinstance(raw_id, bool) and raw_id >= 0:
+        return raw_id
+    s = str(raw_id)
+    if s.isdigit():
+        return int(s)
+    with contextlib.suppress(ValueError):
+        return str(uuid.UUID(s))
+    return str(uuid.uuid5(ID_NAMESPACE, s))
+
+
+@dataclass
+class DenseSpec:
+    """The dense vector vectune tunes in a collection.
+
+    Attributes:
+        name: vector name, or ``""`` for the unnamed default vector.
+        size: dimension.
+        distance: Qdrant distance name.
+    """
+
+    name: str
+    size: int
+    distance: str
+
+
+class Store:
+    """A connection to Qdrant with the handful of operations vectune needs.
+
+    Args:
+        settings: where to connect.
+    """
+
+    def __init__(self, settings: Settings):
+        from qdrant_client import QdrantClient
+
+        self.settings = settings
+        try:
+            if settings.qdrant_url:
+                key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+                self.client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=settings.qdrant_timeout_s)
+                self.client.get_collections()  # fail fast, clearly
+                self.where = settings.qdrant_url
+            else:
+                path = settings.resolved_qdrant_path
+                path.mkdir(parents=True, exist_ok=True)
+                self.client = QdrantClient(path=str(path))
+                self.where = f"embedded:{path}"
+        except BadInput:
+            raise
+        except Exception as e:  # noqa: BLE001 - turn any connection failure into one clear message
+            raise QdrantUnavailable(f"cannot reach Qdrant at {_where(settings)}: {_short(e)}") from None
+
+    # -- lifecycle -------------------------------------------------------------
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (BadInput, QdrantUnavailable):
+            raise
+        except ValueError as e:  # local mode raises ValueError for "not found" and bad requests
+            raise BadInput(f"{what}: {_short(e)}") from None
+        except Exception as e:  # noqa: BLE001
+            raise QdrantUnavailable(f"{what} failed at {self.where}: {_short(e)}") from None
+
+    # -- aliases and collections ------------------------------------------------
+    def aliases(self) -> dict[str, str]:
+        """All aliases as ``{alias: collection}``."""
+        res = self._call("list aliases", self.client.get_aliases)
+        return {a.alias_name: a.collection_name for a in res.aliases}
+
+    def resolve_alias(self, alias: str) -> str:
+        """The collection an alias points at; a clear error if it does not exist."""
+        target = self.aliases().get(alias)
+        if target is None:
+            if self.collection_exists(alias):
+                raise BadInput(
+                    f"'{alias}' is a collection, not an alias: take it over with "
+                    f"`vectune adopt --collection {alias} --alias <new-alias> --model <model>`"
+                )
+            raise BadInput(f"alias '{alias}' does not exist in Qdrant ({self.where})")
+        return target
+
+    def collection_exists(self, name: str) -> bool:
+        return bool(self._call("check collection", self.client.collection_exists, name))
+
+    def collections(self) -> list[str]:
+        res = self._call("list collections", self.client.get_collections)
+        return sorted(c.name for c in res.collections)
+
+    def info(self, name: str):
+        if not self.collection_exists(name):
+            raise BadInput(f"collection '{name}' does not exist")
+        return self._call(f"read collection '{name}'", self.client.get_collection, name)
+
+    def metadata(self, name: str) -> dict:
+        """vectune's lineage record stored in the collection's metadata ({} if none)."""
+        meta = self.info(name).config.metadata or {}
+        return dict(meta.get(META_KEY) or {})
+
+    def set_metadata(self, name: str, record: dict) -> None:
+        """Replace vectune's lineage record in a collection's metadata."""
+        self._call(f"write metadata of '{name}'", self.client.update_collection, name, metadata={META_KEY: record})
+
+    def count(self, name: str) -> int:
+        return int(self._call(f"count '{name}'", self.client.count, name, exact=True).count)
+
+    def dense_spec(self, name: str, vector_name: str | None = None) -> DenseSpec:
+        """Find the dense vector to tune.
+
+        Args:
+            name: collection name.
+            vector_name: a named vector, or None for the unnamed one (or the only named one).
+
+        Returns:
+            The vector's name (``""`` if unnamed), size and distance.
+
+        Raises:
+            BadInput: the collection has no dense vector, or the name is ambiguous/missing.
+        """
+        vectors = self.info(name).config.params.vectors
+        if vectors is None or (isinstance(vectors, dict) and not vectors):
+            raise BadInput(f"collection '{name}' has no dense vectors to tune")
+        if not isinstance(vectors, dict):
+            if vector_name not in (None, ""):
+                raise BadInput(f"collection '{name}' has only an unnamed vector, not '{vector_name}'")
+            return DenseSpec("", vectors.size, str(vectors.distance.value))
+        if vector_name is None:
+            if len(vectors) != 1:
+                raise BadInput(
+                    f"collection '{name}' has several named vectors {sorted(vectors)}: choose one with --vector-name"
+                )
+            vector_name = next(iter(vectors))
+        if vector_name not in vectors:
+            raise BadInput(f"collection '{name}' has no vector named '{vector_name}' (has {sorted(vectors)})")
+        p = vectors[vector_name]
+        return DenseSpec(vector_name, p.size, str(p.distance.value))
+
+    def create_collection(self, name: str, size: int, distance: str = "Cosine", metadata: dict | None = None,
+                          vector_name: str = "") -> None:
+        """Create a fresh collection with one dense vector (used by ``index``)."""
+        from qdrant_client import models
+
+        params = models.VectorParams(size=size, distance=models.Distance(distance))
+        vectors = {vector_name: params} if vector_name else params
+        self._call(f"create '{name}'", self.client.create_collection, name, vectors_config=vectors,
+                   metadata={META_KEY: metadata or {}})
+
+    def create_like(self, source: str, name: str, spec: DenseSpec, new_size: int, metadata: dict) -> None:
+        """Create ``name`` with ``source``'s whole configuration; only the tuned vector's size may change.
+
+        Distance, HNSW, quantization, on-disk flags, shards/replication, optimizers, WAL,
+        other named and sparse vectors and payload indexes are copied as they are.
+        """
+        from qdrant_client import models
+
+        info = self.info(source)
+        cfg = info.config
+        params = cfg.params
+        vectors = params.vectors
+        if isinstance(vectors, dict):
+            vectors = {k: v.model_copy() for k, v in vectors.items()}
+            vectors[spec.name] = vectors[spec.name].model_copy(update={"size": new_size})
+        else:
+            vectors = vectors.model_copy(update={"size": new_size})
+        kwargs: dict[str, Any] = {
+            "vectors_config": vectors,
+            "sparse_vectors_config": params.sparse_vectors or None,
+            "shard_number": params.shard_number,
+            "sharding_method": params.sharding_method,
+            "replication_factor": params.replication_factor,
+            "write_consistency_factor": params.write_consistency_factor,
+            "on_disk_payload": params.on_disk_payload,
+            "quantization_config": cfg.quantization_config,
+            "metadata": {META_KEY: metadata},
+        }
+        if cfg.hnsw_config is not None:
+            kwargs["hnsw_config"] = models.HnswConfigDiff(**cfg.hnsw_config.model_dump(exclude_none=True))
+        if cfg.optimizer_config is not None:
+            kwargs["optimizers_config"] = models.OptimizersConfigDiff(
+                **{k: v for k, v in cfg.optimizer_config.model_dump(exclude_none=True).items()
+                   if k in models.OptimizersConfigDiff.model_fields}
+            )
+        if cfg.wal_config is not None:
+            kwargs["wal_config"] = models.WalConfigDiff(
+                **{k: v for k, v in cfg.wal_config.model_dump(exclude_none=True).items()
+                   if k in models.WalConfigDiff.model_fields}
+            )
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        self._call(f"create '{name}'", self.client.create_collection, name, **kwargs)
+        for field_name, schema in (info.payload_schema or {}).items():
+            with contextlib.suppress(Exception):
+                self.client.create_payload_index(name, field_name, field_schema=schema.params or schema.data_type)
+
+    def delete_collection(self, name: str) -> None:
+        self._call(f"delete '{name}'", self.client.delete_collection, name)
+
+    def swap_alias(self, alias: str, new: str) -> None:
+        """Point ``alias`` at ``new`` in one atomic request (delete + create together)."""
+        from qdrant_client import models
+
+        ops: list[Any] = []
+        if alias in self.aliases():
+            ops.append(models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias)))
+        ops.append(models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=new, alias_name=alias)))
+        self._call(f"swap alias '{alias}'", self.client.update_collection_aliases, change_aliases_operations=ops)
+
+    # -- points -------------------------------------------------------------------
+    def scroll(self, name: str, *, vectors: bool | Sequence[str] = False, batch: int = 256,
+               offset: Any = None, ids_only: bool = False) -> Iterator[tuple[list, Any]]:
+        """Stream a collection page by page.
+
+        Yields:
+            ``(records, next_offset)`` for each page; ``next_offset`` is None on the last one.
+        """
+        with_vectors = list(vectors) if isinstance(vectors, (list, tuple)) else vectors
+        while True:
+            records, nxt = self._call(
+                f"scroll '{name}'", self.client.scroll, name, limit=batch, offset=offset,
+                with_payload=not ids_only, with_vectors=with_vectors,
+            )
+            yield records, nxt
+            if nxt is None:
+                return
+            offset = nxt
+
+    def retrieve(self, name: str, ids: Sequence[Any], *, vectors: bool | Sequence[str] = False) -> list:
+        with_vectors = list(vectors) if isinstance(vectors, (list, tuple)) else vectors
+        return self._call(f"retrieve from '{name}'", self.client.retrieve, name, ids=list(ids),
+                          with_payload=True, with_vectors=with_vectors)
+
+    def upsert(self, name: str, points: list) -> None:
+        if points:
+            self._call(f"upsert into '{name}'", self.client.upsert, name, points=points, wait=True)
+
+    def delete_points(self, name: str, ids: Sequence[Any]) -> None:
+        from qdrant_client import models
+
+        if ids:
+            self._call(f"delete from '{name}'", self.client.delete, name,
+                       points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def search_batch(self, name: str, vectors: np.ndarray, limit: int, using: str = "") -> list[list[tuple[Any, float]]]:
+        """Nearest neighbours for many query vectors in one request.
+
+        Returns:
+            For each query, ``[(point_id, score), ...]`` best first.
+        """
+        from qdrant_client import models
+
+        reqs = [
+            models.QueryRequest(query=v.tolist(), using=using or None, limit=limit, with_payload=False)
+            for v in np.asarray(vectors, dtype=np.float32)
+        ]
+        out = []
+        for i in range(0, len(reqs), 64):
+            res = self._call(f"query '{name}'", self.client.query_batch_points, name, requests=reqs[i:i + 64])
+            out.extend([[(p.id, float(p.score)) for p in r.points] for r in res])
+        return out
+
+
+def dense_of(record, spec: DenseSpec) -> np.ndarray | None:
+    """The tuned dense vector of a scrolled record, or None."""
+    v = record.vector
+    if isinstance(v, dict):
+        v = v.get(spec.name)
+    if v is None or not isinstance(v, list):
+        return None
+    return np.asarray(v, dtype=np.float32)
+
+
+def _where(settings: Settings) -> str:
+    return settings.qdrant_url or f"embedded path {settings.resolved_qdrant_path}"
+
+
+def _short(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if "already accessed by another instance" in msg:
+        msg = ("the embedded Qdrant folder is in use by another process (one process at a time; "
+               "use a Qdrant server via QDRANT_URL for concurrent access)")
+    return msg[:500]
