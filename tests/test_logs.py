@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from vectune import logs
-from vectune.logs import Redactor, RedactingFilter, progress, setup_logging
+from vectune.logs import RedactingFilter, Redactor, progress, setup_logging
 from vectune.settings import OpenAITeacher, Settings
 
 QKEY = "qdrant-secret-key-123456"
@@ -22,13 +22,20 @@ class FakeTTY(io.StringIO):
         return True
 
 
+def make_settings(**kw: object) -> Settings:
+    """Settings from the arguments only: no .env file, INFO unless given."""
+    return Settings(_env_file=None, **{"log_level": "INFO", **kw})
+
+
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(qdrant_api_key=QKEY, teacher=OpenAITeacher(api_key=OKEY), log_format="auto")
+    return make_settings(qdrant_api_key=QKEY, teacher=OpenAITeacher(api_key=OKEY), log_format="auto")
 
 
 @pytest.fixture(autouse=True)
-def _restore_root() -> Iterator[None]:
+def _restore_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for var in ("VECTUNE_LOG_FORMAT", "VECTUNE_LOG_LEVEL", "QDRANT_API_KEY", "VECTUNE_QDRANT_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -81,14 +88,14 @@ def test_json_forced_on_a_tty(settings: Settings) -> None:
 
 def test_text_forced_when_not_a_tty() -> None:
     out = io.StringIO()
-    setup_logging(Settings(log_format="text"), stream=out)
+    setup_logging(make_settings(log_format="text"), stream=out)
     logging.getLogger("vectune.test").info("plain")
     assert "vectune.test: plain" in out.getvalue()
 
 
 def test_level_from_settings() -> None:
     out = io.StringIO()
-    setup_logging(Settings(log_level="warning"), stream=out)
+    setup_logging(make_settings(log_level="warning"), stream=out)
     log = logging.getLogger("vectune.test")
     log.info("hidden")
     log.warning("shown")
@@ -214,7 +221,7 @@ def test_filter_on_foreign_handler_bad_format_string() -> None:
 
 def test_add_secrets_after_setup() -> None:
     out = io.StringIO()
-    setup_logging(Settings(), stream=out)
+    setup_logging(make_settings(), stream=out)
     logs.add_secrets("late-secret-999")
     logging.getLogger("vectune.test").info("late-secret-999")
     assert "late-secret-999" not in out.getvalue()

@@ -69,11 +69,16 @@ def test_render_promoted() -> None:
     assert vals[("vectune_last_run_status", '{alias="docs",status="failed"}')] == 0
 
 
-@pytest.mark.parametrize(("status", "success", "promoted"), [("kept", 1, 0), ("noop", 1, 0), ("failed", 0, 0)])
+@pytest.mark.parametrize(
+    ("status", "success", "promoted"), [("kept", 1, 0), ("noop", 1, 0), ("dry-run", 1, 0), ("failed", 0, 0)]
+)
 def test_render_statuses(status: str, success: int, promoted: int) -> None:
     vals = parse(render({**REPORT, "status": status}))
     assert vals[("vectune_last_run_success", '{alias="docs"}')] == success
     assert vals[("vectune_last_run_promoted", '{alias="docs"}')] == promoted
+    statuses = {labels for name, labels in vals if name == "vectune_last_run_status"}
+    assert len(statuses) == len(metrics.STATUSES)  # same label set every run
+    assert vals[("vectune_last_run_status", f'{{alias="docs",status="{status}"}}')] == 1
 
 
 def test_render_tolerates_missing_keys() -> None:

@@ -168,6 +168,8 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         if not meta.get("model_ref"):
             raise BadInput(f"collection '{live}' has no vectune lineage (which model made it?): "
                            f"take it over first with `vectune adopt --collection {live} --alias {alias} --model <model>`")
+        if "text_field" not in settings.model_fields_set and meta.get("text_field"):
+            settings = settings.model_copy(update={"text_field": meta["text_field"]})  # what adopt/index recorded
         spec = store.dense_spec(live, settings.vector_name or meta.get("dense_vector") or None)
         keep = max(settings.max_train_chunks, min(settings.eval_corpus_cap, 50_000))
         chunks, rstats, content_fp = read(store, live, spec, settings, keep)
@@ -215,13 +217,38 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         _save_state(state_file, cycle_fp, rep)
         return
 
+    with timings.stage("load_live_model"):
+        live_enc = load_encoder(meta["model_ref"], settings, query_prompt=meta.get("query_prompt"),
+                                max_seq_length=meta.get("max_seq_length"))
+        rep["counts"]["live_vector_check"] = round(check_live_vectors(live_enc, pool, live), 4)
+
+    def search(vecs, limit):
+        hits = store.search_batch(live, vecs, limit, using=spec.name)
+        return [[(str(pid), s) for pid, s in h] for h in hits]
+
     # ---- 3. pairs -----------------------------------------------------------------------------
     with timings.stage("generate"):
-        gen_train = generator.generate(train_chunks, n)
+        # Eval queries first: when a teacher's budget runs out, it cuts training pairs, not the evidence.
         gen_eval = generator.generate(held, 1)
+        gen_train = generator.generate(train_chunks, n)
+        train_queries: list[Query] = list(gen_train.queries)
+        eval_generated: list[Query] = list(gen_eval.queries)
+        roundtrip = None
+        if settings.roundtrip_filter and generator.name.startswith("openai"):
+            from vectune.generate.roundtrip import roundtrip_filter
+
+            def keys_only(vecs, k):
+                return [[key for key, _ in hits] for hits in search(vecs, k)]
+
+            train_queries, dropped_t = roundtrip_filter(train_queries, live_enc.encode_queries, keys_only,
+                                                        settings.roundtrip_top_k)
+            eval_generated, dropped_e = roundtrip_filter(eval_generated, live_enc.encode_queries, keys_only,
+                                                         settings.roundtrip_top_k)
+            roundtrip = {"top_k": settings.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
+                         "dropped": dropped_t + dropped_e}
     rep["teacher"] = generator.name
-    rep["counts"]["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict()}
-    train_queries: list[Query] = list(gen_train.queries)
+    rep["counts"]["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict(),
+                                 "roundtrip_filter": roundtrip}
     relevant: dict[str, set[str]] = {}
     if trainset:
         missing = _ensure_chunks(store, live, spec, settings, {k for q in trainset for k in q.relevant}, by_key)
@@ -234,26 +261,18 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
                 used += 1
         rep["counts"]["train_set"] = {"queries": len(trainset), "pairs": used, "unknown_ids": missing}
     held_keys = {c.key for c in held}
-    eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in gen_eval.queries if q.chunk_id in held_keys]
+    eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
     eval_queries = eval_queries[: settings.max_eval_queries]
     if len(train_queries) < 2:
         raise BadInput(f"only {len(train_queries)} training queries could be made from {len(train_chunks)} chunks")
 
     # ---- 4. hard negatives (live model's query encoder + stored vectors in Qdrant) -----------
-    with timings.stage("load_live_model"):
-        live_enc = load_encoder(meta["model_ref"], settings, query_prompt=meta.get("query_prompt"),
-                                max_seq_length=meta.get("max_seq_length"))
-        rep["counts"]["live_vector_check"] = round(check_live_vectors(live_enc, pool, live), 4)
     with timings.stage("mine"):
         from vectune.negatives import count_sources, mine, texts_from_records
 
         qv = live_enc.encode_queries([q.text for q in train_queries])
         pv = np.stack([by_key[q.chunk_id].vector for q in train_queries])
         pv = pv / np.linalg.norm(pv, axis=1, keepdims=True).clip(1e-12)
-
-        def search(vecs, limit):
-            hits = store.search_batch(live, vecs, limit, using=spec.name)
-            return [[(str(pid), s) for pid, s in h] for h in hits]
 
         def fetch(keys):
             return texts_from_records(store.retrieve(live, [_as_id(k) for k in keys]), settings.text_field)

@@ -363,7 +363,9 @@ def progress(
     _log_progress(log, desc, n, total, time.monotonic() - start, done=True)
 
 
-def _log_progress(log: logging.Logger, desc: str, n: int, total: int | None, elapsed: float, done: bool = False) -> None:
+def _log_progress(
+    log: logging.Logger, desc: str, n: int, total: int | None, elapsed: float, done: bool = False
+) -> None:
     rate = n / elapsed if elapsed > 0 else 0.0
     label = desc or "progress"
     if done:

@@ -38,7 +38,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("promoted", "kept", "noop", "failed")
+STATUSES = ("promoted", "kept", "noop", "dry-run", "failed")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _HELP: dict[str, str] = {
@@ -46,7 +46,7 @@ _HELP: dict[str, str] = {
     "vectune_last_run_success": "1 if the last vectune run did not fail, else 0.",
     "vectune_last_run_duration_seconds": "Duration of the last vectune run in seconds.",
     "vectune_last_run_promoted": "1 if the last vectune run promoted a new collection, else 0.",
-    "vectune_last_run_status": "1 for the status of the last vectune run (promoted, kept, noop, failed).",
+    "vectune_last_run_status": "1 for the status of the last vectune run (promoted, kept, noop, dry-run, failed).",
     "vectune_last_success_timestamp_seconds": "Unix time of the last vectune run that did not fail.",
     "vectune_recall_live": "Gate metric of the live model on the last run's eval set.",
     "vectune_recall_candidate": "Gate metric of the candidate model on the last run's eval set.",

@@ -28,7 +28,6 @@ stops.
 
 from __future__ import annotations
 
-import calendar
 import logging
 import re
 import signal

@@ -143,11 +143,13 @@ class Settings(BaseSettings):
     # --- evaluation and gate --------------------------------------------------
     eval_corpus_cap: int = Field(default=20000, ge=10)
     gate_metric: Literal["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"] = "recall@5"
-    min_delta: float = Field(default=0.005, ge=0)
+    min_delta: float = Field(default=0.005, ge=-1, description="Negative values accept regressions: tests only.")
     bootstrap: bool = True
     bootstrap_samples: int = Field(default=1000, ge=100)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     allow_synthetic_gate: bool = False
+    roundtrip_filter: bool = Field(default=True, description="Keep teacher queries whose chunk the live model ranks in top k.")
+    roundtrip_top_k: int = Field(default=20, ge=1)
 
     # --- promotion -----------------------------------------------------------
     upsert_batch: int = Field(default=128, ge=1)
@@ -230,6 +232,8 @@ def _teacher_from_env(kind: str, fields: dict) -> OfflineTeacher | OpenAITeacher
             "max_chunks": os.environ.get("VECTUNE_TEACHER_MAX_CHUNKS"),
             "max_tokens_total": os.environ.get("VECTUNE_TEACHER_MAX_TOKENS"),
             "max_cost_usd": os.environ.get("VECTUNE_TEACHER_MAX_COST_USD"),
+            "usd_per_1k_prompt_tokens": os.environ.get("VECTUNE_TEACHER_USD_PER_1K_PROMPT"),
+            "usd_per_1k_completion_tokens": os.environ.get("VECTUNE_TEACHER_USD_PER_1K_COMPLETION"),
         }
         env = {k: v for k, v in env.items() if v not in (None, "")}
         env.update({k: v for k, v in fields.items() if v is not None})

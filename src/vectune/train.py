@@ -49,8 +49,14 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
         BadInput: not enough examples to make one batch.
     """
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments, losses
-    from sentence_transformers.training_args import BatchSamplers
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer import losses
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:  # 3.x - 5.x
+        from sentence_transformers import losses
+        from sentence_transformers.training_args import BatchSamplers
 
     if len(examples) < 2:
         raise BadInput(f"only {len(examples)} training pairs: need at least 2 to train")
@@ -84,6 +90,7 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
             data_seed=settings.seed,
             disable_tqdm=True,
             dataloader_drop_last=False,
+            dataloader_pin_memory=_cuda(),
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         from transformers.trainer_callback import PrinterCallback
@@ -111,3 +118,9 @@ def _warmup(ratio: float) -> dict:
     if int(transformers.__version__.split(".")[0]) >= 5:
         return {"warmup_steps": ratio}
     return {"warmup_ratio": ratio}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

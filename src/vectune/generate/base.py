@@ -48,6 +48,8 @@ class GenerationStats:
     cost_usd: float = 0.0
     budget_hit: str | None = None
     failed_chunks: int = 0
+    retries: int = 0
+    errors: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -63,6 +65,8 @@ class GenerationStats:
             "cost_usd": round(self.cost_usd, 6),
             "budget_hit": self.budget_hit,
             "failed_chunks": self.failed_chunks,
+            "retries": self.retries,
+            "errors": dict(self.errors),
         }
 
 

@@ -412,6 +412,8 @@ class OpenAIGenerator(QueryGenerator):
             for q in entry.questions:
                 queries.append(Query(text=q, chunk_id=chunk.key, source="openai"))
         stats.kept = len(queries)
+        stats.retries = self._retries
+        stats.errors = dict(self._errors)
         self.last_info = {
             "retries": self._retries,
             "errors": dict(self._errors),

@@ -1,0 +1,99 @@
+"""Shared fixtures: all vectune state in a temp dir, a tiny real corpus, CLI helpers.
+
+Tests use the real CLI (click's runner, in-process), the real bundled MiniLM and a
+real embedded Qdrant. Set QDRANT_URL to run the same tests against a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Small and fast: a real model, tiny data, one short epoch.
+FAST = {
+    "VECTUNE_MAX_SEQ_LENGTH": "96",
+    "VECTUNE_QUERIES_PER_CHUNK": "1",
+    "VECTUNE_BATCH_SIZE": "8",
+    "VECTUNE_EPOCHS": "1",
+    "VECTUNE_MIN_TRAIN_CHUNKS": "10",
+    "VECTUNE_BOOTSTRAP_SAMPLES": "200",
+    "VECTUNE_LOG_FORMAT": "text",
+    "VECTUNE_LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """Point every piece of vectune state at a temp dir; fast training settings."""
+    h = tmp_path / "vectune-home"
+    monkeypatch.setenv("VECTUNE_HOME", str(h))
+    for k in [k for k in os.environ if k.startswith("VECTUNE_") and k != "VECTUNE_HOME"]:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.chdir(tmp_path)  # no stray .env is read
+    if os.environ.get("QDRANT_URL"):
+        # against a shared server, keep aliases of different tests apart
+        monkeypatch.setenv("VECTUNE_TEST_PREFIX", tmp_path.name)
+    return h
+
+
+@pytest.fixture(scope="session")
+def corpus_records():
+    """40 real passages (CPython reference topics), spread over many topics."""
+    from vectune.demo_corpus import demo_chunks
+
+    chunks = [c for c in demo_chunks() if 200 <= len(c["text"]) <= 700]
+    step = max(1, len(chunks) // 40)
+    return chunks[::step][:40]
+
+
+@pytest.fixture
+def corpus_file(tmp_path, corpus_records):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in corpus_records))
+    return path
+
+
+def invoke(*args, expect: int | None = 0):
+    """Run the real CLI in-process; assert the exit code; return the result."""
+    from click.testing import CliRunner
+
+    from vectune.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
+    if expect is not None and result.exit_code != expect:
+        raise AssertionError(f"vectune {' '.join(map(str, args))} exited {result.exit_code}, expected {expect}\n"
+                             f"output:\n{result.output}\nexception: {result.exception!r}")
+    return result
+
+
+@contextmanager
+def qdrant():
+    """A Qdrant client on the same store the CLI uses (close it before the next CLI call)."""
+    from vectune.settings import load_settings
+    from vectune.store import Store
+
+    store = Store(load_settings())
+    try:
+        yield store.client
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def indexed(home, corpus_file):
+    """The tiny corpus indexed behind alias 'docs'."""
+    invoke("index", corpus_file, "--alias", "docs")
+    return "docs"
+
+
+PERMISSIVE = ["--allow-synthetic-gate", "--min-delta", "-1", "--no-bootstrap"]
