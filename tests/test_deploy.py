@@ -34,17 +34,13 @@ ENV_EXAMPLE = DEPLOY / "vectune.env.example"
 SETTINGS_PY = ROOT / "src" / "vectune" / "settings.py"
 ERRORS_PY = ROOT / "src" / "vectune" / "errors.py"
 
-# The CLI's subcommands. TODO: introspect the click group in vectune.cli instead.
-CLI_COMMANDS = {"index", "adopt", "run", "status", "history", "rollback", "prune", "demo", "check", "serve"}
+# The CLI's subcommands, read from the click group itself.
+from vectune.cli import cli as _cli  # noqa: E402
+
+CLI_COMMANDS = set(_cli.commands)
 
 # Settings the deployment files use that the core is adding (schedule.py / metrics.py).
-PENDING_SETTINGS = {
-    "VECTUNE_SCHEDULE",
-    "VECTUNE_SCHEDULE_TZ",
-    "VECTUNE_RUN_AT_START",
-    "VECTUNE_METRICS_DIR",
-    "VECTUNE_PUSHGATEWAY_URL",
-}
+PENDING_SETTINGS: set[str] = set()
 # Variables that are not vectune settings but are allowed in the files.
 BUILD_ONLY = {"TORCH_VARIANT", "VECTUNE_IMAGE_TAG"}  # compose interpolation for the build
 NON_SETTINGS = {"ALIAS"}  # the rollback Job's $(ALIAS)

@@ -317,7 +317,79 @@ def demo(alias, max_train_chunks, queries_per_chunk, epochs, allow_synthetic_gat
         click.echo(f"report: {rep['report_files'].get('md')}")
 
 
+# ----------------------------------------------------------------------------- serve / check
+@cli.command()
+@click.option("--alias", default=None, help="Alias to tune [VECTUNE_ALIAS].")
+@click.option("--schedule", default=None, help="Cron expression [VECTUNE_SCHEDULE, default '0 3 * * *'].")
+@click.option("--tz", "schedule_tz", default=None, help="Time zone of the schedule [VECTUNE_SCHEDULE_TZ, default UTC].")
+@click.option("--run-at-start/--no-run-at-start", default=None, help="Also run once at start [VECTUNE_RUN_AT_START].")
+@click.option("--exit-on-error/--no-exit-on-error", default=False, show_default=True,
+              help="Stop serving when a cycle fails (default: log it and wait for the next slot).")
+@cycle_options
+@connection_options
+@handle_errors
+def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
+    """Run the cycle on a cron schedule (for containers: no crond needed)."""
+    from vectune import cycle
+    from vectune import report as report_mod
+    from vectune.schedule import CronError, Cron
+    from vectune.schedule import serve as do_serve
+
+    if not kw.get("allow_synthetic_gate"):
+        kw.pop("allow_synthetic_gate", None)
+    s = _settings({**kw, "schedule": schedule, "schedule_tz": schedule_tz, "run_at_start": run_at_start})
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required (or VECTUNE_ALIAS)")
+    try:
+        cron = Cron.parse(s.schedule)
+    except CronError as e:
+        raise click.UsageError(f"bad schedule {s.schedule!r}: {e}") from None
+    stop = {"code": 0}
+
+    def job() -> int:
+        try:
+            rep = cycle.run(s, alias)
+            click.echo(report_mod.summary(rep))
+            return 0
+        except VectuneError as e:
+            click.echo(f"error: {_redact(str(e))}", err=True)
+            if exit_on_error:
+                stop["code"] = e.exit_code
+                raise SystemExit(e.exit_code) from None
+            return e.exit_code
+
+    sys.exit(do_serve(job, cron, s.run_at_start, tz=s.schedule_tz) or stop["code"])
+
+
+@cli.command()
+@click.option("--alias", default=None, help="Also check that this alias resolves [VECTUNE_ALIAS].")
+@connection_options
+def check(alias, **kw):
+    """Health check: settings valid, Qdrant reachable, alias resolves, model store writable, teacher reachable."""
+    try:
+        s = _settings(kw)
+    except Exception as e:  # noqa: BLE001 - invalid settings
+        click.echo(f"settings: INVALID ({_redact(str(e)).splitlines()[0]})", err=True)
+        sys.exit(2)
+    from vectune.health import run_checks
+
+    results = run_checks(s, alias or s.alias)
+    code = 0
+    for name, (ok, detail, fail_code) in results.items():
+        click.echo(f"{name}: {'ok' if ok else 'FAIL'} {detail}".rstrip())
+        if not ok and not code:
+            code = fail_code
+    sys.exit(code)
+
+
 def main() -> None:
+    import signal
+
+    def _term(signum, frame):  # SIGTERM (k8s deadline, docker stop): unwind so finally-blocks release locks
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, _term)
     cli(prog_name="vectune")
 
 

@@ -138,6 +138,10 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> dict:
         rep.update(status="failed", reason=str(e), error_type=type(e).__name__)
         _finish(settings, rep, started)
         raise
+    except Exception as e:  # a bug: still leave a report and metrics behind, then let it surface
+        rep.update(status="failed", reason=f"unexpected {type(e).__name__}: {e}", error_type=type(e).__name__)
+        _finish(settings, rep, started)
+        raise
     _finish(settings, rep, started)
     return rep
 
@@ -150,6 +154,10 @@ def _finish(settings: Settings, rep: dict, started: datetime) -> None:
         rep["report_files"] = {k: str(v) for k, v in paths.items()}
     except OSError as e:
         logger.warning("could not write the run report: %s", e)
+    if settings.metrics_dir or settings.pushgateway_url:
+        from vectune import metrics
+
+        metrics.export(rep, textfile_dir=settings.metrics_dir, pushgateway_url=settings.pushgateway_url)
     if rep.get("status") in ("promoted", "kept", "failed"):
         lineage.append_event(settings, rep["alias"], {
             "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep["status"]],

@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     # The teacher kind is read from VECTUNE_TEACHER by load_settings(); a full JSON
     # config may be given as VECTUNE_TEACHER_CONFIG.
     teacher: TeacherConfig = Field(
-        default_factory=OfflineTeacher, validation_alias=AliasChoices("teacher", "VECTUNE_TEACHER_CONFIG")
+        default_factory=OfflineTeacher, validation_alias=AliasChoices("VECTUNE_TEACHER_CONFIG")
     )
     queries_per_chunk: int = Field(default=3, ge=1, le=20)
     eval_fraction: float = Field(default=0.2, gt=0, lt=1)
@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     force: bool = False
 
     # --- operation -----------------------------------------------------------
+    schedule: str = Field(default="0 3 * * *", description="Cron expression for `vectune serve`.")
+    schedule_tz: str | None = Field(default=None, description="Time zone of the schedule (default UTC).")
+    run_at_start: bool = False
+    metrics_dir: Path | None = Field(default=None, description="Write a Prometheus textfile here after each run.")
+    pushgateway_url: str | None = None
     lock_ttl_s: int = Field(default=6 * 3600, ge=10)
     log_format: Literal["auto", "text", "json"] = "auto"
     log_level: str = "INFO"
@@ -190,6 +195,12 @@ class Settings(BaseSettings):
         for s in (self.qdrant_api_key, getattr(self.teacher, "api_key", None)):
             if s is not None and s.get_secret_value():
                 out.append(s.get_secret_value())
+        if self.pushgateway_url:
+            from urllib.parse import urlsplit
+
+            password = urlsplit(self.pushgateway_url).password
+            if password:
+                out.append(password)
         return out
 
 
