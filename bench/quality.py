@@ -273,7 +273,8 @@ def assemble(p, args, rep, rc, err, base_score, tuned, run_secs, total_secs, ind
                    "promoted, but test nDCG@10 FELL (CI below 0): the gate was fooled" if real_worse else
                    "promoted; the test nDCG@10 change is within noise")
     else:
-        verdict = "kept the live model (alias unchanged); see counterfactual for what promoting would have done"
+        verdict = ("kept the live model (alias unchanged)" + ("" if args.counterfactual else
+                   "; rerun with --counterfactual to score the rejected candidate"))
     counts = rep.get("counts") or {}
     return {
         "dataset": args.dataset_name,

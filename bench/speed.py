@@ -242,14 +242,22 @@ class StreamStore:
         self.received += len(points)
 
 
-def rss_kb() -> int:
+def rss_kb(field: str = "VmRSS") -> int:
     try:
         for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def peak_rss_kb() -> int:
+    """Peak RSS of this process image. Linux keeps ru_maxrss across fork+exec (a child started by a big
+    parent reports the parent's peak), so VmHWM (reset at exec) is used when /proc has it."""
+    import resource
+
+    return rss_kb("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def mem_child(mode: str, n: int, home: Path) -> dict:
@@ -289,7 +297,8 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
             out.update(seconds=round(time.perf_counter() - t0, 2), upserted=b.upserted, synced=s.upserted,
                        verified=v["points"])
             out["rss_after_kb"] = rss_kb()
-    out["max_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out["max_rss_kb"] = peak_rss_kb()
+    out["ru_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     out["growth_during_reindex_kb"] = out["max_rss_kb"] - out["rss_before_kb"]
     return out
 
@@ -413,7 +422,8 @@ def markdown(r: dict) -> str:
     if d and "first_run" in d:
         lines.append(f"- (d/e) first run: status {d['first_run']['status']} in {d['first_run']['wall_s']} s "
                      f"({d['docs']} docs); `{d['command']}`")
-    lines += [f"- machine: {common.machine_line(m)}", f"- date: {r['date']}", f"- command: `{r['command']}`"]
+    lines += [f"- machine: {common.machine_line(m)}", f"- date: {r['date']}"]
+    lines += [f"- command: `{c}`" for c in r.get("commands", [r["command"]])]
     return "\n".join(lines)
 
 
@@ -433,6 +443,7 @@ def main() -> None:
     ap.add_argument("--only", default="a,b,c,d", help="which parts to run (e comes with d)")
     ap.add_argument("--home", type=Path, default=None, help="work folder (default bench/work/speed)")
     ap.add_argument("--out", type=Path, default=common.RESULTS_DIR / "speed.json")
+    ap.add_argument("--no-merge", action="store_true", help="do not keep parts of an earlier --out from other --only")
     ap.add_argument("--child-timeout", type=float, default=1800)
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_n", type=int, default=0, help=argparse.SUPPRESS)
@@ -446,7 +457,7 @@ def main() -> None:
     parts = set(args.only.split(","))
     m = common.machine()
     print(f"machine: {common.machine_line(m)}", flush=True)
-    quick = args.points < 10000 or "c" not in parts
+    quick = args.points < 10000  # the CPU-sized defaults; label the results "quick"
     res: dict = {"machine": m, "command": common.command_line(), "date": common.now(), "quick": quick,
                  "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                             if not k.startswith("_")}}
@@ -478,6 +489,22 @@ def main() -> None:
         print(f"    no-op: {n.get('status')} in {n.get('wall_s')} s; training "
               f"{res['cycle'].get('training', {}).get('examples_per_s')} ex/s", flush=True)
     res["minutes"] = round((time.perf_counter() - t_all) / 60, 2)
+    ran = [k for k in ("reindex", "mining", "memory", "cycle") if k in res]
+    for k in ran:
+        res[k]["bench_command"] = res["command"]
+        res[k]["date"] = res["date"]
+    if args.out.exists() and not args.no_merge:  # keep the parts this call did not run (e.g. --only c)
+        try:
+            old = json.loads(args.out.read_text())
+        except ValueError:
+            old = {}
+        if old.get("quick") == quick and old.get("machine", {}).get("platform") == m["platform"]:
+            for k in ("reindex", "mining", "memory", "cycle"):
+                if k not in res and k in old:
+                    res[k] = old[k]
+            res["commands"] = sorted(set(old.get("commands", [old.get("command")])) | {res["command"]}
+                                     - {None}) if set(ran) != {"reindex", "mining", "memory", "cycle"} else [res["command"]]
+    res.setdefault("commands", [res["command"]])
     common.write_json(args.out, res)
     common.update_section("speed" + ("-quick" if quick else ""), markdown(res))
     print(f"wrote {args.out}", flush=True)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vectune import labeled, lineage
+from vectune import faults, labeled, lineage
 from vectune import report as report_mod
 from vectune.chunks import Chunk, ReadStats, extract_text, filter_chunks, sample, split, text_hash
-from vectune.errors import BadInput, VectuneError
+from vectune.errors import BadInput, LockHeld, VectuneError
 from vectune.evaluate import EvalQuery, evaluate
 from vectune.gate import decide
 from vectune.generate import make_generator
@@ -43,8 +43,15 @@ CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "quer
 
 
 class Timings(dict):
+    """Seconds per stage; ``on_stage`` is told when a stage starts (lock renewal, in-flight marker)."""
+
+    on_stage = None
+
     @contextmanager
     def stage(self, name: str):
+        if self.on_stage:
+            self.on_stage(name)
+        faults.point(name)
         t0 = time.perf_counter()
         logger.info("stage %s ...", name)
         try:
@@ -133,7 +140,14 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> dict:
                  "dry_run": dry_run, "timings": timings, "counts": {}}
     try:
         with Store(settings) as store:
-            _cycle(store, settings, alias, dry_run, rep, timings)
+            if dry_run:  # reads only: no lock, no recovery
+                _cycle(store, settings, alias, dry_run, rep, timings)
+            else:
+                _locked_cycle(store, settings, alias, rep, timings)
+    except LockHeld as e:
+        rep.update(status="locked", reason=str(e))
+        _finish(settings, rep, started)
+        raise
     except VectuneError as e:
         rep.update(status="failed", reason=str(e), error_type=type(e).__name__)
         _finish(settings, rep, started)
@@ -144,6 +158,35 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> dict:
         raise
     _finish(settings, rep, started)
     return rep
+
+
+def _locked_cycle(store: Store, settings: Settings, alias: str, rep: dict, timings: Timings) -> None:
+    """Hold the alias lock, recover from a crashed run, then run the cycle."""
+    from vectune.lock import AliasLock, default_owner
+    from vectune.resume import InFlight, recover
+
+    live = store.resolve_alias(alias)  # a clear error for a missing alias before anything else
+    lock = AliasLock(store, alias, default_owner(rep["run_id"]), settings.lock_ttl_s).acquire()
+    inflight = InFlight(settings, alias)
+    try:
+        if recover(store, settings, alias, live, rep):
+            inflight.clear()
+            return
+        inflight.set(rep["run_id"], "read")
+
+        def on_stage(name: str) -> None:
+            lock.renew()
+            inflight.set(rep["run_id"], name)
+
+        timings.on_stage = on_stage
+        _cycle(store, settings, alias, False, rep, timings)
+        inflight.clear()
+    except VectuneError:
+        inflight.clear()  # a handled failure leaves a report, not a crash marker
+        raise
+    finally:
+        timings.on_stage = None
+        lock.release()
 
 
 def _finish(settings: Settings, rep: dict, started: datetime) -> None:
@@ -348,7 +391,7 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         return
 
     # ---- 8. promote -----------------------------------------------------------------------------
-    from vectune.promote import build, sync, verify
+    from vectune.resume import promote
 
     data_counts = {"chunks_read": rstats.points, "usable": rstats.usable, "train_examples": len(examples),
                    "eval_queries": lr.queries}
@@ -368,21 +411,8 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
     with timings.stage("reindex"):
         store.create_like(live, target, spec, cand.dim, record)
         pre = {c.key: (c.text, v) for c, v in zip(corpus, cand_corpus)}
-        bstats = build(store, cand, live, target, spec, settings.text_field, settings.upsert_batch, precomputed=pre)
-    with timings.stage("verify_and_swap"):
-        sstats = sync(store, cand, live, target, spec, settings.text_field, settings.upsert_batch)
-        vinfo = verify(store, live, target, spec, settings.verify_sample)
-        record["state"] = "verified"
-        record["verify"] = vinfo
-        store.set_metadata(target, record)
-        store.swap_alias(alias, target)
-        record["state"] = "live"
-        store.set_metadata(target, record)
-        old = store.metadata(live)
-        old["state"] = "retired"
-        old["retired_at"] = lineage.now()
-        store.set_metadata(live, old)
-    rep["counts"]["reindex"] = {"build": bstats.to_dict(), "catch_up": sstats.to_dict(), "verify": vinfo}
+        rep["counts"]["reindex"] = promote(store, settings, alias, cand, live, target, spec, record,
+                                           precomputed=pre, run_id=rep["run_id"])
     rep.update(status="promoted", reason=decision.reason)
     _save_state(state_file, cycle_fp, rep)
 

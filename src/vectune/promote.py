@@ -4,10 +4,20 @@ One mechanism serves promotion, rollback and roll-forward: :func:`sync` makes a
 target collection hold exactly the source's points — every point missing or
 whose payload changed is re-embedded with the target's model, every point the
 source no longer has is deleted. Promotion streams a first full copy (constant
-memory), then syncs until the delta is small, verifies, runs one short final
-sync and swaps the alias in one atomic request. The *window of risk* — writes
-that land on the old collection after the final sync's scan and before the swap —
-is measured and reported.
+memory, resumable from a scroll offset), then :func:`publish`:
+
+1. delta passes until a pass changes at most a few points;
+2. verify (same ids, sample points find themselves); mark the collection verified;
+3. a final short pass from a *snapshot* of the source's ids and payload hashes;
+4. one atomic alias swap;
+5. post-swap reconciliation: writes that landed on the old collection between the
+   snapshot and the swap (the *window*) are found by comparing the old collection
+   with the snapshot and carried over — unless the app already re-wrote the same
+   point through the alias after the swap (then the newer write wins).
+
+Apps need only write through the alias. The window's length is measured and
+reported; during it, reads through the alias may briefly miss those writes, but
+nothing is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from vectune import faults
 from vectune.chunks import extract_text
 from vectune.errors import BadInput, VerificationFailed
 from vectune.models import Encoder
@@ -45,6 +56,8 @@ class SyncStats:
     passes: int = 0
     seconds: float = 0.0
     window_s: float | None = None
+    window_writes: int = 0
+    window_conflicts: int = 0
     pass_deltas: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -115,6 +128,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
         _embed_and_upsert(store, encoder, target, spec, records, text_field, precomputed, stats)
         if on_page:
             on_page(nxt, stats.upserted)
+        faults.point("reindex_page", store=store, source=source, target=target)
     stats.seconds = time.perf_counter() - t0
     return stats
 
@@ -127,30 +141,126 @@ def _fingerprints(store: Store, name: str, batch: int) -> dict[str, tuple[Any, s
     return out
 
 
-def delta(store: Store, source: str, target: str, batch: int = 256) -> tuple[list, list]:
-    """Ids to (re)write in ``target`` and ids to delete from it so it equals ``source``."""
-    src = _fingerprints(store, source, batch)
+def delta(store: Store, source: str, target: str, batch: int = 256,
+          src: dict[str, tuple[Any, str]] | None = None) -> tuple[list, list]:
+    """Ids to (re)write in ``target`` and ids to delete from it so it equals ``source`` (or snapshot ``src``)."""
+    src = src if src is not None else _fingerprints(store, source, batch)
     dst = _fingerprints(store, target, batch)
     upsert = [pid for key, (pid, h) in src.items() if key not in dst or dst[key][1] != h]
     delete = [pid for key, (pid, _) in dst.items() if key not in src]
     return upsert, delete
 
 
-def sync_once(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
-              batch: int = 128, stats: SyncStats | None = None) -> int:
-    """One delta pass; returns how many points it changed."""
-    stats = stats or SyncStats()
-    to_upsert, to_delete = delta(store, source, target, batch)
-    for i in range(0, len(to_upsert), batch):
-        records = store.retrieve(source, to_upsert[i:i + batch], vectors=True)
+def _copy_points(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+                 ids: list, batch: int, stats: SyncStats) -> None:
+    for i in range(0, len(ids), batch):
+        records = store.retrieve(source, ids[i:i + batch], vectors=True)
+        # Points deleted from the source meanwhile are simply absent; a later pass deletes them.
         _embed_and_upsert(store, encoder, target, spec, records, text_field, None, stats)
-    # Points deleted from the source while we read them are simply absent from `records`;
-    # the next pass deletes them from the target.
+
+
+def sync_once(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+              batch: int = 128, stats: SyncStats | None = None,
+              snapshot: dict[str, tuple[Any, str]] | None = None) -> int:
+    """One delta pass (against a fresh scan, or a given ``snapshot`` of the source); returns points changed."""
+    stats = stats or SyncStats()
+    to_upsert, to_delete = delta(store, source, target, batch, src=snapshot)
+    _copy_points(store, encoder, source, target, spec, text_field, to_upsert, batch, stats)
     store.delete_points(target, to_delete)
     stats.deleted += len(to_delete)
     stats.passes += 1
     stats.pass_deltas.append(len(to_upsert) + len(to_delete))
     return len(to_upsert) + len(to_delete)
+
+
+def reconcile(store: Store, encoder: Encoder, old: str, new: str, spec: DenseSpec, text_field: str,
+              snapshot: dict[str, tuple[Any, str]], batch: int, stats: SyncStats) -> None:
+    """Carry writes that hit ``old`` between the snapshot and the swap over to ``new``.
+
+    After the swap apps write to ``new`` through the alias, so ``old`` is frozen: every
+    difference between ``old`` and the snapshot is a window write. A point the app has
+    re-written in ``new`` since the swap (its hash differs from the snapshot's) keeps
+    the newer write (counted as a conflict).
+    """
+    now_old = _fingerprints(store, old, batch)
+    now_new = _fingerprints(store, new, batch)
+    snap_h = {k: h for k, (_, h) in snapshot.items()}
+    untouched_in_new = {k for k, (_, h) in now_new.items() if snap_h.get(k) == h}
+    to_copy, to_delete = [], []
+    for key, (pid, h) in now_old.items():
+        if snap_h.get(key) == h:
+            continue  # not written in the window
+        if key in untouched_in_new or (key not in snap_h and key not in now_new):
+            to_copy.append(pid)
+        else:
+            stats.window_conflicts += 1
+    for key, (pid, _) in snapshot.items():
+        if key not in now_old:  # deleted in the window
+            if key in untouched_in_new:
+                to_delete.append(pid)
+            elif key in now_new:
+                stats.window_conflicts += 1
+    _copy_points(store, encoder, old, new, spec, text_field, to_copy, batch, stats)
+    store.delete_points(new, to_delete)
+    stats.deleted += len(to_delete)
+    stats.window_writes = len(to_copy) + len(to_delete)
+
+
+def publish(store: Store, encoder: Encoder, source: str, target: str, alias: str, spec: DenseSpec,
+            text_field: str, batch: int = 128, verify_sample: int = 5, max_passes: int = 5, small: int = 10,
+            mark: Callable[[str, dict], None] | None = None) -> tuple[SyncStats, dict]:
+    """Catch up, verify, final pass, atomic swap, post-swap reconciliation (see module doc).
+
+    Args:
+        store: Qdrant access.
+        encoder: the model whose vectors ``target`` holds.
+        source: the collection the alias points at now.
+        target: the collection to put behind the alias.
+        alias: the alias.
+        spec: the tuned dense vector.
+        text_field: payload field with the text.
+        batch: points per request.
+        verify_sample: points checked to find themselves.
+        max_passes: catch-up passes at most before verifying.
+        small: a pass changing at most this many points ends the catch-up.
+        mark: ``mark(state, info)`` is told of progress — ``verified`` (verification result),
+            ``snapshot`` (the source snapshot, to persist for crash recovery), ``live`` (swapped).
+
+    Returns:
+        Sync statistics (with the window of risk) and the verification result.
+    """
+    t0 = time.perf_counter()
+    stats = SyncStats()
+    for _ in range(max_passes):
+        # Each pass works from one scan of the source; verification checks the target against the
+        # last pass's scan (apps may keep writing to the source meanwhile: the final pass takes those).
+        scan = _fingerprints(store, source, batch)
+        if sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=scan) <= small:
+            break
+    faults.point("before_verify", store=store, source=source, target=target)
+    vinfo = verify(store, set(scan), target, spec, verify_sample)
+    if mark:
+        mark("verified", vinfo)
+    faults.point("before_final_sync", store=store, source=source, target=target)
+    w0 = time.perf_counter()
+    snapshot = _fingerprints(store, source, batch)
+    sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=snapshot)
+    if store.count(target) != len(snapshot):
+        raise VerificationFailed(f"'{target}' holds {store.count(target)} points after the final pass, "
+                                 f"the source had {len(snapshot)}; alias not swapped")
+    if mark:
+        mark("snapshot", {"snapshot": snapshot})
+    faults.point("before_swap", store=store, source=source, target=target)
+    store.swap_alias(alias, target)
+    stats.window_s = time.perf_counter() - w0
+    if mark:
+        mark("live", vinfo)
+    faults.point("after_swap", store=store, source=source, target=target)
+    reconcile(store, encoder, source, target, spec, text_field, snapshot, batch, stats)
+    stats.seconds = time.perf_counter() - t0
+    logger.info("swapped '%s' -> %s; window %.3f s, %d window writes carried over, %d conflicts",
+                alias, target, stats.window_s, stats.window_writes, stats.window_conflicts)
+    return stats, vinfo
 
 
 def sync(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
@@ -165,13 +275,15 @@ def sync(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSp
     return stats
 
 
-def verify(store: Store, source: str, target: str, spec: DenseSpec, sample: int = 5) -> dict:
-    """Check ``target`` against ``source``: same ids, and sample points find themselves.
+def verify(store: Store, expected: str | set[str], target: str, spec: DenseSpec, sample: int = 5) -> dict:
+    """Check ``target``: the expected ids (a source collection's, or a scan's), and sample points find themselves.
 
     Raises:
         VerificationFailed: with what is wrong; nothing is swapped.
     """
-    src_ids = {str(r.id) for recs, _ in store.scroll(source, batch=1024, ids_only=True) for r in recs}
+    source = expected if isinstance(expected, str) else "the source scan"
+    src_ids = ({str(r.id) for recs, _ in store.scroll(expected, batch=1024, ids_only=True) for r in recs}
+               if isinstance(expected, str) else expected)
     dst_ids = {str(r.id) for recs, _ in store.scroll(target, batch=1024, ids_only=True) for r in recs}
     missing, extra = src_ids - dst_ids, dst_ids - src_ids
     if missing or extra:

@@ -13,7 +13,6 @@ import logging
 from vectune import lineage
 from vectune.errors import BadInput
 from vectune.models import has_model, load_encoder
-from vectune.promote import sync, verify
 from vectune.settings import Settings
 from vectune.store import Store
 
@@ -42,6 +41,9 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
     Returns:
         What happened: from, to, synced counts.
     """
+    from vectune.lock import AliasLock, default_owner
+    from vectune.promote import publish
+
     with Store(settings) as store:
         live = store.resolve_alias(alias)
         target = to or rollback_target(store, alias, live)
@@ -57,31 +59,36 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
         model = meta.get("model_ref")
         spec = store.dense_spec(target, meta.get("dense_vector") or None)
         text_field = meta.get("text_field") or settings.text_field
-        stats = None
-        if model and has_model(model, settings):
-            enc = load_encoder(model, settings, query_prompt=meta.get("query_prompt"),
-                               max_seq_length=meta.get("max_seq_length"))
-            stats = sync(store, enc, live, target, spec, text_field, settings.upsert_batch)
-            vinfo = verify(store, live, target, spec, settings.verify_sample)
-            # Writes that landed during verification: one last short pass right before the swap.
-            from vectune.promote import sync_once
-
-            sync_once(store, enc, live, target, spec, text_field, settings.upsert_batch, stats)
-        elif force:
-            logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points written "
-                           "since it was live are missing from it", model, target)
-            vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
-        else:
+        if not (model and has_model(model, settings)) and not force:
             raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
                            f"({settings.resolved_model_dir}), so points written since cannot be re-embedded "
                            "with it. Restore the model, or --force to swap without syncing (loses those writes)")
-        store.swap_alias(alias, target)
-        now = lineage.now()
-        meta.update(state="live", rolled_back_at=now, rolled_back_from=live)
-        store.set_metadata(target, meta)
-        old = store.metadata(live)
-        old.update(state="retired", retired_at=now)
-        store.set_metadata(live, old)
+        with AliasLock(store, alias, default_owner("rollback"), settings.lock_ttl_s):
+            if store.resolve_alias(alias) != live:
+                raise BadInput(f"alias '{alias}' moved while waiting; run the rollback again")
+            stats = None
+            if model and has_model(model, settings):
+                enc = load_encoder(model, settings, query_prompt=meta.get("query_prompt"),
+                                   max_seq_length=meta.get("max_seq_length"))
+
+                def mark(what: str, info: dict) -> None:
+                    if what == "live":
+                        meta.update(state="live", rolled_back_at=lineage.now(), rolled_back_from=live)
+                        store.set_metadata(target, meta)
+
+                # the same catch-up, verify, final pass, atomic swap and reconciliation as a promotion
+                stats, vinfo = publish(store, enc, live, target, alias, spec, text_field, settings.upsert_batch,
+                                       settings.verify_sample, mark=mark)
+            else:
+                logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points "
+                               "written since it was live are missing from it", model, target)
+                vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
+                store.swap_alias(alias, target)
+                meta.update(state="live", rolled_back_at=lineage.now(), rolled_back_from=live)
+                store.set_metadata(target, meta)
+            old = store.metadata(live)
+            old.update(state="retired", retired_at=lineage.now())
+            store.set_metadata(live, old)
     synced = stats.to_dict() if stats else None
     event = lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
                                                    "synced": synced, "forced": bool(force and not stats)})
@@ -122,10 +129,13 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
         doomed = [name for name in newest_first if name not in kept]
         models_in_use = {meta.get("model_ref") for name, meta in versions if name in kept}
         models_deleted = []
-        if not dry_run:
-            for name in doomed:
-                store.delete_collection(name)
-                logger.info("deleted %s", name)
+        if not dry_run and doomed:
+            from vectune.lock import AliasLock, default_owner
+
+            with AliasLock(store, alias, default_owner("prune"), settings.lock_ttl_s):
+                for name in doomed:
+                    store.delete_collection(name)
+                    logger.info("deleted %s", name)
         if delete_models:
             for name, meta in versions:
                 ref = meta.get("model_ref")

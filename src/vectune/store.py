@@ -77,6 +77,12 @@ class Store:
         except BadInput:
             raise
         except Exception as e:  # noqa: BLE001 - turn any connection failure into one clear message
+            if "already accessed by another instance" in str(e):
+                from vectune.errors import LockHeld
+
+                raise LockHeld(f"embedded Qdrant at {_where(settings)} is in use by another vectune process "
+                               "(embedded mode allows one process at a time; use a Qdrant server via QDRANT_URL "
+                               "for concurrent access)") from None
             raise QdrantUnavailable(f"cannot reach Qdrant at {_where(settings)}: {_short(e)}") from None
 
     # -- lifecycle -------------------------------------------------------------

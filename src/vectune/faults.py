@@ -1,0 +1,37 @@
+"""Failpoints and hooks, for tests that try to break the operator.
+
+``VECTUNE_FAILPOINT=<name>`` makes the process SIGKILL itself when it reaches the
+named point — a crash at an exact stage, with no cleanup, as a pod eviction or an
+OOM kill would do it. Hooks let a test act at those points in-process (e.g. an app
+writing to the alias while the new collection is built). Both are inert unless set.
+
+Points: the start of each cycle stage (``read`` … ``generate``, ``mine``, ``train``,
+``evaluate``, ``save_model``, ``reindex``), then ``reindex_page`` (after each page
+of the reindex; ``VECTUNE_FAILPOINT_AFTER=N`` lets N pages pass), ``before_verify``,
+``before_final_sync``, ``before_swap`` and ``after_swap``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import defaultdict
+from typing import Callable
+
+HOOKS: dict[str, list[Callable[..., None]]] = defaultdict(list)
+
+
+def point(name: str, **ctx) -> None:
+    """Reached a named point: run hooks, and die here if the failpoint says so."""
+    for hook in list(HOOKS.get(name, ())):
+        hook(**ctx)
+    want = os.environ.get("VECTUNE_FAILPOINT")
+    if want and want == name:
+        after = int(os.environ.get("VECTUNE_FAILPOINT_AFTER", "0") or 0)
+        counts = _COUNTS
+        counts[name] += 1
+        if counts[name] > after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_COUNTS: dict[str, int] = defaultdict(int)

@@ -1,0 +1,232 @@
+"""Checkpointed promotion and crash recovery.
+
+A promotion writes ``<run_dir>/promotion.json`` before it builds anything and
+updates it as it goes (scroll offset after each page, verified, snapshot, swapped).
+A run that is killed — at any point, SIGKILL included — leaves that file and an
+in-flight marker behind. The next run (holding the alias lock) then:
+
+* reports the crash (``status``/``history`` show which run died in which stage);
+* resumes the promotion where it stopped — the reindex from its last offset, or
+  the catch-up/verify/swap, or the post-swap reconciliation — instead of
+  training again, as long as the alias still points where it did;
+* otherwise deletes the leftover collection: no unverified or half-built
+  collection of the alias survives a run (orphans are never kept).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from vectune import lineage
+from vectune.models import has_model, load_encoder
+from vectune.promote import SyncStats, build, publish, reconcile
+from vectune.settings import Settings
+from vectune.store import DenseSpec, Store
+
+logger = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Checkpoint:
+    """The promotion checkpoint file of one alias."""
+
+    def __init__(self, settings: Settings, alias: str):
+        self.path = settings.run_dir(alias) / "promotion.json"
+        self.snapshot_path = settings.run_dir(alias) / "promotion-snapshot.json.gz"
+
+    def load(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def save(self, data: dict) -> None:
+        _write_json(self.path, data)
+
+    def save_snapshot(self, snapshot: dict[str, tuple[Any, str]]) -> None:
+        tmp = self.snapshot_path.with_name(self.snapshot_path.name + ".tmp")
+        with gzip.open(tmp, "wt", encoding="utf-8") as f:
+            json.dump(snapshot, f)
+        os.replace(tmp, self.snapshot_path)
+
+    def load_snapshot(self) -> dict[str, tuple[Any, str]] | None:
+        try:
+            with gzip.open(self.snapshot_path, "rt", encoding="utf-8") as f:
+                return {k: tuple(v) for k, v in json.load(f).items()}
+        except (OSError, ValueError):
+            return None
+
+    def clear(self) -> None:
+        for p in (self.path, self.snapshot_path):
+            p.unlink(missing_ok=True)
+
+
+class InFlight:
+    """A marker that a run is in progress, with its current stage (left behind by a crash)."""
+
+    def __init__(self, settings: Settings, alias: str):
+        self.path = settings.run_dir(alias) / "inflight.json"
+
+    def load(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def set(self, run_id: str, stage: str) -> None:
+        _write_json(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": lineage.now()})
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def promote(store: Store, settings: Settings, alias: str, encoder, live: str, target: str, spec: DenseSpec,
+            record: dict, precomputed: dict | None = None, start_offset: Any = None,
+            ckpt: Checkpoint | None = None, run_id: str = "") -> dict:
+    """Build ``target`` from ``live`` (resumable), then publish it behind ``alias``.
+
+    Returns:
+        ``{"build": ..., "catch_up": ..., "verify": ...}`` counts for the report.
+    """
+    ckpt = ckpt or Checkpoint(settings, alias)
+    state = {"run_id": run_id, "alias": alias, "target": target, "parent": live, "model_tag": record["model_ref"],
+             "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
+             "done": 0, "stage": "building"}
+    ckpt.save(state)
+    bstats = None
+    if state["stage"] == "building":
+        def on_page(offset, done):
+            state.update(offset=offset, done=done)
+            ckpt.save(state)
+
+        bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
+                       precomputed=precomputed, start_offset=start_offset, on_page=on_page)
+        state.update(stage="built", offset=None)
+        ckpt.save(state)
+    sstats, vinfo = _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state)
+    return {"build": bstats.to_dict() if bstats else None, "catch_up": sstats.to_dict(), "verify": vinfo}
+
+
+def _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state):
+    def mark(what: str, info: dict) -> None:
+        if what == "snapshot":
+            ckpt.save_snapshot(info["snapshot"])
+            return
+        record["state"] = what
+        if what == "verified":
+            record["verify"] = info
+        store.set_metadata(target, record)
+        state["stage"] = "swapped" if what == "live" else what
+        ckpt.save(state)
+
+    sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
+                            settings.verify_sample, mark=mark)
+    _retire(store, live)
+    ckpt.clear()
+    return sstats, vinfo
+
+
+def _retire(store: Store, name: str) -> None:
+    old = store.metadata(name)
+    old.update(state="retired", retired_at=lineage.now())
+    store.set_metadata(name, old)
+
+
+def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) -> bool:
+    """Deal with what a killed run left behind (see module doc).
+
+    Args:
+        store: Qdrant access (the caller holds the alias lock).
+        settings: settings.
+        alias: the alias.
+        live: the collection the alias points at now.
+        rep: the run report, updated with what was recovered.
+
+    Returns:
+        True when a resumed promotion completed (the cycle has nothing more to do).
+    """
+    recovered: dict = {}
+    marker = InFlight(settings, alias).load()
+    if marker:
+        recovered["previous_run"] = marker
+        lineage.append_event(settings, alias, {"event": "crash", "run_id": marker.get("run_id"),
+                                               "stage": marker.get("stage"),
+                                               "reason": f"run {marker.get('run_id')} died during stage "
+                                                         f"'{marker.get('stage')}'"})
+        logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
+    ckpt = Checkpoint(settings, alias)
+    state = ckpt.load()
+    done = False
+    if state:
+        target = state.get("target")
+        exists = bool(target) and store.collection_exists(target)
+        model_ok = has_model(str(state.get("model_tag")), settings)
+        if exists and model_ok and live == target:
+            # Swapped before the crash: finish the post-swap reconciliation.
+            snapshot = ckpt.load_snapshot()
+            if snapshot is not None:
+                meta = store.metadata(target)
+                enc = load_encoder(state["model_tag"], settings, query_prompt=meta.get("query_prompt"),
+                                   max_seq_length=meta.get("max_seq_length"))
+                spec = store.dense_spec(target, state.get("dense_vector") or None)
+                stats = SyncStats()
+                reconcile(store, enc, state["parent"], target, spec, state.get("text_field") or settings.text_field,
+                          snapshot, settings.upsert_batch, stats)
+                recovered["reconciled"] = stats.to_dict()
+            meta = store.metadata(target)
+            meta["state"] = "live"
+            store.set_metadata(target, meta)
+            _retire(store, state["parent"])
+            ckpt.clear()
+            rep.update(status="promoted", new_collection=target, live_collection=state["parent"],
+                       reason=f"finished the promotion of run {state.get('run_id')} after its crash (post-swap)")
+            done = True
+        elif exists and model_ok and live == state.get("parent"):
+            logger.info("resuming the promotion of %s (stage %s, %s points done)", target, state.get("stage"),
+                        state.get("done"))
+            meta = store.metadata(target)
+            enc = load_encoder(state["model_tag"], settings, query_prompt=meta.get("query_prompt"),
+                               max_seq_length=meta.get("max_seq_length"))
+            spec = store.dense_spec(target, state.get("dense_vector") or None)
+            s2 = settings.model_copy(update={"text_field": state.get("text_field") or settings.text_field})
+            if state.get("stage") == "building":
+                counts = promote(store, s2, alias, enc, live, target, spec, meta,
+                                 start_offset=state.get("offset"), ckpt=ckpt, run_id=str(state.get("run_id")))
+            else:
+                sstats, vinfo = _publish(store, s2, alias, enc, live, target, spec, meta, ckpt, state)
+                counts = {"build": None, "catch_up": sstats.to_dict(), "verify": vinfo}
+            recovered["resumed_promotion"] = {"target": target, "from_stage": state.get("stage"),
+                                              "points_done_before": state.get("done")}
+            rep["counts"]["reindex"] = counts
+            rep.update(status="promoted", new_collection=target, live_collection=live, candidate_model=state["model_tag"],
+                       reason=f"resumed the promotion of run {state.get('run_id')} (killed during "
+                              f"'{state.get('stage')}') and completed it")
+            done = True
+        else:
+            ckpt.clear()
+    # Orphans: any collection of this alias still building/verified that is not live.
+    orphans = []
+    for name, meta in lineage.versions(store, alias):
+        if name != store.resolve_alias(alias) and meta.get("state") in ("building", "verified"):
+            store.delete_collection(name)
+            orphans.append(name)
+    if orphans:
+        recovered["orphans_deleted"] = orphans
+        logger.warning("deleted %d leftover collection(s) of '%s': %s", len(orphans), alias, orphans)
+    if recovered:
+        rep["recovered"] = recovered
+    return done
