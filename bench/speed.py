@@ -312,10 +312,11 @@ def run_child(mode: str, n: int, home: Path, timeout: float) -> dict:
 
 
 def bench_memory(args, home: Path) -> dict:
-    sizes = [int(x) for x in args.mem_sizes.split(",")]
-    out: dict = {"sizes": sizes, "encoder": "stand-in hash encoder (no model): encoding excluded so 100k fits a CPU "
+    out: dict = {"sizes": args.mem_sizes, "encoder": "stand-in hash encoder (no model): encoding excluded so 100k fits a CPU "
                                             "run; everything else is vectune's path", "modes": {}}
     for mode in args.mem_modes.split(","):
+        spec = args.embedded_sizes if mode == "embedded" and args.embedded_sizes else args.mem_sizes
+        sizes = [int(x) for x in spec.split(",")]
         rows = []
         for n in sizes:
             h = home / f"mem-{mode}-{n}"
@@ -437,6 +438,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=500, help="query/positive pairs for (b)")
     ap.add_argument("--data", type=Path, default=None, help="BEIR folder to take texts from (default: synthetic)")
     ap.add_argument("--mem-sizes", default="10000,100000", help="point counts for (c)")
+    ap.add_argument("--embedded-sizes", default=None,
+                    help="point counts for the embedded mode of (c) (default: --mem-sizes; embedded Qdrant is slow)")
     ap.add_argument("--mem-modes", default="stream,embedded", help="stream and/or embedded")
     ap.add_argument("--cycle-docs", type=int, default=400, help="corpus size for (d)/(e)")
     ap.add_argument("--train-chunks", type=int, default=100, help="--max-train-chunks of the (d)/(e) run")

@@ -20,9 +20,11 @@ from conftest import PERMISSIVE, invoke, qdrant
 from vectune import faults
 
 
-def _alias(alias="docs"):
-    with qdrant() as c:
+def _alias(alias="docs", c=None):
+    if c is not None:
         return {a.alias_name: a.collection_name for a in c.get_aliases().aliases}.get(alias)
+    with qdrant() as c:
+        return _alias(alias, c)
 
 
 def _points(c, name):
@@ -184,7 +186,7 @@ def test_kill_at_each_stage_then_rerun(indexed, failpoint, after, monkeypatch, h
 
     # the alias never points at an incomplete or unverified collection
     with qdrant() as c:
-        target = _alias()
+        target = _alias(c=c)
         meta = c.get_collection(target).config.metadata["vectune"]
         if failpoint == "after_swap":
             assert target != original and meta["state"] in ("live", "verified")
@@ -202,7 +204,7 @@ def test_kill_at_each_stage_then_rerun(indexed, failpoint, after, monkeypatch, h
         assert rep["recovered"]["resumed_promotion"]["target"] == rep["new_collection"]
         assert "train" not in rep["timings"], "a resumed promotion must not train again"
     with qdrant() as c:
-        live = _alias()
+        live = _alias(c=c)
         assert _points(c, live) == original_points
         leftovers = [col.name for col in c.get_collections().collections
                      if (c.get_collection(col.name).config.metadata or {}).get("vectune", {}).get("state")

@@ -167,6 +167,8 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: dict, timin
 
     live = store.resolve_alias(alias)  # a clear error for a missing alias before anything else
     lock = AliasLock(store, alias, default_owner(rep["run_id"]), settings.lock_ttl_s).acquire()
+    if settings.qdrant_url:
+        lock.start_heartbeat()
     inflight = InFlight(settings, alias)
     try:
         if recover(store, settings, alias, live, rep):

@@ -3,8 +3,9 @@
 The lock is a point in the small collection ``vectune_locks`` (one point per
 alias, no vectors), so it works for every machine that shares a Qdrant server —
 two cron pods, a manual run during the nightly one. A lease has an owner and an
-expiry: a crashed holder blocks the alias only until its lease runs out, and a
-live holder renews it at every stage. Taking an existing lease is a *conditional
+expiry: a crashed holder blocks the alias only until its lease runs out (or, on
+the same host, as soon as its process is gone), and a live holder renews it at
+every stage and — against a server — from a heartbeat thread. Taking an existing lease is a *conditional
 upsert* (Qdrant ≥ 1.16 ``update_filter``): it only overwrites a lease that has
 expired or is already ours, so two takers cannot both win; a read-back confirms.
 """
@@ -78,12 +79,12 @@ class AliasLock:
         p = recs[0].payload or {}
         return Lease(self.alias, str(p.get("owner")), float(p.get("expires_at", 0)))
 
-    def _write(self, now: float) -> None:
+    def _write(self, now: float, stale_owner: str | None = None) -> None:
         from qdrant_client import models
 
         cond = models.Filter(should=[
             models.FieldCondition(key="expires_at", range=models.Range(lt=now)),
-            models.FieldCondition(key="owner", match=models.MatchValue(value=self.owner)),
+            models.FieldCondition(key="owner", match=models.MatchValue(value=stale_owner or self.owner)),
         ])
         point = models.PointStruct(id=_point_id(self.alias), vector={}, payload={
             "alias": self.alias, "owner": self.owner, "acquired_at": now, "expires_at": now + self.ttl_s})
@@ -94,7 +95,11 @@ class AliasLock:
         """Take the lease or raise :class:`LockHeld` naming the holder and its expiry."""
         self._ensure_collection()
         now = time.time()
-        self._write(now)
+        lease = self.current()
+        stale = lease.owner if lease and lease.owner != self.owner and _dead_here(lease.owner) else None
+        if stale:
+            logger.warning("taking over the lock on '%s' from %s: that process is gone", self.alias, stale)
+        self._write(now, stale_owner=stale)
         time.sleep(0.05)
         lease = self.current()
         if lease is None or lease.owner != self.owner:
@@ -117,8 +122,27 @@ class AliasLock:
             raise LockHeld(f"lost the lock on alias '{self.alias}' to {lease.owner if lease else 'nobody'}; "
                            "stopping before touching the alias")
 
+    def start_heartbeat(self) -> None:
+        """Renew the lease every ``ttl/4`` s from a daemon thread (server mode: the client is thread-safe)."""
+        import threading
+
+        self._stop = threading.Event()
+
+        def beat():
+            while not self._stop.wait(max(1.0, self.ttl_s / 4)):
+                try:
+                    self.renew()
+                except Exception as e:  # noqa: BLE001 - the main thread finds out at its next renew
+                    logger.warning("lock heartbeat for '%s': %s", self.alias, e)
+                    return
+
+        self._beat = threading.Thread(target=beat, name=f"vectune-lock-{self.alias}", daemon=True)
+        self._beat.start()
+
     def release(self) -> None:
         """Give the lease back (only if it is still ours)."""
+        if getattr(self, "_stop", None):
+            self._stop.set()
         if not self.held:
             return
         try:
@@ -134,3 +158,20 @@ class AliasLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _dead_here(owner: str) -> bool:
+    """True if ``owner`` (host:pid:run) is a process on this host that no longer runs."""
+    parts = owner.split(":")
+    if len(parts) < 2 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -163,7 +163,7 @@ class Settings(BaseSettings):
     run_at_start: bool = False
     metrics_dir: Path | None = Field(default=None, description="Write a Prometheus textfile here after each run.")
     pushgateway_url: str | None = None
-    lock_ttl_s: int = Field(default=6 * 3600, ge=10)
+    lock_ttl_s: int = Field(default=900, ge=10, description="Alias lease length; renewed at each stage and by a heartbeat.")
     log_format: Literal["auto", "text", "json"] = "auto"
     log_level: str = "INFO"
 
