@@ -99,6 +99,7 @@ def decide(live: EvalResult, cand: EvalResult, *, metric: str, evidence: str, mi
                     "give a golden set of real queries (--eval-set) or accept the risk with --allow-synthetic-gate")
         return d
     d.promote = True
-    d.reason = f"{metric} improved by {d.delta:+.4f} on {evidence} queries" + (
+    verb = "improved by" if d.delta > 0 else "changed by"
+    d.reason = f"{metric} {verb} {d.delta:+.4f} on {evidence} queries (min delta {min_delta:+.4f})" + (
         f" ({int(confidence * 100)}% CI [{d.ci_low:+.4f}, {d.ci_high:+.4f}])" if bootstrap else "")
     return d
