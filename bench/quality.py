@@ -379,7 +379,8 @@ def main() -> None:
     beir = load_beir(data)
     if not beir["train"] and args.protocol in ("B", "C", "all"):
         sys.exit(f"{data}: protocols B and C need qrels/train.tsv")
-    suffix = "-quick" if args.quick else ""
+    # BENCH_TAG (e.g. gpu-h100) keeps runs on other machines in their own files and sections
+    suffix = ("-quick" if args.quick else "") + (f"-{os.environ['BENCH_TAG']}" if os.environ.get("BENCH_TAG") else "")
     work = (args.home or common.BENCH / "work" / f"quality-{args.dataset_name}{suffix}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.quick:

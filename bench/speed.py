@@ -44,6 +44,9 @@ DIM = 384
 
 
 # ----------------------------------------------------------------------------- texts
+# BENCH_TAG (e.g. gpu-h100) keeps runs on other machines in their own files and sections
+TAG = os.environ.get("BENCH_TAG", "")
+
 def passages(n: int, data: Path | None, seed: int = 0) -> list[str]:
     """``n`` distinct passages: the first n docs of a BEIR corpus, or synthetic ones made of real sentences."""
     if data:
@@ -445,7 +448,7 @@ def main() -> None:
     ap.add_argument("--train-chunks", type=int, default=100, help="--max-train-chunks of the (d)/(e) run")
     ap.add_argument("--only", default="a,b,c,d", help="which parts to run (e comes with d)")
     ap.add_argument("--home", type=Path, default=None, help="work folder (default bench/work/speed)")
-    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR / "speed.json")
+    ap.add_argument("--out", type=Path, default=common.RESULTS_DIR / (f"speed-{TAG}.json" if TAG else "speed.json"))
     ap.add_argument("--no-merge", action="store_true", help="do not keep parts of an earlier --out from other --only")
     ap.add_argument("--child-timeout", type=float, default=1800)
     ap.add_argument("--_child", default=None, help=argparse.SUPPRESS)
@@ -509,7 +512,7 @@ def main() -> None:
                                      - {None}) if set(ran) != {"reindex", "mining", "memory", "cycle"} else [res["command"]]
     res.setdefault("commands", [res["command"]])
     common.write_json(args.out, res)
-    common.update_section("speed" + ("-quick" if quick else ""), markdown(res))
+    common.update_section("speed" + ("-quick" if quick else "") + (f"-{TAG}" if TAG else ""), markdown(res))
     print(f"wrote {args.out}", flush=True)
 
 

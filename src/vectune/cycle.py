@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 #: Skip reasons that mean a point cannot be re-embedded at promotion.
 UNEMBEDDABLE = ("no_payload", "missing_field", "not_a_string", "empty", "bad_node_content")
 #: Settings that change what a cycle would produce (for the no-op check).
-CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "queries_per_chunk", "eval_fraction",
+CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "queries_per_chunk", "max_train_pairs",
+               "eval_fraction",
                "seed", "hard_negatives", "negatives_skip_top", "negatives_depth", "relative_margin", "epochs",
                "batch_size", "learning_rate", "max_steps", "gate_metric", "min_delta", "bootstrap",
                "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries")
@@ -255,6 +256,10 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
     # ---- 2. split -----------------------------------------------------------------------------
     pool = sample(chunks, settings.max_train_chunks, settings.seed)
     train_chunks, held = split(pool, settings.eval_fraction, settings.seed)
+    # no teacher calls for pairs the training budget would drop anyway
+    budget_chunks = -(-settings.max_train_pairs // n)
+    if len(train_chunks) > budget_chunks:
+        train_chunks = sample(train_chunks, budget_chunks, settings.seed)
     by_key = {c.key: c for c in chunks}
     rep["counts"]["split"] = {"sampled": len(pool), "train_chunks": len(train_chunks), "eval_chunks": len(held)}
 
@@ -316,6 +321,15 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
     held_keys = {c.key for c in held}
     eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
     eval_queries = eval_queries[: settings.max_eval_queries]
+    if len(train_queries) > settings.max_train_pairs:
+        # keep every real labeled pair; sample the synthetic ones down to the budget
+        real = [q for q in train_queries if q.source == "train-set"]
+        synth = [q for q in train_queries if q.source != "train-set"]
+        keep = max(0, settings.max_train_pairs - len(real))
+        synth = random.Random(settings.seed + 3).sample(synth, min(keep, len(synth)))
+        rep["counts"]["train_pairs_capped"] = {"cap": settings.max_train_pairs, "dropped":
+                                               len(train_queries) - len(real) - len(synth)}
+        train_queries = real + synth
     if len(train_queries) < 2:
         raise BadInput(f"only {len(train_queries)} training queries could be made from {len(train_chunks)} chunks")
 

@@ -21,6 +21,11 @@ from typing import Callable
 HOOKS: dict[str, list[Callable[..., None]]] = defaultdict(list)
 
 
+def active(name: str) -> bool:
+    """True when a hook or the failpoint is set for ``name`` (callers may then pause concurrent work)."""
+    return bool(HOOKS.get(name)) or os.environ.get("VECTUNE_FAILPOINT") == name
+
+
 def point(name: str, **ctx) -> None:
     """Reached a named point: run hooks, and die here if the failpoint says so."""
     for hook in list(HOOKS.get(name, ())):

@@ -128,7 +128,7 @@ def load_encoder(ref: str, settings: Settings, query_prompt: str | None = None,
         stored_prompt = json.loads(manifest.read_text()).get("query_prompt")
     try:
         model = SentenceTransformer(path, device=settings.device or _device(), trust_remote_code=False,
-                                    model_kwargs={"use_safetensors": True})
+                                    model_kwargs={"use_safetensors": True, **_fp32()})
     except Exception as e:  # noqa: BLE001 - any load failure is a bad model reference
         raise BadInput(f"model {ref!r} does not load: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None
     want = max_seq_length or settings.max_seq_length
@@ -137,6 +137,15 @@ def load_encoder(ref: str, settings: Settings, query_prompt: str | None = None,
                                                             else stored_prompt if stored_prompt is not None
                                                             else default_query_prompt(ref) or "")
     return Encoder(model=model, ref=ref, query_prompt=prompt, batch_size=settings.encode_batch_size)
+
+
+def _fp32() -> dict:
+    """Load weights as float32 whatever they are stored in (training needs it; the trainer does mixed precision)."""
+    import torch
+    import transformers
+
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+    return {key: torch.float32}
 
 
 def _device() -> str:

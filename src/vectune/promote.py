@@ -79,9 +79,9 @@ def make_point(record, vector: np.ndarray, spec: DenseSpec):
     return models.PointStruct(id=record.id, vector=vec, payload=record.payload or {})
 
 
-def _embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSpec, records: list,
-                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
-                      stats: SyncStats) -> None:
+def _embed(encoder: Encoder, spec: DenseSpec, records: list, text_field: str,
+           precomputed: dict[str, tuple[str, np.ndarray]] | None, stats: SyncStats) -> list:
+    """Points for ``records`` with the encoder's vectors (reusing precomputed ones whose text matches)."""
     texts, todo, points = [], [], []
     for r in records:
         text, reason = extract_text(r.payload, text_field)
@@ -98,6 +98,13 @@ def _embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSp
     if texts:
         emb = encoder.encode_passages(texts)
         points.extend(make_point(r, e, spec) for r, e in zip(todo, emb))
+    return points
+
+
+def _embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSpec, records: list,
+                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
+                      stats: SyncStats) -> None:
+    points = _embed(encoder, spec, records, text_field, precomputed, stats)
     store.upsert(target, points)
     stats.upserted += len(points)
 
@@ -106,6 +113,10 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
           batch: int = 128, precomputed: dict[str, tuple[str, np.ndarray]] | None = None,
           start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None) -> SyncStats:
     """Stream every point of ``source`` into ``target``, re-embedded (constant memory).
+
+    Qdrant I/O overlaps the model: one I/O thread reads the next page and writes the
+    previous one while the main thread encodes the current one (the client is only
+    ever used by one thread at a time). At most three pages are in memory.
 
     Args:
         store: Qdrant access.
@@ -117,18 +128,45 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
         batch: points per page.
         precomputed: ``key → (text, vector)`` from evaluation, reused when the text matches.
         start_offset: resume a killed build from this scroll offset.
-        on_page: called with ``(next_offset, points_done)`` after each page (to checkpoint).
+        on_page: called with ``(next_offset, points_done)`` once a page is written (to checkpoint).
 
     Returns:
         Counts and time.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)
-    for records, nxt in store.scroll(source, vectors=True, batch=batch, offset=start_offset):
-        _embed_and_upsert(store, encoder, target, spec, records, text_field, precomputed, stats)
-        if on_page:
-            on_page(nxt, stats.upserted)
-        faults.point("reindex_page", store=store, source=source, target=target)
+    pages = store.scroll(source, vectors=True, batch=batch, offset=start_offset)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectune-io") as io:
+        nxt_page = io.submit(next, pages, None)
+        pending = None  # (future of the upsert, next offset, size)
+
+        def settle():
+            fut, offset, n = pending
+            fut.result()
+            stats.upserted += n
+            if on_page:
+                on_page(offset, stats.upserted)
+            if faults.active("reindex_page"):
+                if nxt_page is not None:
+                    nxt_page.result()  # hooks may use the client: let the I/O thread go idle first
+                faults.point("reindex_page", store=store, source=source, target=target)
+
+        while True:
+            page = nxt_page.result()
+            if page is None:
+                break
+            records, offset = page
+            nxt_page = io.submit(next, pages, None) if offset is not None else None
+            points = _embed(encoder, spec, records, text_field, precomputed, stats)
+            if pending:
+                settle()
+            pending = (io.submit(store.upsert, target, points), offset, len(points))
+            if nxt_page is None:
+                break
+        if pending:
+            settle()
     stats.seconds = time.perf_counter() - t0
     return stats
 

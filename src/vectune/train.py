@@ -91,6 +91,7 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
             disable_tqdm=True,
             dataloader_drop_last=False,
             dataloader_pin_memory=_cuda(),
+            bf16=_cuda() and _bf16(),
         )
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         from transformers.trainer_callback import PrinterCallback
@@ -124,3 +125,9 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _bf16() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())
