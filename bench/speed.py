@@ -473,7 +473,7 @@ def main() -> None:
         from vectune.settings import BUNDLED_MODEL, Settings
 
         settings = Settings(home=home / "ab")
-        enc = load_encoder(BUNDLED_MODEL, settings)
+        enc = load_encoder(os.environ.get("VECTUNE_BASE_MODEL", BUNDLED_MODEL), settings)
         texts = passages(args.points, args.data)
         print(f"(a) reindex throughput on {len(texts)} chunks ({enc.model.device}) ...", flush=True)
         res["reindex"] = bench_reindex(args, settings, enc, texts)
