@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,10 +100,13 @@ def test_strict_gate_keeps_alias_untouched(indexed):
     before = _alias_target("docs")
     with qdrant() as c:
         n_before = len(c.get_collections().collections)
-    out = invoke("run", "--alias", "docs", "--allow-synthetic-gate", "--min-delta", "0.9")
-    assert "KEPT LIVE" in out.output
-    assert "below the required" in out.output
+    out = invoke("run", "--alias", "docs", "--allow-synthetic-gate", "--min-delta", "0.9", "--keep-candidate", "--json")
+    rep = json.loads(out.output[out.output.index("{"):])
+    assert rep["status"] == "kept" and "below the required" in rep["reason"]
     assert _alias_target("docs") == before
+    # the rejected candidate is kept for inspection, marked as such
+    manifest = json.loads((Path(rep["candidate_saved"]) / "manifest.json").read_text())
+    assert manifest["state"] == "rejected"
     with qdrant() as c:
         assert len(c.get_collections().collections) == n_before
 

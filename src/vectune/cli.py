@@ -158,6 +158,9 @@ def cycle_options(f):
                      help="Promote on synthetic evidence alone (risky) [VECTUNE_ALLOW_SYNTHETIC_GATE]."),
         click.option("--eval-corpus-cap", type=int, default=None, help="[VECTUNE_EVAL_CORPUS_CAP, default 20000]"),
         click.option("--seed", type=int, default=None, help="[VECTUNE_SEED]"),
+        click.option("--max-train-pairs", type=int, default=None, help="Training budget [VECTUNE_MAX_TRAIN_PAIRS, default 1500]."),
+        click.option("--keep-candidate", is_flag=True, default=None,
+                     help="Save a rejected candidate in the model store too [VECTUNE_KEEP_CANDIDATE]."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -177,8 +180,9 @@ def run(alias, dry_run, once, as_json, **kw):
     from vectune import cycle
     from vectune import report as report_mod
 
-    if not kw.get("allow_synthetic_gate"):
-        kw.pop("allow_synthetic_gate", None)
+    for flag in ("allow_synthetic_gate", "keep_candidate"):  # an unset flag must not override the env
+        if not kw.get(flag):
+            kw.pop(flag, None)
     s = _settings(kw)
     alias = alias or s.alias
     if not alias:
@@ -335,8 +339,9 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
     from vectune.schedule import CronError, Cron
     from vectune.schedule import serve as do_serve
 
-    if not kw.get("allow_synthetic_gate"):
-        kw.pop("allow_synthetic_gate", None)
+    for flag in ("allow_synthetic_gate", "keep_candidate"):
+        if not kw.get(flag):
+            kw.pop(flag, None)
     s = _settings({**kw, "schedule": schedule, "schedule_tz": schedule_tz, "run_at_start": run_at_start})
     alias = alias or s.alias
     if not alias:

@@ -403,6 +403,10 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         return
     if not decision.promote:
         rep.update(status="kept", reason=decision.reason)
+        if settings.keep_candidate:
+            rep["candidate_saved"] = str(save_model(cand, tag, settings, {
+                "parent_model": meta["model_ref"], "parent_collection": live, "alias": alias, "state": "rejected",
+                "eval": rep["gate"], "teacher": generator.name}))
         _save_state(state_file, cycle_fp, rep)
         return
 

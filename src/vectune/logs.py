@@ -385,3 +385,46 @@ def _log_progress(
             "%s: %d items, %.1f/s", label, n, rate,
             extra={"desc": label, "n": n, "total": total, "elapsed_s": round(elapsed, 3)},
         )
+
+
+class Progress:
+    """A counter for long stages: a tqdm bar on a TTY (text logs), periodic log lines otherwise.
+
+    Args:
+        total: expected count (None if unknown).
+        desc: what is counted, e.g. ``"reindex (points)"``.
+        every_s: seconds between log lines when not on a TTY.
+        stream: where the bar draws (default ``sys.stderr``).
+    """
+
+    def __init__(self, total: int | None, desc: str, every_s: float = 30.0, stream: IO[str] | None = None):
+        self.total, self.desc, self.every_s = total, desc, every_s
+        self.n = 0
+        self.start = self.last = time.monotonic()
+        stream = stream if stream is not None else sys.stderr
+        self.bar = None
+        if _is_tty(stream) and not _state.get("json", False):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self.bar is not None:
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            _log_progress(logger, self.desc, self.n, self.total, now - self.start)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            _log_progress(logger, self.desc, self.n, self.total, time.monotonic() - self.start, done=True)
+
+
+def interactive() -> bool:
+    """True when logs go to a terminal as text (progress bars are welcome)."""
+    return _is_tty(sys.stderr) and not _state.get("json", False)

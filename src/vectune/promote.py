@@ -135,8 +135,11 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    from vectune.logs import Progress
+
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)
+    bar = Progress(store.count(source), f"reindex {target}")
     pages = store.scroll(source, vectors=True, batch=batch, offset=start_offset)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectune-io") as io:
         nxt_page = io.submit(next, pages, None)
@@ -146,6 +149,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
             fut, offset, n = pending
             fut.result()
             stats.upserted += n
+            bar.update(n)
             if on_page:
                 on_page(offset, stats.upserted)
             if faults.active("reindex_page"):
@@ -167,6 +171,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
                 break
         if pending:
             settle()
+    bar.close()
     stats.seconds = time.perf_counter() - t0
     return stats
 

@@ -157,6 +157,8 @@ class Settings(BaseSettings):
     upsert_batch: int = Field(default=128, ge=1)
     verify_sample: int = Field(default=5, ge=0)
     keep_versions: int = Field(default=3, ge=1)
+    keep_candidate: bool = Field(default=False, description="Save a rejected candidate in the model store too "
+                                 "(to inspect it or score it on data the gate never saw).")
     force: bool = False
 
     # --- operation -----------------------------------------------------------

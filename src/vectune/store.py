@@ -69,6 +69,9 @@ class Store:
                 self.client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=settings.qdrant_timeout_s)
                 self.client.get_collections()  # fail fast, clearly
                 self.where = settings.qdrant_url
+            elif str(settings.qdrant_path) == ":memory:":  # throwaway, for experiments and benchmarks
+                self.client = QdrantClient(location=":memory:")
+                self.where = "embedded:memory"
             else:
                 path = settings.resolved_qdrant_path
                 path.mkdir(parents=True, exist_ok=True)

@@ -49,6 +49,8 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
         BadInput: not enough examples to make one batch.
     """
     from datasets import Dataset
+
+    from vectune.logs import interactive
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
     try:  # sentence-transformers >= 6
@@ -88,7 +90,7 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
             logging_steps=max(1, len(examples) // batch // 5),
             seed=settings.seed,
             data_seed=settings.seed,
-            disable_tqdm=True,
+            disable_tqdm=not interactive(),  # a progress bar on a terminal; loss goes to the report
             dataloader_drop_last=False,
             dataloader_pin_memory=_cuda(),
             bf16=_cuda() and _bf16(),
