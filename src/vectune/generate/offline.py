@@ -109,7 +109,13 @@ class OfflineGenerator(QueryGenerator):
         for f in TITLE_FIELDS:
             t = get_field(chunk.payload, f)
             if isinstance(t, str) and len(t.split()) >= 2 and t.lower() not in seen:
-                return Query(t.strip(), chunk.key, "offline:title")
+                t = t.strip()
+                # A title the passage starts with would be found by string overlap alone: train on the body.
+                positive = None
+                if chunk.text.lower().startswith(t.lower().rstrip(".")):
+                    body = chunk.text[len(t):].lstrip(" .:\n")
+                    positive = body if len(body.split()) >= 5 else None
+                return Query(t, chunk.key, "offline:title", positive=positive)
         return None
 
     def _keyphrase(self, chunk: Chunk, idf, rng, seen) -> Query | None:
