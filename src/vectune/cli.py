@@ -84,6 +84,14 @@ def _settings(kwargs: dict) -> Settings:
     return s
 
 
+def _require_alias(alias: str | None, s: Settings) -> str:
+    """The alias from the option or VECTUNE_ALIAS; a usage error without one."""
+    alias = alias or s.alias
+    if not alias:
+        raise click.UsageError("--alias is required (or VECTUNE_ALIAS)")
+    return alias
+
+
 def _emit(data: dict, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
@@ -184,9 +192,7 @@ def run(alias, dry_run, once, as_json, **kw):
         if not kw.get(flag):
             kw.pop(flag, None)
     s = _settings(kw)
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required (or VECTUNE_ALIAS)")
+    alias = _require_alias(alias, s)
     rep = cycle.run(s, alias, dry_run=dry_run)
     _emit(rep, as_json, report_mod.summary(rep) + (f"\nreport: {rep['report_files'].get('md')}" if rep.get("report_files") else ""))
 
@@ -202,9 +208,7 @@ def status(alias, as_json, **kw):
     from vectune.rollback import status as do_status
 
     s = _settings(kw)
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required")
+    alias = _require_alias(alias, s)
     st = do_status(s, alias)
     lin = st["lineage"]
     lines = [f"alias '{alias}' -> {st['live_collection']}",
@@ -232,7 +236,7 @@ def _event_text(ev: dict) -> str:
     if e == "promotion":
         g = ev.get("gate") or {}
         return f"{ev.get('live_collection')} -> {ev.get('new_collection')} {g.get('metric')} {g.get('live')}->{g.get('candidate')}"
-    if e in ("rejection", "failure"):
+    if e in ("rejection", "failure", "crash"):
         return str(ev.get("reason"))
     return json.dumps({k: v for k, v in ev.items() if k not in ("time", "alias", "event")}, default=str)
 
@@ -247,9 +251,7 @@ def history(alias, as_json, **kw):
     from vectune.lineage import read_history
 
     s = _settings(kw)
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required")
+    alias = _require_alias(alias, s)
     events = read_history(s, alias)
     text = "\n".join(f"{ev.get('time')} {ev.get('event'):<10} {_event_text(ev)}" for ev in events) or "no history"
     _emit({"alias": alias, "events": events}, as_json, text)
@@ -267,9 +269,7 @@ def rollback(alias, to, force, **kw):
     from vectune.rollback import rollback as do_rollback
 
     s = _settings(kw)
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required")
+    alias = _require_alias(alias, s)
     out = do_rollback(s, alias, to=to, force=force)
     synced = out["synced"]
     how = (f"synced {synced['upserted']} re-embedded, {synced['deleted']} deleted" if synced
@@ -289,9 +289,7 @@ def prune(alias, keep, delete_models, dry_run, **kw):
     from vectune.rollback import prune as do_prune
 
     s = _settings(kw)
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required")
+    alias = _require_alias(alias, s)
     out = do_prune(s, alias, keep if keep is not None else s.keep_versions, delete_models, dry_run)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"kept {len(out['kept'])}: {', '.join(out['kept'])}\n{verb} {len(out['deleted'])}: "
@@ -343,9 +341,7 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
         if not kw.get(flag):
             kw.pop(flag, None)
     s = _settings({**kw, "schedule": schedule, "schedule_tz": schedule_tz, "run_at_start": run_at_start})
-    alias = alias or s.alias
-    if not alias:
-        raise click.UsageError("--alias is required (or VECTUNE_ALIAS)")
+    alias = _require_alias(alias, s)
     try:
         cron = Cron.parse(s.schedule)
     except CronError as e:

@@ -9,8 +9,6 @@ model produced it (after checking the stored vectors agree with that model).
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 from pathlib import Path
 from typing import Iterator
@@ -39,20 +37,11 @@ def corpus_file(path: Path) -> Path:
 
 def iter_records(path: Path, id_keys=("_id", "id", "doc_id")) -> Iterator[tuple[str, dict]]:
     """Yield ``(external_id, record)`` from a JSONL(.gz) file; a clear error on bad lines."""
-    path = corpus_file(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise BadInput(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise BadInput(f"{path}:{n}: each line must be a JSON object")
-            rid = next((rec[k] for k in id_keys if rec.get(k) not in (None, "")), None)
-            yield (str(rid) if rid is not None else str(n - 1)), rec
+    from vectune.jsonl import iter_objects
+
+    for n, rec in iter_objects(corpus_file(path), "corpus"):
+        rid = next((rec[k] for k in id_keys if rec.get(k) not in (None, "")), None)
+        yield (str(rid) if rid is not None else str(n - 1)), rec
 
 
 def index(settings: Settings, corpus: Path, alias: str, model: str | None = None, with_title: bool = False,

@@ -11,7 +11,6 @@ payload) or Qdrant point ids: both map to the same point.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,25 +40,17 @@ def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:
     Raises:
         BadInput: missing file, bad JSON, or a line without query/relevant ids.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"{what} file not found: {path}")
+    from vectune.jsonl import iter_objects
+
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise BadInput(f"{what} {path}:{n}: not valid JSON ({e.msg})") from None
-            text = next((obj.get(k) for k in QUERY_KEYS if isinstance(obj.get(k), str)), None) if isinstance(obj, dict) else None
-            rel = next((obj.get(k) for k in RELEVANT_KEYS if obj.get(k) is not None), None) if isinstance(obj, dict) else None
-            if isinstance(rel, (str, int)):
-                rel = [rel]
-            if not text or not text.strip() or not isinstance(rel, list) or not rel:
-                raise BadInput(f"{what} {path}:{n}: needs a 'query' string and a non-empty 'relevant' id list")
-            out.append(LabeledQuery(text.strip(), {str(point_id_for(r)) for r in rel}))
+    for n, obj in iter_objects(path, what):
+        text = next((obj.get(k) for k in QUERY_KEYS if isinstance(obj.get(k), str)), None)
+        rel = next((obj.get(k) for k in RELEVANT_KEYS if obj.get(k) is not None), None)
+        if isinstance(rel, (str, int)):
+            rel = [rel]
+        if not text or not text.strip() or not isinstance(rel, list) or not rel:
+            raise BadInput(f"{what} {path}:{n}: needs a 'query' string and a non-empty 'relevant' id list")
+        out.append(LabeledQuery(text.strip(), {str(point_id_for(r)) for r in rel}))
     if not out:
         raise BadInput(f"{what} {path} holds no queries")
     return out
