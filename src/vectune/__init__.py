@@ -6,14 +6,8 @@ Apps resolve the alias to the live collection and the query encoder that made it
     collection, encoder = resolve(client, "docs")
 """
 
+from vectune.resolve import resolve
+
 __version__ = "0.1.0"
-
-
-def resolve(client, alias, settings=None):
-    """Return ``(collection_name, query_encoder)`` for ``alias``. See :mod:`vectune.resolve`."""
-    from vectune.resolve import resolve as _resolve
-
-    return _resolve(client, alias, settings)
-
 
 __all__ = ["resolve", "__version__"]

@@ -71,7 +71,7 @@ class Checkpoint:
             return None
 
     def clear(self) -> None:
-        for p in (self.path, self.snapshot_path):
+        for p in (self.path, self.snapshot_path, self.path.with_name("ray-partitions.json")):
             p.unlink(missing_ok=True)
 
 
@@ -113,8 +113,17 @@ def promote(store: Store, settings: Settings, alias: str, encoder, live: str, ta
             state.update(offset=offset, done=done)
             ckpt.save(state)
 
-        bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
-                       precomputed=precomputed, start_offset=start_offset, on_page=on_page)
+        if settings.engine == "ray":
+            from vectune.engines.ray_engine import build_ray
+
+            # resumable through its own per-partition progress file in the run dir
+            bstats = build_ray(settings, record["model_ref"],
+                               {"query_prompt": record.get("query_prompt"), "max_seq_length": record.get("max_seq_length")},
+                               live, target, spec, settings.text_field, settings.upsert_batch,
+                               partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
+        else:
+            bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
+                           precomputed=precomputed, start_offset=start_offset, on_page=on_page)
         state.update(stage="built", offset=None)
         ckpt.save(state)
     sstats, vinfo = _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state)

@@ -161,6 +161,9 @@ class Settings(BaseSettings):
                                  "(to inspect it or score it on data the gate never saw).")
     force: bool = False
 
+    engine: Literal["local", "ray"] = Field(default="local", description="Re-embedding engine (ray: pip install vectune[ray]).")
+    ray_partitions: int | None = Field(default=None, ge=1, description="Partitions of the Ray re-embedding (default: auto).")
+
     # --- operation -----------------------------------------------------------
     schedule: str = Field(default="0 3 * * *", description="Cron expression for `vectune serve`.")
     schedule_tz: str | None = Field(default=None, description="Time zone of the schedule (default UTC).")
