@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
     max_steps: int = Field(default=-1, description="-1 = as many as epochs need.")
     cached_mnrl: bool = Field(default=False, description="CachedMNRL: big batches in small memory.")
+    train_processes: int = Field(default=1, ge=1, description="DDP processes (one per GPU) for training, via torchrun.")
     mini_batch_size: int = Field(default=16, ge=1)
 
     # --- evaluation and gate --------------------------------------------------

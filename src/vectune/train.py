@@ -9,6 +9,7 @@ large batch fit in small memory. Uses CUDA when present.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class TrainStats:
     seconds: float
     loss: float | None
     examples_per_s: float
+    processes: int = 1
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -37,10 +39,15 @@ class TrainStats:
 def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> TrainStats:
     """Fine-tune ``encoder.model`` in place on ``examples``.
 
+    With ``train_processes > 1`` the training (only the training: the rest of the cycle
+    stays one process) runs under ``torchrun`` as that many DDP processes, one per GPU;
+    in-batch negatives are gathered across devices, so the effective batch is
+    ``batch_size × processes``. See :mod:`vectune.train_ddp`.
+
     Args:
         encoder: the model to start from (the live model); modified in place.
         examples: anchors, positives and (the same number of) hard negatives.
-        settings: epochs, batch size, learning rate, seed, CachedMNRL switch.
+        settings: epochs, batch size, learning rate, seed, CachedMNRL switch, processes.
 
     Returns:
         Training statistics.
@@ -48,6 +55,15 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
     Raises:
         BadInput: not enough examples to make one batch.
     """
+    if len(examples) < 2:
+        raise BadInput(f"only {len(examples)} training pairs: need at least 2 to train")
+    if settings.train_processes > 1:
+        return _train_distributed(encoder, examples, settings)
+    return train_local(encoder.model, encoder.query_prompt, examples, settings)
+
+
+def train_local(model, query_prompt: str, examples: Sequence[Example], settings: Settings) -> TrainStats:
+    """Train in this process (one device, or one DDP rank when launched by torchrun)."""
     from datasets import Dataset
 
     from vectune.logs import interactive
@@ -60,21 +76,13 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
         from sentence_transformers import losses
         from sentence_transformers.training_args import BatchSamplers
 
-    if len(examples) < 2:
-        raise BadInput(f"only {len(examples)} training pairs: need at least 2 to train")
     n_neg = min(len(e.negatives) for e in examples)
     cols: dict[str, list[str]] = {"anchor": [e.anchor for e in examples], "positive": [e.positive for e in examples]}
     for i in range(n_neg):
         cols[f"negative_{i + 1}" if n_neg > 1 else "negative"] = [e.negatives[i] for e in examples]
     dataset = Dataset.from_dict(cols).shuffle(seed=settings.seed)
 
-    model = encoder.model
     batch = min(settings.batch_size, len(examples))
-    if settings.cached_mnrl:
-        loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size)
-    else:
-        loss = losses.MultipleNegativesRankingLoss(model)
-
     with tempfile.TemporaryDirectory(prefix="vectune-train-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
@@ -84,17 +92,29 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
             learning_rate=settings.learning_rate,
             **_warmup(settings.warmup_ratio),
             batch_sampler=BatchSamplers.NO_DUPLICATES,
-            prompts={"anchor": encoder.query_prompt} if encoder.query_prompt else None,
+            prompts={"anchor": query_prompt} if query_prompt else None,
             save_strategy="no",
             report_to="none",
             logging_steps=max(1, len(examples) // batch // 5),
             seed=settings.seed,
             data_seed=settings.seed,
             disable_tqdm=not interactive(),  # a progress bar on a terminal; loss goes to the report
-            dataloader_drop_last=False,
+            # all_gather needs equal batches on every rank: drop the ragged last one under DDP
+            dataloader_drop_last=int(os.environ.get("WORLD_SIZE", "1")) > 1,
             dataloader_pin_memory=_cuda(),
             bf16=_cuda() and _bf16(),
+            ddp_backend=None if _cuda() else "gloo",
         )
+        # Creating the arguments set up torch.distributed under torchrun: gather in-batch negatives
+        # from every rank, or DDP would shrink each rank's negatives to its own slice of the batch.
+        import torch.distributed as dist
+
+        gather = dist.is_available() and dist.is_initialized()
+        if settings.cached_mnrl:
+            loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size,
+                                                             gather_across_devices=gather)
+        else:
+            loss = losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         from transformers.trainer_callback import PrinterCallback
 
@@ -109,6 +129,7 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
         seconds=round(secs, 2),
         loss=round(float(result.training_loss), 5) if result.training_loss is not None else None,
         examples_per_s=round(len(examples) * max(settings.epochs, 0) / secs, 2) if secs > 0 else 0.0,
+        processes=int(dist.get_world_size()) if gather else 1,
     )
     logger.info("trained on %d examples in %.1fs (%d steps, loss %s)", stats.examples, secs, stats.steps, stats.loss)
     return stats
@@ -133,3 +154,40 @@ def _bf16() -> bool:
     import torch
 
     return bool(torch.cuda.is_bf16_supported())
+
+
+def _train_distributed(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> TrainStats:
+    """Run :mod:`vectune.train_ddp` under torchrun and load the trained weights back into ``encoder``."""
+    import dataclasses
+    import json
+    import subprocess
+    import sys
+
+    from sentence_transformers import SentenceTransformer
+
+    from vectune.errors import VectuneError
+
+    with tempfile.TemporaryDirectory(prefix="vectune-ddp-") as tmp:
+        start, out = os.path.join(tmp, "start"), os.path.join(tmp, "out")
+        encoder.model.save(start, safe_serialization=True)
+        with open(os.path.join(tmp, "examples.jsonl"), "w", encoding="utf-8") as f:
+            for e in examples:
+                f.write(json.dumps(dataclasses.asdict(e)) + "\n")
+        with open(os.path.join(tmp, "job.json"), "w", encoding="utf-8") as f:
+            json.dump({"settings": settings.model_dump(mode="json", exclude={"teacher", "qdrant_api_key"}),
+                       "query_prompt": encoder.query_prompt, "start": start, "out": out}, f)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={settings.train_processes}", "-m", "vectune.train_ddp", tmp]
+        logger.info("training on %d processes: %s", settings.train_processes, " ".join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            logger.error("torchrun output:\n%s", (proc.stdout + proc.stderr)[-6000:])
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+            raise VectuneError(f"distributed training failed (exit {proc.returncode}): " + " | ".join(tail))
+        with open(os.path.join(out, "train_stats.json"), encoding="utf-8") as f:
+            stats = TrainStats(**json.load(f))
+        trained = SentenceTransformer(out, device=str(encoder.model.device), trust_remote_code=False,
+                                      model_kwargs={"use_safetensors": True})
+        encoder.model.load_state_dict(trained.state_dict())
+    encoder.model.eval()
+    return stats
