@@ -107,27 +107,26 @@ def promote(store: Store, settings: Settings, alias: str, encoder, live: str, ta
              "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
              "done": 0, "stage": "building"}
     ckpt.save(state)
-    bstats = None
-    if state["stage"] == "building":
-        def on_page(offset, done):
-            state.update(offset=offset, done=done)
-            ckpt.save(state)
 
-        if settings.engine == "ray":
-            from vectune.engines.ray_engine import build_ray
-
-            # resumable through its own per-partition progress file in the run dir
-            bstats = build_ray(settings, record["model_ref"],
-                               {"query_prompt": record.get("query_prompt"), "max_seq_length": record.get("max_seq_length")},
-                               live, target, spec, settings.text_field, settings.upsert_batch,
-                               partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
-        else:
-            bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
-                           precomputed=precomputed, start_offset=start_offset, on_page=on_page)
-        state.update(stage="built", offset=None)
+    def on_page(offset, done):
+        state.update(offset=offset, done=done)
         ckpt.save(state)
+
+    if settings.engine == "ray":
+        from vectune.engines.ray_engine import build_ray
+
+        # resumable through its own per-partition progress file in the run dir
+        bstats = build_ray(settings, record["model_ref"],
+                           {"query_prompt": record.get("query_prompt"), "max_seq_length": record.get("max_seq_length")},
+                           live, target, spec, settings.text_field, settings.upsert_batch,
+                           partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
+    else:
+        bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
+                       precomputed=precomputed, start_offset=start_offset, on_page=on_page)
+    state.update(stage="built", offset=None)
+    ckpt.save(state)
     sstats, vinfo = _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state)
-    return {"build": bstats.to_dict() if bstats else None, "catch_up": sstats.to_dict(), "verify": vinfo}
+    return {"build": bstats.to_dict(), "catch_up": sstats.to_dict(), "verify": vinfo}
 
 
 def _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state):
@@ -229,8 +228,9 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
             ckpt.clear()
     # Orphans: any collection of this alias still building/verified that is not live.
     orphans = []
+    live_now = store.resolve_alias(alias)
     for name, meta in lineage.versions(store, alias):
-        if name != store.resolve_alias(alias) and meta.get("state") in ("building", "verified"):
+        if name != live_now and meta.get("state") in ("building", "verified"):
             store.delete_collection(name)
             orphans.append(name)
     if orphans:

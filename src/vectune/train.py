@@ -83,6 +83,7 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
     dataset = Dataset.from_dict(cols).shuffle(seed=settings.seed)
 
     batch = min(settings.batch_size, len(examples))
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a rank launched by torchrun
     with tempfile.TemporaryDirectory(prefix="vectune-train-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
@@ -100,10 +101,10 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
             data_seed=settings.seed,
             disable_tqdm=not interactive(),  # a progress bar on a terminal; loss goes to the report
             # all_gather needs equal batches on every rank: drop the ragged last one under DDP
-            dataloader_drop_last=int(os.environ.get("WORLD_SIZE", "1")) > 1,
+            dataloader_drop_last=distributed,
             dataloader_pin_memory=_cuda(),
             bf16=_cuda() and _bf16(),
-            ddp_backend=None if _cuda() else "gloo",
+            ddp_backend="gloo" if distributed and not _cuda() else None,
         )
         # Creating the arguments set up torch.distributed under torchrun: gather in-batch negatives
         # from every rank, or DDP would shrink each rank's negatives to its own slice of the batch.
