@@ -21,7 +21,7 @@ import numpy as np
 
 from vectune import faults, labeled, lineage
 from vectune import report as report_mod
-from vectune.chunks import Chunk, ReadStats, extract_text, filter_chunks, sample, split, text_hash
+from vectune.chunks import Chunk, ReadStats, extract_text, filter_chunks, sample, split
 from vectune.errors import BadInput, LockHeld, VectuneError
 from vectune.evaluate import EvalQuery, evaluate
 from vectune.gate import decide
@@ -492,4 +492,4 @@ def _save_state(path: Path, fingerprint: str, rep: dict) -> None:
     tmp.replace(path)
 
 
-__all__ = ["run", "read", "check_live_vectors", "text_hash"]
+__all__ = ["run", "read", "check_live_vectors"]

@@ -338,6 +338,9 @@ class OpenAIGenerator(QueryGenerator):
                     max_retries=0,  # retries are ours: counted and capped here
                 )
                 items = iter(work)
+                from vectune.logs import Progress
+
+                bar = Progress(len(work), "teacher (chunks)", every_s=1e9)  # a bar on a TTY; the log line below otherwise
 
                 async def worker() -> None:
                     nonlocal done, last_log
@@ -362,6 +365,7 @@ class OpenAIGenerator(QueryGenerator):
                             self._stop = True
                             return
                         done += 1
+                        bar.update(1)
                         if got is None:
                             stats.failed_chunks += 1
                             self._consecutive_failures += 1
@@ -393,6 +397,7 @@ class OpenAIGenerator(QueryGenerator):
                 try:
                     await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(work)))))
                 finally:
+                    bar.close()
                     await client.close()
         finally:
             cache.close()
