@@ -205,7 +205,7 @@ def run(alias, dry_run, once, as_json, **kw):
 @handle_errors
 def status(alias, as_json, **kw):
     """Live collection, its model and lineage, previous versions with their scores."""
-    from vectune.rollback import status as do_status
+    from vectune.status import status as do_status
 
     s = _settings(kw)
     alias = _require_alias(alias, s)

@@ -1,4 +1,4 @@
-"""Rollback, roll-forward and retention of an alias's versions.
+"""Rollback, roll-forward and retention (prune) of an alias's versions.
 
 A rollback never loses what apps wrote after the promotion: the target collection
 is first brought up to date with the live one — every point added or changed since
@@ -147,30 +147,3 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
     if doomed and not dry_run:
         lineage.append_event(settings, alias, {"event": "prune", "deleted": doomed, "models_deleted": models_deleted})
     return {"kept": sorted(kept), "deleted": doomed, "models_deleted": models_deleted, "dry_run": dry_run}
-
-
-def status(settings: Settings, alias: str) -> dict:
-    """The alias's live collection, its lineage, and every version with its scores."""
-    import json
-
-    with Store(settings) as store:
-        live = store.resolve_alias(alias)
-        versions = []
-        for name, meta in lineage.versions(store, alias):
-            gate = (meta.get("eval") or {}).get("gate") or {}
-            versions.append({
-                "collection": name, "live": name == live, "state": meta.get("state"),
-                "model": meta.get("model_ref"), "parent_collection": meta.get("parent_collection"),
-                "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
-                "points": store.count(name), "model_available": has_model(str(meta.get("model_ref")), settings),
-                "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},
-            })
-        live_meta = store.metadata(live)
-        target = rollback_target(store, alias, live)
-    latest = settings.resolved_work_dir / "reports" / alias / "latest.json"
-    last_run = None
-    if latest.exists():
-        r = json.loads(latest.read_text())
-        last_run = {k: r.get(k) for k in ("run_id", "status", "reason", "started_at", "duration_s", "new_collection")}
-    return {"alias": alias, "live_collection": live, "lineage": live_meta, "rollback_target": target,
-            "versions": versions, "last_run": last_run, "history": lineage.read_history(settings, alias)[-10:]}

@@ -1,0 +1,36 @@
+"""``vectune status``: the live collection, its lineage, every version, the last run and recent events."""
+
+from __future__ import annotations
+
+import json
+
+from vectune import lineage
+from vectune.models import has_model
+from vectune.rollback import rollback_target
+from vectune.settings import Settings
+from vectune.store import Store
+
+
+def status(settings: Settings, alias: str) -> dict:
+    """The alias's live collection, its lineage, and every version with its scores."""
+    with Store(settings) as store:
+        live = store.resolve_alias(alias)
+        versions = []
+        for name, meta in lineage.versions(store, alias):
+            gate = (meta.get("eval") or {}).get("gate") or {}
+            versions.append({
+                "collection": name, "live": name == live, "state": meta.get("state"),
+                "model": meta.get("model_ref"), "parent_collection": meta.get("parent_collection"),
+                "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
+                "points": store.count(name), "model_available": has_model(str(meta.get("model_ref")), settings),
+                "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},
+            })
+        live_meta = store.metadata(live)
+        target = rollback_target(store, alias, live)
+    latest = settings.resolved_work_dir / "reports" / alias / "latest.json"
+    last_run = None
+    if latest.exists():
+        r = json.loads(latest.read_text())
+        last_run = {k: r.get(k) for k in ("run_id", "status", "reason", "started_at", "duration_s", "new_collection")}
+    return {"alias": alias, "live_collection": live, "lineage": live_meta, "rollback_target": target,
+            "versions": versions, "last_run": last_run, "history": lineage.read_history(settings, alias)[-10:]}
