@@ -61,13 +61,7 @@ class AliasLock:
         self.held = False
 
     def _ensure_collection(self) -> None:
-        if not self.store.collection_exists(LOCK_COLLECTION):
-            try:
-                self.store._call("create lock collection", self.store.client.create_collection, LOCK_COLLECTION,
-                                 vectors_config={})
-            except Exception:  # noqa: BLE001 - another operator created it first
-                if not self.store.collection_exists(LOCK_COLLECTION):
-                    raise
+        self.store.create_payload_collection(LOCK_COLLECTION)
 
     def current(self) -> Lease | None:
         """The lease as stored, or None."""
@@ -88,8 +82,7 @@ class AliasLock:
         ])
         point = models.PointStruct(id=_point_id(self.alias), vector={}, payload={
             "alias": self.alias, "owner": self.owner, "acquired_at": now, "expires_at": now + self.ttl_s})
-        self.store._call("write lock", self.store.client.upsert, LOCK_COLLECTION, points=[point], wait=True,
-                         update_filter=cond)
+        self.store.upsert(LOCK_COLLECTION, [point], update_filter=cond)
 
     def acquire(self) -> "AliasLock":
         """Take the lease or raise :class:`LockHeld` naming the holder and its expiry."""

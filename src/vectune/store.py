@@ -275,9 +275,21 @@ class Store:
         return self._call(f"retrieve from '{name}'", self.client.retrieve, name, ids=list(ids),
                           with_payload=True, with_vectors=with_vectors)
 
-    def upsert(self, name: str, points: list) -> None:
+    def upsert(self, name: str, points: list, update_filter=None) -> None:
+        """Upsert points; with ``update_filter`` an existing point is only overwritten if it matches
+        (Qdrant's conditional upsert, ≥ 1.16)."""
         if points:
-            self._call(f"upsert into '{name}'", self.client.upsert, name, points=points, wait=True)
+            kwargs = {"update_filter": update_filter} if update_filter is not None else {}
+            self._call(f"upsert into '{name}'", self.client.upsert, name, points=points, wait=True, **kwargs)
+
+    def create_payload_collection(self, name: str) -> None:
+        """Create a collection without vectors (small records such as leases), unless it exists."""
+        if not self.collection_exists(name):
+            try:
+                self._call(f"create '{name}'", self.client.create_collection, name, vectors_config={})
+            except (BadInput, QdrantUnavailable):
+                if not self.collection_exists(name):  # else: another operator created it first
+                    raise
 
     def delete_points(self, name: str, ids: Sequence[Any]) -> None:
         from qdrant_client import models
