@@ -29,7 +29,7 @@ from vectune.generate import make_generator
 from vectune.generate.base import Query
 from vectune.models import Encoder, load_encoder, new_model_tag, save_model
 from vectune.settings import Settings
-from vectune.store import DenseSpec, Store, dense_of
+from vectune.store import DenseSpec, Store, dense_of, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         pv = pv / np.linalg.norm(pv, axis=1, keepdims=True).clip(1e-12)
 
         def fetch(keys):
-            return texts_from_records(store.retrieve(live, [_as_id(k) for k in keys]), settings.text_field)
+            return texts_from_records(store.retrieve(live, [point_id_for(k) for k in keys]), settings.text_field)
 
         examples, mstats = mine(
             train_queries, qv, pv, {k: c.text for k, c in by_key.items()}, search, fetch,
@@ -441,7 +441,8 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
 def _eval_corpus(chunks: list[Chunk], by_key: dict[str, Chunk], must: set[str], settings: Settings) -> list[Chunk]:
     cap = settings.eval_corpus_cap
     required = [by_key[k] for k in sorted(must) if k in by_key]
-    if len(chunks) + len([k for k in must if k not in {c.key for c in chunks}]) <= cap:
+    sampled = {c.key for c in chunks}
+    if len(sampled | must) <= cap:
         out = {c.key: c for c in chunks}
         out.update({c.key: c for c in required})
         return [out[k] for k in sorted(out)]
@@ -462,7 +463,7 @@ def _ensure_chunks(store: Store, collection: str, spec: DenseSpec, settings: Set
     unknown = 0
     for i in range(0, len(need), 256):
         batch = need[i:i + 256]
-        recs = store.retrieve(collection, [_as_id(k) for k in batch], vectors=[spec.name] if spec.name else True)
+        recs = store.retrieve(collection, [point_id_for(k) for k in batch], vectors=[spec.name] if spec.name else True)
         found = set()
         for r in recs:
             text, _ = extract_text(r.payload, settings.text_field)
@@ -472,10 +473,6 @@ def _ensure_chunks(store: Store, collection: str, spec: DenseSpec, settings: Set
                 found.add(str(r.id))
         unknown += len(set(batch) - found)
     return unknown
-
-
-def _as_id(key: str):
-    return int(key) if key.isdigit() else key
 
 
 def _file_hash(path: Path | None) -> str | None:

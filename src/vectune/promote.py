@@ -35,7 +35,7 @@ from vectune import faults
 from vectune.chunks import extract_text
 from vectune.errors import BadInput, VerificationFailed
 from vectune.models import Encoder
-from vectune.store import DenseSpec, Store
+from vectune.store import DenseSpec, Store, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,7 @@ def verify(store: Store, expected: str | set[str], target: str, spec: DenseSpec,
     checked = 0
     if sample and dst_ids:
         ids = sorted(dst_ids)[:: max(1, len(dst_ids) // sample)][:sample]
-        recs = store.retrieve(target, [_as_id(i) for i in ids], vectors=[spec.name] if spec.name else True)
+        recs = store.retrieve(target, [point_id_for(i) for i in ids], vectors=[spec.name] if spec.name else True)
         for r in recs:
             v = r.vector.get(spec.name) if isinstance(r.vector, dict) else r.vector
             if v is None:
@@ -344,7 +344,3 @@ def verify(store: Store, expected: str | set[str], target: str, spec: DenseSpec,
                 raise VerificationFailed(f"point {r.id} does not find itself in '{target}'")
             checked += 1
     return {"points": len(dst_ids), "sampled": checked}
-
-
-def _as_id(key: str) -> Any:
-    return int(key) if key.isdigit() else key
