@@ -27,7 +27,7 @@ from vectune.evaluate import EvalQuery, evaluate
 from vectune.gate import decide
 from vectune.generate import make_generator
 from vectune.generate.base import Query
-from vectune.models import Encoder, load_encoder, new_model_tag, save_model
+from vectune.models import Encoder, load_encoder, load_lineage_encoder, new_model_tag, save_model
 from vectune.settings import Settings
 from vectune.store import DenseSpec, Store, dense_of, point_id_for
 
@@ -276,8 +276,7 @@ def _cycle(store: Store, settings: Settings, alias: str, dry_run: bool, rep: dic
         return
 
     with timings.stage("load_live_model"):
-        live_enc = load_encoder(meta["model_ref"], settings, query_prompt=meta.get("query_prompt"),
-                                max_seq_length=meta.get("max_seq_length"))
+        live_enc = load_lineage_encoder(meta, settings)
         rep["counts"]["live_vector_check"] = round(check_live_vectors(live_enc, pool, live), 4)
 
     def search(vecs, limit):

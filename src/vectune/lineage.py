@@ -49,6 +49,14 @@ def record(*, alias: str, model_ref: str, model_tag: str, created_by: str, dense
     }
 
 
+def set_state(store, name: str, state: str, **fields: Any) -> dict:
+    """Record a collection's new state (``live``, ``retired``...) and extra facts in its lineage."""
+    meta = store.metadata(name)
+    meta.update(state=state, **fields)
+    store.set_metadata(name, meta)
+    return meta
+
+
 def collection_name(alias: str, model_tag: str) -> str:
     """``<alias>--<model-tag>``: the collection built for a model."""
     return f"{alias}--{model_tag}"

@@ -139,6 +139,21 @@ def load_encoder(ref: str, settings: Settings, query_prompt: str | None = None,
     return Encoder(model=model, ref=ref, query_prompt=prompt, batch_size=settings.encode_batch_size)
 
 
+def load_lineage_encoder(meta: dict, settings: Settings, ref: str | None = None) -> Encoder:
+    """The encoder that made a collection, as its lineage records it (query prompt, truncation length).
+
+    Args:
+        meta: the collection's lineage record.
+        settings: for the model store and device.
+        ref: the model reference, when it is not the record's ``model_ref``.
+
+    Returns:
+        The encoder whose passage encodings match the collection's stored vectors.
+    """
+    return load_encoder(ref or meta["model_ref"], settings, query_prompt=meta.get("query_prompt"),
+                        max_seq_length=meta.get("max_seq_length"))
+
+
 def _fp32() -> dict:
     """Load weights as float32 whatever they are stored in (training needs it; the trainer does mixed precision)."""
     import torch

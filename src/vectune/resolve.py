@@ -15,7 +15,7 @@ model changes. ``resolve`` reads it from the collection's lineage::
 from __future__ import annotations
 
 from vectune.errors import BadInput
-from vectune.models import Encoder, load_encoder
+from vectune.models import Encoder, load_lineage_encoder
 from vectune.settings import Settings
 from vectune.store import META_KEY
 
@@ -43,5 +43,4 @@ def resolve(client, alias: str, settings: Settings | None = None) -> tuple[str, 
     meta = (client.get_collection(name).config.metadata or {}).get(META_KEY) or {}
     if not meta.get("model_ref"):
         raise BadInput(f"collection '{name}' has no vectune lineage; adopt it first")
-    return name, load_encoder(meta["model_ref"], settings, query_prompt=meta.get("query_prompt"),
-                              max_seq_length=meta.get("max_seq_length"))
+    return name, load_lineage_encoder(meta, settings)

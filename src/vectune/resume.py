@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vectune import lineage
-from vectune.models import has_model, load_encoder
+from vectune.models import has_model, load_lineage_encoder
 from vectune.promote import SyncStats, build, publish, reconcile
 from vectune.settings import Settings
 from vectune.store import DenseSpec, Store
@@ -41,6 +41,14 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> dict | None:
+    """A JSON state file, or None when it is missing or torn."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class Checkpoint:
     """The promotion checkpoint file of one alias."""
 
@@ -49,10 +57,7 @@ class Checkpoint:
         self.snapshot_path = settings.run_dir(alias) / "promotion-snapshot.json.gz"
 
     def load(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
+        return _read_json(self.path)
 
     def save(self, data: dict) -> None:
         _write_json(self.path, data)
@@ -82,10 +87,7 @@ class InFlight:
         self.path = settings.run_dir(alias) / "inflight.json"
 
     def load(self) -> dict | None:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return None
+        return _read_json(self.path)
 
     def set(self, run_id: str, stage: str) -> None:
         _write_json(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": lineage.now()})
@@ -143,15 +145,9 @@ def _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, 
 
     sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
                             settings.verify_sample, mark=mark)
-    _retire(store, live)
+    lineage.set_state(store, live, "retired", retired_at=lineage.now())
     ckpt.clear()
     return sstats, vinfo
-
-
-def _retire(store: Store, name: str) -> None:
-    old = store.metadata(name)
-    old.update(state="retired", retired_at=lineage.now())
-    store.set_metadata(name, old)
 
 
 def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) -> bool:
@@ -187,18 +183,14 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
             # Swapped before the crash: finish the post-swap reconciliation.
             snapshot = ckpt.load_snapshot()
             if snapshot is not None:
-                meta = store.metadata(target)
-                enc = load_encoder(state["model_tag"], settings, query_prompt=meta.get("query_prompt"),
-                                   max_seq_length=meta.get("max_seq_length"))
+                enc = load_lineage_encoder(store.metadata(target), settings, ref=state["model_tag"])
                 spec = store.dense_spec(target, state.get("dense_vector") or None)
                 stats = SyncStats()
                 reconcile(store, enc, state["parent"], target, spec, state.get("text_field") or settings.text_field,
                           snapshot, settings.upsert_batch, stats)
                 recovered["reconciled"] = stats.to_dict()
-            meta = store.metadata(target)
-            meta["state"] = "live"
-            store.set_metadata(target, meta)
-            _retire(store, state["parent"])
+            lineage.set_state(store, target, "live")
+            lineage.set_state(store, state["parent"], "retired", retired_at=lineage.now())
             ckpt.clear()
             rep.update(status="promoted", new_collection=target, live_collection=state["parent"],
                        reason=f"finished the promotion of run {state.get('run_id')} after its crash (post-swap)")
@@ -207,8 +199,7 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
             logger.info("resuming the promotion of %s (stage %s, %s points done)", target, state.get("stage"),
                         state.get("done"))
             meta = store.metadata(target)
-            enc = load_encoder(state["model_tag"], settings, query_prompt=meta.get("query_prompt"),
-                               max_seq_length=meta.get("max_seq_length"))
+            enc = load_lineage_encoder(meta, settings, ref=state["model_tag"])
             spec = store.dense_spec(target, state.get("dense_vector") or None)
             s2 = settings.model_copy(update={"text_field": state.get("text_field") or settings.text_field})
             if state.get("stage") == "building":

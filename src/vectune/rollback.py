@@ -12,7 +12,7 @@ import logging
 
 from vectune import lineage
 from vectune.errors import BadInput
-from vectune.models import has_model, load_encoder
+from vectune.models import has_model, load_lineage_encoder
 from vectune.settings import Settings
 from vectune.store import Store
 
@@ -59,7 +59,8 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
         model = meta.get("model_ref")
         spec = store.dense_spec(target, meta.get("dense_vector") or None)
         text_field = meta.get("text_field") or settings.text_field
-        if not (model and has_model(model, settings)) and not force:
+        syncable = bool(model) and has_model(model, settings)
+        if not syncable and not force:
             raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
                            f"({settings.resolved_model_dir}), so points written since cannot be re-embedded "
                            "with it. Restore the model, or --force to swap without syncing (loses those writes)")
@@ -67,14 +68,12 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             if store.resolve_alias(alias) != live:
                 raise BadInput(f"alias '{alias}' moved while waiting; run the rollback again")
             stats = None
-            if model and has_model(model, settings):
-                enc = load_encoder(model, settings, query_prompt=meta.get("query_prompt"),
-                                   max_seq_length=meta.get("max_seq_length"))
+            if syncable:
+                enc = load_lineage_encoder(meta, settings)
 
                 def mark(what: str, info: dict) -> None:
                     if what == "live":
-                        meta.update(state="live", rolled_back_at=lineage.now(), rolled_back_from=live)
-                        store.set_metadata(target, meta)
+                        lineage.set_state(store, target, "live", rolled_back_at=lineage.now(), rolled_back_from=live)
 
                 # the same catch-up, verify, final pass, atomic swap and reconciliation as a promotion
                 stats, vinfo = publish(store, enc, live, target, alias, spec, text_field, settings.upsert_batch,
@@ -84,11 +83,8 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
                                "written since it was live are missing from it", model, target)
                 vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
                 store.swap_alias(alias, target)
-                meta.update(state="live", rolled_back_at=lineage.now(), rolled_back_from=live)
-                store.set_metadata(target, meta)
-            old = store.metadata(live)
-            old.update(state="retired", retired_at=lineage.now())
-            store.set_metadata(live, old)
+                lineage.set_state(store, target, "live", rolled_back_at=lineage.now(), rolled_back_from=live)
+            lineage.set_state(store, live, "retired", retired_at=lineage.now())
     synced = stats.to_dict() if stats else None
     event = lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
                                                    "synced": synced, "forced": bool(force and not stats)})
