@@ -77,8 +77,15 @@ def _redact(text: str) -> str:
     return text
 
 
+#: On/off flags whose "off" only means "not given": they must not override VECTUNE_* from the environment.
+OPT_IN_FLAGS = ("allow_synthetic_gate", "keep_candidate")
+
+
 def _settings(kwargs: dict) -> Settings:
     verbose = kwargs.pop("verbose", 0)
+    for flag in OPT_IN_FLAGS:
+        if not kwargs.get(flag):
+            kwargs.pop(flag, None)
     s = load_settings(**kwargs)
     _setup_logging(s, verbose)
     return s
@@ -188,9 +195,6 @@ def run(alias, dry_run, once, as_json, **kw):
     from vectune import cycle
     from vectune import report as report_mod
 
-    for flag in ("allow_synthetic_gate", "keep_candidate"):  # an unset flag must not override the env
-        if not kw.get(flag):
-            kw.pop(flag, None)
     s = _settings(kw)
     alias = _require_alias(alias, s)
     rep = cycle.run(s, alias, dry_run=dry_run)
@@ -337,9 +341,6 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
     from vectune.schedule import CronError, Cron
     from vectune.schedule import serve as do_serve
 
-    for flag in ("allow_synthetic_gate", "keep_candidate"):
-        if not kw.get(flag):
-            kw.pop(flag, None)
     s = _settings({**kw, "schedule": schedule, "schedule_tz": schedule_tz, "run_at_start": run_at_start})
     alias = _require_alias(alias, s)
     try:

@@ -481,11 +481,10 @@ def _file_hash(path: Path | None) -> str | None:
 
 
 def _save_state(path: Path, fingerprint: str, rep: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"fingerprint": fingerprint, "run_id": rep["run_id"], "status": rep.get("status"),
-                               "live_collection": rep.get("new_collection") or rep.get("live_collection")}))
-    tmp.replace(path)
+    from vectune.jsonl import write_json_atomic
+
+    write_json_atomic(path, {"fingerprint": fingerprint, "run_id": rep["run_id"], "status": rep.get("status"),
+                             "live_collection": rep.get("new_collection") or rep.get("live_collection")})
 
 
 __all__ = ["run", "read", "check_live_vectors"]

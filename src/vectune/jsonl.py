@@ -1,9 +1,10 @@
-"""Reading JSONL input files (corpora, golden sets, query logs) with clear errors."""
+"""JSON files: reading JSONL input (corpora, golden sets, query logs) with clear errors, writing state atomically."""
 
 from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -35,3 +36,15 @@ def iter_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise BadInput(f"{what} {path}:{n}: each line must be a JSON object")
             yield n, obj
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write a small JSON state file so that a crash leaves the old or the new version, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

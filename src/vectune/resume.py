@@ -23,22 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from vectune import lineage
+from vectune.jsonl import write_json_atomic
 from vectune.models import has_model, load_lineage_encoder
 from vectune.promote import SyncStats, build, publish, reconcile
 from vectune.settings import Settings
 from vectune.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -60,7 +51,7 @@ class Checkpoint:
         return _read_json(self.path)
 
     def save(self, data: dict) -> None:
-        _write_json(self.path, data)
+        write_json_atomic(self.path, data)
 
     def save_snapshot(self, snapshot: dict[str, tuple[Any, str]]) -> None:
         tmp = self.snapshot_path.with_name(self.snapshot_path.name + ".tmp")
@@ -90,7 +81,7 @@ class InFlight:
         return _read_json(self.path)
 
     def set(self, run_id: str, stage: str) -> None:
-        _write_json(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": lineage.now()})
+        write_json_atomic(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": lineage.now()})
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
