@@ -341,26 +341,16 @@ def progress(
             total = len(iterable)  # type: ignore[arg-type]
         except TypeError:
             total = None
-    stream = stream if stream is not None else sys.stderr
-    if bar is None:
-        bar = _is_tty(stream) and not _state.get("json", False)
-    if bar:
-        from tqdm import tqdm
-
-        yield from tqdm(iterable, total=total, desc=desc or None, file=stream, dynamic_ncols=True)
-        return
-
-    log = log or logger
-    start = last = time.monotonic()
-    n = 0
-    for item in iterable:
-        yield item
-        n += 1
-        now = time.monotonic()
-        if now - last >= every_s:
-            last = now
-            _log_progress(log, desc, n, total, now - start)
-    _log_progress(log, desc, n, total, time.monotonic() - start, done=True)
+    counter = Progress(total, desc, every_s=every_s, stream=stream, bar=bar, log=log)
+    try:
+        for item in iterable:
+            yield item
+            counter.update(1)
+    except GeneratorExit:  # abandoned early: close the bar, log no "done" line
+        if counter.bar is not None:
+            counter.bar.close()
+        raise
+    counter.close()
 
 
 def _log_progress(
@@ -395,15 +385,21 @@ class Progress:
         desc: what is counted, e.g. ``"reindex (points)"``.
         every_s: seconds between log lines when not on a TTY.
         stream: where the bar draws (default ``sys.stderr``).
+        bar: force the bar on/off (default: on a TTY with text logs).
+        log: logger for the lines (default: this module's).
     """
 
-    def __init__(self, total: int | None, desc: str, every_s: float = 30.0, stream: IO[str] | None = None):
+    def __init__(self, total: int | None, desc: str, every_s: float = 30.0, stream: IO[str] | None = None,
+                 bar: bool | None = None, log: logging.Logger | None = None):
         self.total, self.desc, self.every_s = total, desc, every_s
+        self.log = log or logger
         self.n = 0
         self.start = self.last = time.monotonic()
         stream = stream if stream is not None else sys.stderr
+        if bar is None:
+            bar = _is_tty(stream) and not _state.get("json", False)
         self.bar = None
-        if _is_tty(stream) and not _state.get("json", False):
+        if bar:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True)
@@ -416,13 +412,13 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every_s:
             self.last = now
-            _log_progress(logger, self.desc, self.n, self.total, now - self.start)
+            _log_progress(self.log, self.desc, self.n, self.total, now - self.start)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
         else:
-            _log_progress(logger, self.desc, self.n, self.total, time.monotonic() - self.start, done=True)
+            _log_progress(self.log, self.desc, self.n, self.total, time.monotonic() - self.start, done=True)
 
 
 def interactive() -> bool:
