@@ -90,7 +90,7 @@ def mine(
 
     pos_scores = np.einsum("ij,ij->i", query_vectors, positive_vectors)
     hits = search(query_vectors, depth + skip_top + 1)
-    pos_hash = {k: text_hash(t) for k, t in positives.items()}
+    pos_hash = {q.chunk_id: text_hash(positives[q.chunk_id]) for q in queries}  # only the chunks queries point at
     picked: list[list[str]] = []
     for q, pos_score, cands in zip(queries, pos_scores, hits):
         banned = {q.chunk_id} | (relevant or {}).get(q.text, set())
