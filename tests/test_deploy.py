@@ -438,7 +438,7 @@ def test_k8s_cronjobs() -> None:
         pod = pod_spec(cj)
         assert pod["restartPolicy"] == "Never"
         (ctr,) = pod["containers"]
-        assert ctr["args"] == ["run", "--once"] and ctr["args"][0] in CLI_COMMANDS
+        assert ctr["args"] == ["run"] and ctr["args"][0] in CLI_COMMANDS
         res = ctr["resources"]
         assert {"cpu", "memory"} <= set(res["requests"]) and {"cpu", "memory"} <= set(res["limits"])
         # exit codes a retry cannot fix end the Job; 4 (Qdrant unavailable) and 0 are not among them

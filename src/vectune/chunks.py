@@ -1,12 +1,12 @@
-"""Read stage: stream chunks out of the live collection and filter them.
+"""Chunks: a collection's points seen as passages — text extraction, filtering, sampling, splitting.
 
-Chunks keep their stored (live-model) vector so later stages — hard-negative
-mining and the live model's evaluation — need not re-encode the corpus.
+The read stage (:mod:`vectune.read`) streams points through these helpers. Chunks
+keep their stored (live-model) vector so later stages — hard-negative mining and
+the live model's evaluation — need not re-encode the corpus.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections import Counter
@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 import numpy as np
+
+from vectune.hashing import text_hash
+from vectune.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +42,6 @@ class Chunk:
     @property
     def text_hash(self) -> str:
         return text_hash(self.text)
-
-
-def text_hash(text: str) -> str:
-    """Stable short hash of a text (for dedup and caches)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def get_field(payload: dict, path: str) -> Any:
@@ -91,13 +89,12 @@ def extract_text(payload: dict | None, text_field: str) -> tuple[str | None, str
 
 
 @dataclass
-class ReadStats:
+class ReadStats(Stats):
+    """Points seen, usable chunks, and skips by reason."""
+
     points: int = 0
     usable: int = 0
     skipped: Counter = field(default_factory=Counter)
-
-    def to_dict(self) -> dict:
-        return {"points": self.points, "usable": self.usable, "skipped": dict(self.skipped)}
 
 
 def filter_chunks(

@@ -185,20 +185,20 @@ def cycle_options(f):
 @cli.command()
 @click.option("--alias", default=None, help="Alias to tune [VECTUNE_ALIAS].")
 @click.option("--dry-run", is_flag=True, help="Stop after evaluation; never touch the alias.")
-@click.option("--once", is_flag=True, help="Run one cycle and exit (the default; for cron).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @cycle_options
 @connection_options
 @handle_errors
-def run(alias, dry_run, once, as_json, **kw):
-    """One full cycle: read, mine, fine-tune, evaluate, promote if better."""
+def run(alias, dry_run, as_json, **kw):
+    """One full cycle, then exit (for cron): read, mine, fine-tune, evaluate, promote if better."""
     from vectune import cycle
     from vectune import report as report_mod
 
     s = _settings(kw)
     alias = _require_alias(alias, s)
     rep = cycle.run(s, alias, dry_run=dry_run)
-    _emit(rep, as_json, report_mod.summary(rep) + (f"\nreport: {rep['report_files'].get('md')}" if rep.get("report_files") else ""))
+    files = rep.report_files or {}
+    _emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else ""))
 
 
 # ----------------------------------------------------------------------------- status / history
@@ -319,8 +319,8 @@ def demo(alias, max_train_chunks, queries_per_chunk, epochs, allow_synthetic_gat
     from vectune import report as report_mod
 
     click.echo(report_mod.summary(rep))
-    if rep.get("report_files"):
-        click.echo(f"report: {rep['report_files'].get('md')}")
+    if rep.report_files:
+        click.echo(f"report: {rep.report_files.get('md')}")
 
 
 # ----------------------------------------------------------------------------- serve / check

@@ -87,3 +87,99 @@ def evaluate(query_vectors: np.ndarray, corpus_vectors: np.ndarray, corpus_keys:
         return EvalResult(means={m: 0.0 for m in METRICS}, per_query={m: np.zeros(0) for m in METRICS},
                           queries=0, corpus=len(corpus_keys))
     return score(rank(query_vectors, corpus_vectors, 10), corpus_keys, queries)
+
+
+# ----------------------------------------------------------------------------- the evaluate stage
+@dataclass
+class EvalOutcome:
+    """Live vs candidate on every query set, against the same corpus.
+
+    Attributes:
+        results: ``{set name: (live result, candidate result)}``; set names are ``golden``,
+            ``synthetic`` or ``teacher``.
+        corpus: the evaluation corpus (chunks, sorted by key).
+        candidate_corpus: the candidate's passage embeddings of ``corpus`` (reused at promotion).
+        counts: ``eval_set`` and ``eval_corpus`` counts for the run report.
+    """
+
+    results: dict[str, tuple[EvalResult, EvalResult]]
+    corpus: list = field(repr=False)
+    candidate_corpus: np.ndarray | None = field(default=None, repr=False)
+    counts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """``{set: {"live": ..., "candidate": ...}}`` as the run report shows it."""
+        return {name: {"live": lr.to_dict(), "candidate": cr.to_dict()} for name, (lr, cr) in self.results.items()}
+
+
+def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic"
+                       ) -> EvalOutcome:
+    """Score live and candidate on the held-out (and golden) queries against one corpus.
+
+    The live side scores against the vectors stored in Qdrant; the candidate encodes the
+    same corpus. The corpus holds every chunk a query points at, plus sampled chunks up
+    to ``eval_corpus_cap``.
+
+    Args:
+        store: Qdrant access (to fetch chunks golden queries point at).
+        read: the read stage's result (:class:`vectune.read.ReadResult`).
+        pairs: the pairs stage's result (its held-out queries).
+        live_enc: the live model.
+        cand: the candidate model.
+        settings: the cap, the seed.
+        golden: real labeled queries that decide, if any.
+        held_name: what the held-out queries are (``synthetic`` or ``teacher``).
+
+    Returns:
+        The outcome per query set.
+
+    Raises:
+        BadInput: no golden query points at a chunk of the collection.
+    """
+    from vectune.errors import BadInput
+    from vectune.vectors import normalize
+
+    counts: dict = {}
+    must = {k for q in pairs.eval_queries for k in q.relevant}
+    sets = {held_name: pairs.eval_queries}
+    if golden:
+        unknown = read.ensure(store, {k for q in golden for k in q.relevant})
+        gq = [EvalQuery(q.text, q.relevant & set(read.by_key), "golden") for q in golden]
+        gq = [q for q in gq if q.relevant]
+        counts["eval_set"] = {"queries": len(golden), "usable": len(gq), "unknown_ids": unknown}
+        if not gq:
+            raise BadInput("no query of the eval set points at a chunk of this collection")
+        must |= {k for q in gq for k in q.relevant}
+        sets["golden"] = gq
+    corpus = eval_corpus(read.chunks, read.by_key, must, settings.eval_corpus_cap, settings.seed)
+    keys = [c.key for c in corpus]
+    live_corpus = normalize(np.stack([c.vector for c in corpus]))
+    cand_corpus = cand.encode_passages([c.text for c in corpus])
+    results = {}
+    for name, qs in sets.items():
+        lr = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)
+        cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
+        results[name] = (lr, cr)
+    counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
+                             "cap": settings.eval_corpus_cap}
+    return EvalOutcome(results, corpus, cand_corpus, counts)
+
+
+def eval_corpus(chunks: list, by_key: dict, must: set[str], cap: int, seed: int) -> list:
+    """The evaluation corpus: every chunk in ``must``, then sampled chunks up to ``cap``, sorted by key."""
+    import random
+
+    required = [by_key[k] for k in sorted(must) if k in by_key]
+    sampled = {c.key for c in chunks}
+    if len(sampled | must) <= cap:
+        out = {c.key: c for c in chunks}
+        out.update({c.key: c for c in required})
+        return [out[k] for k in sorted(out)]
+    rest = [c for c in chunks if c.key not in must]
+    random.Random(seed + 7).shuffle(rest)
+    picked = {c.key: c for c in required}
+    for c in rest:
+        if len(picked) >= cap:
+            break
+        picked[c.key] = c
+    return [picked[k] for k in sorted(picked)]

@@ -17,7 +17,7 @@ from vectune import lineage
 from vectune.errors import BadInput
 from vectune.models import load_encoder, safe_tag
 from vectune.settings import Settings
-from vectune.store import Store, point_id_for
+from vectune.store import DenseSpec, Store, new_point, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
     Returns:
         A summary: collection, points, model.
     """
-    from qdrant_client import models as qm
-
     model = model or settings.base_model
     corpus_file(corpus)  # fail before loading a model
     enc = load_encoder(model, settings)
@@ -86,10 +84,8 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
             nonlocal total
             texts = [r[field] for _, r in batch]
             emb = enc.encode_passages(texts)
-            pts = []
-            for (rid, r), v in zip(batch, emb):
-                vec = {settings.vector_name: v.tolist()} if settings.vector_name else v.tolist()
-                pts.append(qm.PointStruct(id=point_id_for(rid), vector=vec, payload=r))
+            spec = DenseSpec(settings.vector_name or "", enc.dim, "Cosine")
+            pts = [new_point(point_id_for(rid), v, r, spec) for (rid, r), v in zip(batch, emb)]
             store.upsert(name, pts)
             total += len(pts)
             batch.clear()
@@ -126,7 +122,7 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
     Checks a sample of stored vectors against the model (``--force`` skips the check).
     """
     from vectune.chunks import ReadStats, filter_chunks
-    from vectune.cycle import check_live_vectors
+    from vectune.read import check_live_vectors
     from vectune.store import dense_of
 
     enc = load_encoder(model, settings)
@@ -141,7 +137,7 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
             raise BadInput(f"'{collection}' holds {spec.size}-d vectors but model {model!r} makes {enc.dim}-d ones")
         mean = None
         if not force:
-            page, _ = next(store.scroll(collection, vectors=[spec.name] if spec.name else True, batch=64))
+            page, _ = next(store.scroll(collection, vectors=spec.selector, batch=64))
             stats = ReadStats()
             chunks = list(filter_chunks(((r.id, r.payload, dense_of(r, spec)) for r in page),
                                         settings.text_field, 1, 10**9, stats))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -38,13 +40,33 @@ def iter_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
             yield n, obj
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write a small JSON state file so that a crash leaves the old or the new version, never a torn one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_atomic(path: Path | str, data: str | bytes, mode: int = 0o644) -> None:
+    """Write a file so that a crash leaves the old or the new version, never a torn one.
+
+    The temporary file is ``.<name>.<random>.tmp`` in the same directory (collectors that
+    glob ``*.prom`` or ``*.json`` never see it), fsync'd, then renamed over ``path``.
+
+    Args:
+        path: the target file (its directory is created).
+        data: text (UTF-8) or bytes.
+        mode: permission bits of the result (mkstemp would leave 0600).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: Path | str, data: dict) -> None:
+    """Write a small JSON state file atomically (see :func:`write_atomic`)."""
+    write_atomic(path, json.dumps(data, default=str))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -262,8 +261,10 @@ def setup_logging(
         The installed handler.
     """
     stream = stream if stream is not None else sys.stderr
-    fmt = (fmt or getattr(settings, "log_format", None) or os.environ.get("VECTUNE_LOG_FORMAT") or "auto").lower()
-    level = level or getattr(settings, "log_level", None) or os.environ.get("VECTUNE_LOG_LEVEL") or "INFO"
+    if settings is None:
+        settings = _env_settings()
+    fmt = (fmt or getattr(settings, "log_format", None) or "auto").lower()
+    level = level or getattr(settings, "log_level", None) or "INFO"
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
@@ -424,3 +425,13 @@ class Progress:
 def interactive() -> bool:
     """True when logs go to a terminal as text (progress bars are welcome)."""
     return _is_tty(sys.stderr) and not _state.get("json", False)
+
+
+def _env_settings():
+    """The environment's settings, or None when they do not validate (logging must still work)."""
+    try:
+        from vectune.settings import Settings
+
+        return Settings()
+    except Exception:  # noqa: BLE001
+        return None

@@ -28,13 +28,14 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from vectune.jsonl import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -216,23 +217,9 @@ def write_textfile(path: str | os.PathLike[str], report_dict: dict[str, Any]) ->
         The text written.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     alias = str((report_dict or {}).get("alias") or "unknown")
     text = render(report_dict, previous_success=read_last_success(target, alias))
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the collector often runs as another user
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(target, text)  # node_exporter only reads *.prom: the temp file is .<name>.<random>.tmp
     logger.debug("wrote metrics to %s", target)
     return text
 
@@ -295,7 +282,7 @@ def push(
 
 
 def export(
-    report_dict: dict[str, Any],
+    report_dict: "RunReport | dict[str, Any]",
     *,
     textfile_dir: str | os.PathLike[str] | None = None,
     pushgateway_url: str | None = None,
@@ -304,7 +291,7 @@ def export(
     """Write and/or push a run's metrics; never raises (metrics must not fail a run).
 
     Args:
-        report_dict: the run report.
+        report_dict: the run report (a :class:`vectune.report.RunReport` or its dict).
         textfile_dir: node_exporter textfile directory (None = skip).
         pushgateway_url: Pushgateway base URL (None = skip).
         job: Pushgateway job label.
@@ -312,6 +299,8 @@ def export(
     Returns:
         True if everything asked for succeeded.
     """
+    if hasattr(report_dict, "to_dict"):  # a RunReport
+        report_dict = report_dict.to_dict()
     ok = True
     alias = str((report_dict or {}).get("alias") or "unknown")
     text: str | None = None

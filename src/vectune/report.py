@@ -9,13 +9,82 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from vectune.evaluate import METRICS
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunReport:
+    """Everything one run did, for the JSON/Markdown report, metrics, status and history.
+
+    The stages return typed results; the cycle copies what the report shows into
+    these fields. ``to_dict`` gives the stable JSON schema (fields left at None are
+    omitted, as before).
+
+    Attributes:
+        run_id: unique id of the run (time + random suffix).
+        alias: the alias.
+        started_at: ISO time the run started.
+        dry_run: stop after evaluation.
+        timings: seconds per stage.
+        counts: per-stage counts.
+        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed`` or ``locked``.
+        reason: why, in one sentence.
+    """
+
+    run_id: str
+    alias: str
+    started_at: str
+    dry_run: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None
+    reason: str | None = None
+    error_type: str | None = None
+    live_collection: str | None = None
+    live_model: str | None = None
+    dense_vector: str | None = None
+    teacher: str | None = None
+    evidence: str | None = None
+    evaluation: dict | None = None
+    gate: dict | None = None
+    candidate_model: str | None = None
+    candidate_saved: str | None = None
+    new_collection: str | None = None
+    recovered: dict | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    report_files: dict | None = None
+
+    def end(self, status: str, reason: str) -> None:
+        """Record the outcome."""
+        self.status, self.reason = status, reason
+
+    def to_dict(self) -> dict:
+        """The report as JSON-ready data (None fields omitted)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f.name] = dict(v) if f.name == "timings" else v
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunReport":
+        """A report read back from its JSON (unknown keys ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def _as_dict(report) -> dict:
+    return report.to_dict() if isinstance(report, RunReport) else dict(report)
 
 
 def table(evals: dict, decision: dict | None = None) -> str:
@@ -44,8 +113,9 @@ def table(evals: dict, decision: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def summary(report: dict) -> str:
+def summary(report: RunReport | dict) -> str:
     """A few lines for the terminal: outcome, reason, table."""
+    report = _as_dict(report)
     status = report.get("status")
     head = {
         "promoted": f"PROMOTED: alias '{report['alias']}' -> {report.get('new_collection')}",
@@ -122,17 +192,30 @@ def chart(report: dict, path: Path) -> Path | None:
     return path
 
 
-def write(report: dict, reports_dir: Path) -> dict[str, Path]:
-    """Write JSON, Markdown and PNG for a run; returns their paths."""
+def write(report: RunReport | dict, reports_dir: Path) -> dict[str, Path]:
+    """Write JSON, Markdown and PNG for a run (and ``latest.json``); returns their paths."""
+    from vectune.jsonl import write_atomic
+
     reports_dir.mkdir(parents=True, exist_ok=True)
+    report = _as_dict(report)
     stem = reports_dir / str(report["run_id"])
     report = {"schema": SCHEMA_VERSION, **report}
+    text = json.dumps(report, indent=2, default=str)
     paths = {"json": stem.with_suffix(".json")}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    write_atomic(paths["json"], text)
     png = chart(report, stem.with_suffix(".png"))
     if png:
         paths["png"] = png
     paths["md"] = stem.with_suffix(".md")
     paths["md"].write_text(markdown(report, png.name if png else None), encoding="utf-8")
-    (reports_dir / "latest.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    write_atomic(reports_dir / "latest.json", text)
     return paths
+
+
+def latest(reports_dir: Path) -> RunReport | None:
+    """The last run's report in ``reports_dir``, or None."""
+    path = reports_dir / "latest.json"
+    try:
+        return RunReport.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None

@@ -1,4 +1,4 @@
-"""Checkpointed promotion and crash recovery.
+"""Checkpoints, in-flight markers and crash recovery.
 
 A promotion writes ``<run_dir>/promotion.json`` before it builds anything and
 updates it as it goes (scroll offset after each page, verified, snapshot, swapped).
@@ -19,15 +19,15 @@ import gzip
 import json
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vectune import lineage
-from vectune.jsonl import write_json_atomic
+from vectune.jsonl import write_atomic, write_json_atomic
 from vectune.models import has_model, load_lineage_encoder
-from vectune.promote import SyncStats, build, publish, reconcile
 from vectune.settings import Settings
-from vectune.store import DenseSpec, Store
+from vectune.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -54,10 +54,7 @@ class Checkpoint:
         write_json_atomic(self.path, data)
 
     def save_snapshot(self, snapshot: dict[str, tuple[Any, str]]) -> None:
-        tmp = self.snapshot_path.with_name(self.snapshot_path.name + ".tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            json.dump(snapshot, f)
-        os.replace(tmp, self.snapshot_path)
+        write_atomic(self.snapshot_path, gzip.compress(json.dumps(snapshot).encode("utf-8"), compresslevel=6))
 
     def load_snapshot(self) -> dict[str, tuple[Any, str]] | None:
         try:
@@ -87,61 +84,30 @@ class InFlight:
         self.path.unlink(missing_ok=True)
 
 
-def promote(store: Store, settings: Settings, alias: str, encoder, live: str, target: str, spec: DenseSpec,
-            record: dict, precomputed: dict | None = None, start_offset: Any = None,
-            ckpt: Checkpoint | None = None, run_id: str = "") -> dict:
-    """Build ``target`` from ``live`` (resumable), then publish it behind ``alias``.
+@dataclass
+class Recovery:
+    """What :func:`recover` found and did.
 
-    Returns:
-        ``{"build": ..., "catch_up": ..., "verify": ...}`` counts for the report.
+    Attributes:
+        found: for the report: the crashed run, a resumed promotion, reconciliation, orphans deleted.
+        done: a resumed promotion completed (the cycle has nothing more to do).
+        new_collection: the collection now live, when ``done``.
+        live_collection: the collection it replaced, when ``done``.
+        candidate_model: the resumed promotion's model, when known.
+        reason: why the run ends, when ``done``.
+        reindex: the resumed promotion's counts.
     """
-    ckpt = ckpt or Checkpoint(settings, alias)
-    state = {"run_id": run_id, "alias": alias, "target": target, "parent": live, "model_tag": record["model_ref"],
-             "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
-             "done": 0, "stage": "building"}
-    ckpt.save(state)
 
-    def on_page(offset, done):
-        state.update(offset=offset, done=done)
-        ckpt.save(state)
-
-    if settings.engine == "ray":
-        from vectune.engines.ray_engine import build_ray
-
-        # resumable through its own per-partition progress file in the run dir
-        bstats = build_ray(settings, record["model_ref"],
-                           {"query_prompt": record.get("query_prompt"), "max_seq_length": record.get("max_seq_length")},
-                           live, target, spec, settings.text_field, settings.upsert_batch,
-                           partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
-    else:
-        bstats = build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
-                       precomputed=precomputed, start_offset=start_offset, on_page=on_page)
-    state.update(stage="built", offset=None)
-    ckpt.save(state)
-    sstats, vinfo = _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state)
-    return {"build": bstats.to_dict(), "catch_up": sstats.to_dict(), "verify": vinfo}
+    found: dict = field(default_factory=dict)
+    done: bool = False
+    new_collection: str | None = None
+    live_collection: str | None = None
+    candidate_model: str | None = None
+    reason: str | None = None
+    reindex: dict | None = None
 
 
-def _publish(store, settings, alias, encoder, live, target, spec, record, ckpt, state):
-    def mark(what: str, info: dict) -> None:
-        if what == "snapshot":
-            ckpt.save_snapshot(info["snapshot"])
-            return
-        record["state"] = what
-        if what == "verified":
-            record["verify"] = info
-        store.set_metadata(target, record)
-        state["stage"] = "swapped" if what == "live" else what
-        ckpt.save(state)
-
-    sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
-                            settings.verify_sample, mark=mark)
-    lineage.set_state(store, live, "retired", retired_at=lineage.now())
-    ckpt.clear()
-    return sstats, vinfo
-
-
-def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) -> bool:
+def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery:
     """Deal with what a killed run left behind (see module doc).
 
     Args:
@@ -149,12 +115,14 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
         settings: settings.
         alias: the alias.
         live: the collection the alias points at now.
-        rep: the run report, updated with what was recovered.
 
     Returns:
-        True when a resumed promotion completed (the cycle has nothing more to do).
+        What was recovered; ``done`` when a resumed promotion completed.
     """
-    recovered: dict = {}
+    from vectune.promote import SyncStats, build_and_publish, publish_checkpointed, reconcile
+
+    out = Recovery()
+    recovered = out.found
     marker = InFlight(settings, alias).load()
     if marker:
         recovered["previous_run"] = marker
@@ -165,11 +133,11 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
         logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
     ckpt = Checkpoint(settings, alias)
     state = ckpt.load()
-    done = False
     if state:
         target = state.get("target")
         exists = bool(target) and store.collection_exists(target)
         model_ok = has_model(str(state.get("model_tag")), settings)
+        s2 = settings.for_collection({"text_field": state.get("text_field")})
         if exists and model_ok and live == target:
             # Swapped before the crash: finish the post-swap reconciliation.
             snapshot = ckpt.load_snapshot()
@@ -177,35 +145,33 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
                 enc = load_lineage_encoder(store.metadata(target), settings, ref=state["model_tag"])
                 spec = store.dense_spec(target, state.get("dense_vector") or None)
                 stats = SyncStats()
-                reconcile(store, enc, state["parent"], target, spec, state.get("text_field") or settings.text_field,
-                          snapshot, settings.upsert_batch, stats)
+                reconcile(store, enc, state["parent"], target, spec, s2.text_field, snapshot,
+                          settings.upsert_batch, stats)
                 recovered["reconciled"] = stats.to_dict()
             lineage.set_state(store, target, "live")
             lineage.set_state(store, state["parent"], "retired", retired_at=lineage.now())
             ckpt.clear()
-            rep.update(status="promoted", new_collection=target, live_collection=state["parent"],
-                       reason=f"finished the promotion of run {state.get('run_id')} after its crash (post-swap)")
-            done = True
+            out.done, out.new_collection, out.live_collection = True, target, state["parent"]
+            out.reason = f"finished the promotion of run {state.get('run_id')} after its crash (post-swap)"
         elif exists and model_ok and live == state.get("parent"):
             logger.info("resuming the promotion of %s (stage %s, %s points done)", target, state.get("stage"),
                         state.get("done"))
             meta = store.metadata(target)
             enc = load_lineage_encoder(meta, settings, ref=state["model_tag"])
             spec = store.dense_spec(target, state.get("dense_vector") or None)
-            s2 = settings.model_copy(update={"text_field": state.get("text_field") or settings.text_field})
             if state.get("stage") == "building":
-                counts = promote(store, s2, alias, enc, live, target, spec, meta,
-                                 start_offset=state.get("offset"), ckpt=ckpt, run_id=str(state.get("run_id")))
+                counts = build_and_publish(store, s2, alias, enc, live, target, spec, meta,
+                                           start_offset=state.get("offset"), ckpt=ckpt,
+                                           run_id=str(state.get("run_id")))
             else:
-                sstats, vinfo = _publish(store, s2, alias, enc, live, target, spec, meta, ckpt, state)
+                sstats, vinfo = publish_checkpointed(store, s2, alias, enc, live, target, spec, meta, ckpt, state)
                 counts = {"build": None, "catch_up": sstats.to_dict(), "verify": vinfo}
             recovered["resumed_promotion"] = {"target": target, "from_stage": state.get("stage"),
                                               "points_done_before": state.get("done")}
-            rep["counts"]["reindex"] = counts
-            rep.update(status="promoted", new_collection=target, live_collection=live, candidate_model=state["model_tag"],
-                       reason=f"resumed the promotion of run {state.get('run_id')} (killed during "
-                              f"'{state.get('stage')}') and completed it")
-            done = True
+            out.done, out.new_collection, out.live_collection = True, target, live
+            out.candidate_model, out.reindex = state["model_tag"], counts
+            out.reason = (f"resumed the promotion of run {state.get('run_id')} (killed during "
+                          f"'{state.get('stage')}') and completed it")
         else:
             ckpt.clear()
     # Orphans: any collection of this alias still building/verified that is not live.
@@ -218,6 +184,4 @@ def recover(store: Store, settings: Settings, alias: str, live: str, rep: dict) 
     if orphans:
         recovered["orphans_deleted"] = orphans
         logger.warning("deleted %d leftover collection(s) of '%s': %s", len(orphans), alias, orphans)
-    if recovered:
-        rep["recovered"] = recovered
-    return done
+    return out

@@ -58,7 +58,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             raise BadInput(f"'{target}' is not a version of '{alias}' (its lineage says {meta.get('alias')!r})")
         model = meta.get("model_ref")
         spec = store.dense_spec(target, meta.get("dense_vector") or None)
-        text_field = meta.get("text_field") or settings.text_field
+        text_field = settings.for_collection(meta).text_field
         syncable = bool(model) and has_model(model, settings)
         if not syncable and not force:
             raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "

@@ -32,6 +32,14 @@ TEXT_FIELD_PRESETS: dict[str, str] = {
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 
 
+def _env_secret(name: str) -> SecretStr | None:
+    """A secret from the environment (the conventional name), or None."""
+    import os
+
+    value = os.environ.get(name)
+    return SecretStr(value) if value else None
+
+
 class OfflineTeacher(BaseModel):
     """Pseudo-queries made from the chunk itself, with no network."""
 
@@ -45,7 +53,7 @@ class OpenAITeacher(BaseModel):
     kind: Literal["openai"] = "openai"
     model: str = "gpt-4o-mini"
     base_url: str | None = None
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(default_factory=lambda: _env_secret("OPENAI_API_KEY"))
     concurrency: int = Field(default=8, ge=1, le=256)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0, le=20)
@@ -71,6 +79,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
+        env_nested_delimiter="__",  # e.g. VECTUNE_TEACHER_CONFIG__MODEL; the flat names below stay documented
     )
 
     # --- where things live -------------------------------------------------
@@ -160,7 +169,6 @@ class Settings(BaseSettings):
     keep_versions: int = Field(default=3, ge=1)
     keep_candidate: bool = Field(default=False, description="Save a rejected candidate in the model store too "
                                  "(to inspect it or score it on data the gate never saw).")
-    force: bool = False
 
     engine: Literal["local", "ray"] = Field(default="local", description="Re-embedding engine (ray: pip install vectune[ray]).")
     ray_partitions: int | None = Field(default=None, ge=1, description="Partitions of the Ray re-embedding (default: auto).")
@@ -179,6 +187,23 @@ class Settings(BaseSettings):
     @classmethod
     def _preset(cls, v: str) -> str:
         return TEXT_FIELD_PRESETS.get(v, v)
+
+    def for_collection(self, meta: dict) -> "Settings":
+        """These settings as they apply to one collection: the one rule for the effective text field.
+
+        A text field set explicitly (option, environment, ``.env``) wins; otherwise the one the
+        collection's lineage records (what ``index``/``adopt``/a promotion used); otherwise the default.
+
+        Args:
+            meta: the collection's lineage record (or a checkpoint holding ``text_field``).
+
+        Returns:
+            Settings with the effective ``text_field`` (``self`` when nothing changes).
+        """
+        recorded = (meta or {}).get("text_field")
+        if "text_field" in self.model_fields_set or not recorded or recorded == self.text_field:
+            return self
+        return self.model_copy(update={"text_field": recorded})
 
     # --- derived paths --------------------------------------------------------
     @property
@@ -212,6 +237,25 @@ class Settings(BaseSettings):
         return out
 
 
+#: The flat environment variables of the OpenAI teacher's fields (the documented names).
+OPENAI_TEACHER_ENV = {
+    "model": "VECTUNE_TEACHER_MODEL",
+    "base_url": "OPENAI_BASE_URL",
+    "api_key": "OPENAI_API_KEY",
+    "concurrency": "VECTUNE_TEACHER_CONCURRENCY",
+    "timeout_s": "VECTUNE_TEACHER_TIMEOUT_S",
+    "max_retries": "VECTUNE_TEACHER_MAX_RETRIES",
+    "prompt_file": "VECTUNE_TEACHER_PROMPT_FILE",
+    "domain_hint": "VECTUNE_TEACHER_DOMAIN_HINT",
+    "json_mode": "VECTUNE_TEACHER_JSON_MODE",
+    "max_chunks": "VECTUNE_TEACHER_MAX_CHUNKS",
+    "max_tokens_total": "VECTUNE_TEACHER_MAX_TOKENS",
+    "max_cost_usd": "VECTUNE_TEACHER_MAX_COST_USD",
+    "usd_per_1k_prompt_tokens": "VECTUNE_TEACHER_USD_PER_1K_PROMPT",
+    "usd_per_1k_completion_tokens": "VECTUNE_TEACHER_USD_PER_1K_COMPLETION",
+}
+
+
 def load_settings(**overrides) -> Settings:
     """Build settings from env/.env, then apply non-None CLI overrides.
 
@@ -238,22 +282,7 @@ def _teacher_from_env(kind: str, fields: dict) -> OfflineTeacher | OpenAITeacher
         method = fields.get("method") or os.environ.get("VECTUNE_OFFLINE_METHOD")
         return OfflineTeacher(**({"method": method} if method else {}))
     if kind == "openai":
-        env = {
-            "model": os.environ.get("VECTUNE_TEACHER_MODEL"),
-            "base_url": os.environ.get("OPENAI_BASE_URL"),
-            "api_key": os.environ.get("OPENAI_API_KEY"),
-            "concurrency": os.environ.get("VECTUNE_TEACHER_CONCURRENCY"),
-            "timeout_s": os.environ.get("VECTUNE_TEACHER_TIMEOUT_S"),
-            "max_retries": os.environ.get("VECTUNE_TEACHER_MAX_RETRIES"),
-            "prompt_file": os.environ.get("VECTUNE_TEACHER_PROMPT_FILE"),
-            "domain_hint": os.environ.get("VECTUNE_TEACHER_DOMAIN_HINT"),
-            "json_mode": os.environ.get("VECTUNE_TEACHER_JSON_MODE"),
-            "max_chunks": os.environ.get("VECTUNE_TEACHER_MAX_CHUNKS"),
-            "max_tokens_total": os.environ.get("VECTUNE_TEACHER_MAX_TOKENS"),
-            "max_cost_usd": os.environ.get("VECTUNE_TEACHER_MAX_COST_USD"),
-            "usd_per_1k_prompt_tokens": os.environ.get("VECTUNE_TEACHER_USD_PER_1K_PROMPT"),
-            "usd_per_1k_completion_tokens": os.environ.get("VECTUNE_TEACHER_USD_PER_1K_COMPLETION"),
-        }
+        env = {field: os.environ.get(var) for field, var in OPENAI_TEACHER_ENV.items()}
         env = {k: v for k, v in env.items() if v not in (None, "")}
         env.update({k: v for k, v in fields.items() if v is not None})
         return OpenAITeacher(**env)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from vectune import lineage
 from vectune.models import has_model
+from vectune.report import latest
 from vectune.rollback import rollback_target
 from vectune.settings import Settings
 from vectune.store import Store
@@ -27,10 +26,10 @@ def status(settings: Settings, alias: str) -> dict:
             })
         live_meta = store.metadata(live)
         target = rollback_target(store, alias, live)
-    latest = settings.resolved_work_dir / "reports" / alias / "latest.json"
+    last = latest(settings.resolved_work_dir / "reports" / alias)
     last_run = None
-    if latest.exists():
-        r = json.loads(latest.read_text())
-        last_run = {k: r.get(k) for k in ("run_id", "status", "reason", "started_at", "duration_s", "new_collection")}
+    if last is not None:
+        last_run = {k: getattr(last, k) for k in ("run_id", "status", "reason", "started_at", "duration_s",
+                                                   "new_collection")}
     return {"alias": alias, "live_collection": live, "lineage": live_meta, "rollback_target": target,
             "versions": versions, "last_run": last_run, "history": lineage.read_history(settings, alias)[-10:]}

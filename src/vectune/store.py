@@ -51,6 +51,16 @@ class DenseSpec:
     size: int
     distance: str
 
+    @property
+    def selector(self) -> list[str] | bool:
+        """``with_vectors`` for reading this vector: its name, or True for the unnamed one."""
+        return [self.name] if self.name else True
+
+    def vector(self, values: np.ndarray) -> Any:
+        """A point's vector field holding only this vector."""
+        new = np.asarray(values, dtype=np.float32).tolist()
+        return {self.name: new} if self.name else new
+
 
 class Store:
     """A connection to Qdrant with the handful of operations vectune needs.
@@ -235,8 +245,8 @@ class Store:
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         self._call(f"create '{name}'", self.client.create_collection, name, **kwargs)
         for field_name, schema in (info.payload_schema or {}).items():
-            with contextlib.suppress(Exception):
-                self.client.create_payload_index(name, field_name, field_schema=schema.params or schema.data_type)
+            self._call(f"create payload index '{field_name}' on '{name}'", self.client.create_payload_index, name,
+                       field_name, field_schema=schema.params or schema.data_type)
 
     def delete_collection(self, name: str) -> None:
         self._call(f"delete '{name}'", self.client.delete_collection, name)
@@ -315,6 +325,25 @@ class Store:
             res = self._call(f"query '{name}'", self.client.query_batch_points, name, requests=reqs[i:i + 64])
             out.extend([[(p.id, float(p.score)) for p in r.points] for r in res])
         return out
+
+
+def point_with_vector(record, vector: np.ndarray, spec: DenseSpec):
+    """A PointStruct with a record's id, payload and other vectors, and a new value for the tuned vector."""
+    from qdrant_client import models
+
+    v = record.vector
+    if isinstance(v, dict):
+        vec: Any = {**v, spec.name: np.asarray(vector, dtype=np.float32).tolist()}
+    else:
+        vec = spec.vector(vector)
+    return models.PointStruct(id=record.id, vector=vec, payload=record.payload or {})
+
+
+def new_point(point_id: Any, vector: np.ndarray, payload: dict, spec: DenseSpec):
+    """A PointStruct for a new point with only the tuned vector (used by ``index``)."""
+    from qdrant_client import models
+
+    return models.PointStruct(id=point_id, vector=spec.vector(vector), payload=payload)
 
 
 def dense_of(record, spec: DenseSpec) -> np.ndarray | None:

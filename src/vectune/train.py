@@ -19,12 +19,17 @@ from vectune.errors import BadInput
 from vectune.models import Encoder
 from vectune.negatives import Example
 from vectune.settings import Settings
+from vectune.stats import Stats
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainStats:
+class TrainStats(Stats):
+    """What a training run did."""
+
+    ROUND = 5
+
     examples: int
     steps: int
     seconds: float
@@ -32,8 +37,39 @@ class TrainStats:
     examples_per_s: float
     processes: int = 1
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+
+@dataclass
+class Candidate:
+    """A tuned model waiting for the gate.
+
+    Attributes:
+        encoder: the tuned model.
+        tag: its model-store tag (and the new collection's suffix).
+        stats: training statistics.
+    """
+
+    encoder: Encoder
+    tag: str
+    stats: TrainStats
+
+
+def fine_tune(meta: dict, live_enc: Encoder, examples: Sequence[Example], settings: Settings) -> Candidate:
+    """The fine-tune stage: start from the live model, train on ``examples``.
+
+    Args:
+        meta: the live collection's lineage record (its ``model_ref`` is the starting point).
+        live_enc: the live model (its query prompt carries over).
+        examples: training examples with hard negatives.
+        settings: training settings.
+
+    Returns:
+        The candidate, with a fresh model tag.
+    """
+    from vectune.models import load_encoder, new_model_tag
+
+    cand = load_encoder(meta["model_ref"], settings, query_prompt=live_enc.query_prompt)
+    stats = train(cand, examples, settings)
+    return Candidate(cand, new_model_tag(meta["model_ref"]), stats)
 
 
 def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> TrainStats:

@@ -60,7 +60,6 @@ driver, passed to the actors) makes the first attempt at that partition kill its
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -76,6 +75,8 @@ import numpy as np
 
 from vectune.chunks import extract_text
 from vectune.errors import BadInput, QdrantUnavailable, VectuneError
+from vectune.hashing import text_hash
+from vectune.jsonl import write_json_atomic
 from vectune.promote import SyncStats, build, make_point
 from vectune.settings import Settings
 from vectune.store import DenseSpec, Store
@@ -188,28 +189,12 @@ class Progress:
     def save(self) -> None:
         if not self.path:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = {"key": self.key, "partitions": self.parts, "done": {str(k): v for k, v in sorted(self.done.items())},
                 "complete": len(self.done) == len(self.parts)}
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
-
-def clear_progress(progress_dir: Path | None) -> None:
-    """Remove the progress file (once the build is recorded as done by the caller)."""
-    if progress_dir:
-        (Path(progress_dir) / PROGRESS_FILE).unlink(missing_ok=True)
+        write_json_atomic(self.path, data)
 
 
 # ----------------------------------------------------------------------------- the actor
-def _text_hash(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-
-
 def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:400] if str(e).strip() else ''}"
 
@@ -469,7 +454,7 @@ def _round_embedded(store, settings, source, target, spec, text_field, batch, to
                     raise BadInput(f"point {r.id} has no usable text in payload field '{text_field}' ({reason}); "
                                    "it cannot be re-embedded, so nothing was promoted")
                 ids.append(json.dumps(r.id))
-                hs.append(_text_hash(text))
+                hs.append(text_hash(text))
                 texts.append(text)
         if not ids:
             prog.done[part] = 0
@@ -499,7 +484,7 @@ def _round_embedded(store, settings, source, target, spec, text_field, batch, to
                     if r is None:
                         continue  # deleted meanwhile: the catch-up deletes it
                     text, _ = extract_text(r.payload, text_field)
-                    if text is None or _text_hash(text) != h:
+                    if text is None or text_hash(text) != h:
                         continue  # changed meanwhile: the catch-up re-embeds it
                     points.append(make_point(r, v, spec))
                 store.upsert(target, points)

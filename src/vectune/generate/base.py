@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from vectune.chunks import Chunk
+from vectune.stats import Stats
 
 
 @dataclass
@@ -33,8 +34,10 @@ class Query:
 
 
 @dataclass
-class GenerationStats:
+class GenerationStats(Stats):
     """What a generator did, for the run report."""
+
+    ROUND = 6
 
     chunks_in: int = 0
     chunks_sent: int = 0
@@ -50,24 +53,6 @@ class GenerationStats:
     failed_chunks: int = 0
     retries: int = 0
     errors: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "chunks_in": self.chunks_in,
-            "chunks_sent": self.chunks_sent,
-            "generated": self.generated,
-            "kept": self.kept,
-            "rejected": dict(self.rejected),
-            "llm_calls": self.llm_calls,
-            "cache_hits": self.cache_hits,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": round(self.cost_usd, 6),
-            "budget_hit": self.budget_hit,
-            "failed_chunks": self.failed_chunks,
-            "retries": self.retries,
-            "errors": dict(self.errors),
-        }
 
 
 @dataclass

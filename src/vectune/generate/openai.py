@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 import random
 import time
 from collections import Counter
@@ -97,7 +96,6 @@ class OpenAIGenerator(QueryGenerator):
         )
         self.fsync = fsync
         key = config.api_key.get_secret_value() if config.api_key is not None else ""
-        key = key or os.environ.get("OPENAI_API_KEY", "")
         if not key and not config.base_url:
             raise BadInput(
                 "the openai teacher needs an API key: set OPENAI_API_KEY "

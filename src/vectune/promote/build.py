@@ -1,0 +1,122 @@
+"""Build: stream every point of the live collection into a new collection, re-embedded.
+
+Constant memory, resumable from a scroll offset; the Ray engine (``VECTUNE_ENGINE=ray``)
+does the same on a cluster (:mod:`vectune.engines.ray_engine`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from vectune import faults
+
+from vectune.chunks import extract_text
+from vectune.errors import BadInput
+from vectune.models import Encoder
+from vectune.promote.stats import SyncStats
+from vectune.store import DenseSpec, Store, point_with_vector
+
+logger = logging.getLogger(__name__)
+
+
+def embed_points(encoder: Encoder, spec: DenseSpec, records: list, text_field: str,
+           precomputed: dict[str, tuple[str, np.ndarray]] | None, stats: SyncStats) -> list:
+    """Points for ``records`` with the encoder's vectors (reusing precomputed ones whose text matches)."""
+    texts, todo, points = [], [], []
+    for r in records:
+        text, reason = extract_text(r.payload, text_field)
+        if text is None:
+            raise BadInput(f"point {r.id} has no usable text in payload field '{text_field}' ({reason}); "
+                           "it cannot be re-embedded, so nothing was promoted")
+        pre = precomputed.get(str(r.id)) if precomputed else None
+        if pre is not None and pre[0] == text:
+            points.append(point_with_vector(r, pre[1], spec))
+            stats.reused_vectors += 1
+        else:
+            texts.append(text)
+            todo.append(r)
+    if texts:
+        emb = encoder.encode_passages(texts)
+        points.extend(point_with_vector(r, e, spec) for r, e in zip(todo, emb))
+    return points
+
+
+def embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSpec, records: list,
+                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
+                      stats: SyncStats) -> None:
+    points = embed_points(encoder, spec, records, text_field, precomputed, stats)
+    store.upsert(target, points)
+    stats.upserted += len(points)
+
+
+def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+          batch: int = 128, precomputed: dict[str, tuple[str, np.ndarray]] | None = None,
+          start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None) -> SyncStats:
+    """Stream every point of ``source`` into ``target``, re-embedded (constant memory).
+
+    Qdrant I/O overlaps the model: one I/O thread reads the next page and writes the
+    previous one while the main thread encodes the current one (the client is only
+    ever used by one thread at a time). At most three pages are in memory.
+
+    Args:
+        store: Qdrant access.
+        encoder: the model whose vectors go into ``target``.
+        source: collection to copy from.
+        target: collection to fill (already created).
+        spec: the tuned dense vector.
+        text_field: payload field with the text.
+        batch: points per page.
+        precomputed: ``key → (text, vector)`` from evaluation, reused when the text matches.
+        start_offset: resume a killed build from this scroll offset.
+        on_page: called with ``(next_offset, points_done)`` once a page is written (to checkpoint).
+
+    Returns:
+        Counts and time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vectune.logs import Progress
+
+    t0 = time.perf_counter()
+    stats = SyncStats(passes=1)
+    bar = Progress(store.count(source), f"reindex {target}")
+    pages = store.scroll(source, vectors=True, batch=batch, offset=start_offset)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectune-io") as io:
+        nxt_page = io.submit(next, pages, None)
+        pending = None  # (future of the upsert, next offset, size)
+
+        def settle():
+            fut, offset, n = pending
+            fut.result()
+            stats.upserted += n
+            bar.update(n)
+            if on_page:
+                on_page(offset, stats.upserted)
+            if faults.active("reindex_page"):
+                if nxt_page is not None:
+                    nxt_page.result()  # hooks may use the client: let the I/O thread go idle first
+                faults.point("reindex_page", store=store, source=source, target=target)
+
+        while True:
+            page = nxt_page.result()
+            if page is None:
+                break
+            records, offset = page
+            nxt_page = io.submit(next, pages, None) if offset is not None else None
+            points = embed_points(encoder, spec, records, text_field, precomputed, stats)
+            if pending:
+                settle()
+            pending = (io.submit(store.upsert, target, points), offset, len(points))
+            if nxt_page is None:
+                break
+        if pending:
+            settle()
+    bar.close()
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+

@@ -1,0 +1,24 @@
+"""What a build or sync did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vectune.stats import Stats
+
+
+@dataclass
+class SyncStats(Stats):
+    """What a build or sync did."""
+
+    upserted: int = 0
+    deleted: int = 0
+    reused_vectors: int = 0
+    passes: int = 0
+    seconds: float = 0.0
+    window_s: float | None = None
+    window_writes: int = 0
+    window_conflicts: int = 0
+    pass_deltas: list[int] = field(default_factory=list)
+
+

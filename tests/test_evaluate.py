@@ -1,0 +1,42 @@
+"""evaluate.py: metrics per query, and the evaluation corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vectune.chunks import Chunk
+from vectune.evaluate import EvalQuery, eval_corpus, evaluate
+
+
+def test_metrics_on_a_known_ranking():
+    corpus = np.eye(4, dtype=np.float32)
+    keys = ["a", "b", "c", "d"]
+    q = np.array([[0.1, 0.9, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]], dtype=np.float32)  # ranks: b,c,a,d ; a,...
+    res = evaluate(q, corpus, keys, [EvalQuery("q1", {"c"}), EvalQuery("q2", {"a", "d"})])
+    assert res.per_query["recall@1"].tolist() == [0.0, 0.5]
+    assert res.per_query["mrr@10"].tolist() == pytest.approx([0.5, 1.0])
+    assert res.per_query["recall@5"].tolist() == [1.0, 1.0]
+    ndcg_q1 = (1 / np.log2(3)) / 1.0
+    assert res.per_query["ndcg@10"][0] == pytest.approx(ndcg_q1)
+    assert res.queries == 2 and res.corpus == 4
+
+
+def test_no_queries_scores_zero():
+    res = evaluate(np.zeros((0, 2)), np.eye(2), ["a", "b"], [])
+    assert res.queries == 0 and res.means["recall@5"] == 0.0
+
+
+def _chunks(n):
+    return [Chunk(f"k{i:03d}", i, f"text {i}") for i in range(n)]
+
+
+def test_eval_corpus_keeps_every_required_chunk_under_the_cap():
+    chunks = _chunks(50)
+    by_key = {c.key: c for c in chunks}
+    must = {"k007", "k049", "k020"}
+    out = eval_corpus(chunks, by_key, must, cap=10, seed=1)
+    keys = [c.key for c in out]
+    assert len(out) == 10 and must <= set(keys) and keys == sorted(keys)
+    assert [c.key for c in eval_corpus(chunks, by_key, must, cap=10, seed=1)] == keys  # seeded
+    assert len(eval_corpus(chunks, by_key, must, cap=100, seed=1)) == 50
