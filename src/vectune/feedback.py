@@ -605,9 +605,7 @@ class FeedbackSplit:
 class _Group:
     text: str = ""
     text_ts: tuple = ()
-    first: float = math.inf
     last: float = -math.inf
-    first_iso: str = ""
     last_iso: str = ""
     score: dict = field(default_factory=lambda: defaultdict(float))
 
@@ -646,8 +644,6 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
         g = groups.setdefault(normalize_query(r.query), _Group())
         if (r.ts_epoch, r.point_id) > (g.text_ts or (-math.inf, "")):
             g.text, g.text_ts = r.query, (r.ts_epoch, r.point_id)  # the newest wording stands for the group
-        if r.ts_epoch < g.first:
-            g.first, g.first_iso = r.ts_epoch, r.ts
         if r.ts_epoch > g.last:
             g.last, g.last_iso = r.ts_epoch, r.ts
         sign = 1.0 if r.signal in POSITIVE_SIGNALS else -1.0
