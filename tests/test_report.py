@@ -37,7 +37,7 @@ def test_write_makes_json_md_and_latest(tmp_path):
     assert latest(tmp_path) == RunReport.from_dict(data)
     text = summary(r)
     assert text.startswith("PROMOTED: alias 'docs' -> docs--m2")
-    assert "recall@5   0.5000     0.7500  +0.2500  <- gate" in text
+    assert "recall@5     0.5000     0.7500  +0.2500  <- gate" in text
     assert "95% CI [+0.1000, +0.4000]" in text
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 
 from vectune import review
@@ -148,15 +147,10 @@ def test_rejections_survive_a_torn_last_line(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 def run(*args, expect: int = 0):
-    from click.testing import CliRunner
+    """The real ``vectune`` CLI (its feedback and pairs groups)."""
+    from conftest import invoke
 
-    from vectune.cli import cli  # noqa: F401 - the main CLI first: cli_feedback builds on its helpers
-    from vectune.cli_feedback import feedback, pairs
-
-    group = click.Group("vectune", commands={"feedback": feedback, "pairs": pairs})
-    res = CliRunner().invoke(group, [str(a) for a in args], catch_exceptions=True)
-    assert res.exit_code == expect, f"exit {res.exit_code}: {res.output}\n{res.exception!r}"
-    return res
+    return invoke(*args, expect=expect)
 
 
 def make_alias(alias: str = "docs", n: int = 10) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from vectune.cli import _require_alias, _settings, connection_options, handle_errors
+from vectune.cli_common import _require_alias, _settings, connection_options, handle_errors
 
 
 def _collection(s) -> str:
