@@ -326,6 +326,101 @@ class Store:
             out.extend([[(p.id, float(p.score)) for p in r.points] for r in res])
         return out
 
+    # ======================================================================================
+    # Lease operations (issue 14; used by vectune.lock). One block, so that it merges cleanly.
+    # Every lease write is conditional, waits for the write and uses WriteOrdering.STRONG, so a
+    # replicated cluster applies competing lease writes in one order and cannot give a lease to two
+    # holders. qdrant-client's embedded mode takes the same calls (``update_filter`` and filtered
+    # selectors natively; ``ordering``/``consistency`` are accepted and moot on its single copy).
+    # ======================================================================================
+    @property
+    def on_server(self) -> bool:
+        """True against a Qdrant server, False in embedded mode."""
+        return bool(self.settings.qdrant_url)
+
+    def lease_collection(self, name: str, keyword_fields: Sequence[str] = ()) -> None:
+        """Create a payload-only collection for leases unless it exists.
+
+        On a server, ``keyword_fields`` get a keyword payload index, so the lease filters also pass
+        a strict-mode server (embedded mode has no payload indexes, so none is made there).
+        """
+        self.create_payload_collection(name)
+        if not self.on_server:
+            return
+        from qdrant_client import models
+
+        for field_name in keyword_fields:
+            try:
+                self._call(f"index '{field_name}' of '{name}'", self.client.create_payload_index, name, field_name,
+                           field_schema=models.PayloadSchemaType.KEYWORD, wait=True,
+                           ordering=models.WriteOrdering.STRONG)
+            except QdrantUnavailable as e:  # leases still work without it, unless strict mode forbids the filter
+                logger.warning("could not index '%s' of '%s': %s", field_name, name, e)
+
+    def lease_read(self, name: str, point_id: Any) -> dict | None:
+        """The payload of one lease point, or None when there is none (majority read on a server)."""
+        from qdrant_client import models
+
+        kwargs = {"consistency": models.ReadConsistencyType.MAJORITY} if self.on_server else {}
+        recs = self._call(f"read lease in '{name}'", self.client.retrieve, name, ids=[point_id],
+                          with_payload=True, with_vectors=False, **kwargs)
+        return dict(recs[0].payload or {}) if recs else None
+
+    def lease_put(self, name: str, point_id: Any, payload: dict, only_if: dict) -> None:
+        """Write a lease point whole: created if missing, an existing one replaced only if it matches ``only_if``.
+
+        A conditional upsert (``update_filter``, Qdrant >= 1.16). The caller reads the point back to
+        learn whether its write won.
+
+        Args:
+            name: lease collection.
+            point_id: the lease point.
+            payload: the whole new payload.
+            only_if: ``{field: value}``, all must hold; ``None`` means the field is absent or null.
+        """
+        from qdrant_client import models
+
+        point = models.PointStruct(id=point_id, vector={}, payload=payload)
+        self._call(f"write lease in '{name}'", self.client.upsert, name, points=[point], wait=True,
+                   update_filter=self._lease_filter(point_id, only_if, with_id=False),
+                   ordering=models.WriteOrdering.STRONG)
+
+    def lease_update(self, name: str, point_id: Any, payload: dict, only_if: dict) -> None:
+        """Merge ``payload`` into a lease point only if it exists and matches ``only_if`` (never creates it).
+
+        A ``set_payload`` whose selector is a filter on the point's id plus ``only_if``, which the
+        server evaluates and applies as one operation.
+        """
+        from qdrant_client import models
+
+        self._call(f"update lease in '{name}'", self.client.set_payload, name, payload=payload,
+                   points=models.FilterSelector(filter=self._lease_filter(point_id, only_if, with_id=True)),
+                   wait=True, ordering=models.WriteOrdering.STRONG)
+
+    @staticmethod
+    def _lease_filter(point_id: Any, only_if: dict, with_id: bool):
+        """A Qdrant filter: ``point_id`` (if ``with_id``) and every ``field == value`` of ``only_if``.
+
+        ``None`` matches an absent or null field; a float matches exactly (a one-point range); str, int
+        and bool match by value.
+        """
+        from qdrant_client import models
+
+        must: list[Any] = [models.HasIdCondition(has_id=[point_id])] if with_id else []
+        for key, value in only_if.items():
+            if value is None:
+                must.append(models.IsEmptyCondition(is_empty=models.PayloadField(key=key)))
+            elif isinstance(value, float):
+                must.append(models.FieldCondition(key=key, range=models.Range(gte=value, lte=value)))
+            elif isinstance(value, (str, int, bool)):
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+            else:
+                raise BadInput(f"lease condition on '{key}': unsupported value {value!r}")
+        return models.Filter(must=must)
+    # ======================================================================================
+    # end of lease operations
+    # ======================================================================================
+
 
 def point_with_vector(record, vector: np.ndarray, spec: DenseSpec):
     """A PointStruct with a record's id, payload and other vectors, and a new value for the tuned vector."""
