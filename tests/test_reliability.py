@@ -245,7 +245,7 @@ def test_lock_lease_semantics(indexed):
             AliasLock(store, "docs", "b", ttl_s=60).acquire()
         a.renew()  # still ours
         time.sleep(1.3)  # a crashed holder blocks only until its lease expires
-        b = AliasLock(store, "docs", "b", ttl_s=60).acquire()
+        b = AliasLock(store, "docs", "b", ttl_s=60, clock_skew_s=0).acquire()
         with pytest.raises(LockHeld):
             a.renew()  # the old holder finds out and stops
         a.release()  # not ours any more: must not free b's lease

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from vectune import faults, labeled, lineage
 from vectune import report as report_mod
 from vectune.errors import LockHeld, VectuneError
+from vectune.lock import LockLost
 from vectune.gate import decide
 from vectune.hashing import file_hash
 from vectune.jsonl import write_json_atomic
@@ -97,12 +98,13 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
     from vectune.resume import InFlight, recover
 
     live = store.resolve_alias(alias)  # a clear error for a missing alias before anything else
-    lock = AliasLock(store, alias, default_owner(rep.run_id), settings.lock_ttl_s).acquire()
-    if settings.qdrant_url:
+    lock = AliasLock(store, alias, default_owner(rep.run_id), settings.lock_ttl_s,
+                     clock_skew_s=settings.lock_clock_skew_s).acquire()
+    if store.on_server:
         lock.start_heartbeat()
     inflight = InFlight(settings, alias)
     try:
-        rec = recover(store, settings, alias, live)
+        rec = recover(store, settings, alias, live, lock)
         rep.recovered = rec.found or None
         if rec.done:
             rep.new_collection, rep.live_collection = rec.new_collection, rec.live_collection
@@ -119,8 +121,10 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
             inflight.set(rep.run_id, name)
 
         timings.on_stage = on_stage
-        _cycle(store, settings, alias, rep, timings)
+        _cycle(store, settings, alias, rep, timings, lock)
         inflight.clear()
+    except LockLost:
+        raise  # another operator holds the alias now: touch nothing, leave the marker
     except VectuneError:
         inflight.clear()  # a handled failure leaves a report, not a crash marker
         raise
@@ -129,7 +133,7 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
         lock.release()
 
 
-def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings) -> None:
+def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings, lock=None) -> None:
     from vectune.evaluate import evaluate_candidate
     from vectune.generate import make_generator
     from vectune.models import load_lineage_encoder, save_model
@@ -207,7 +211,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
             "eval_queries": lr.queries}
     rep.new_collection = lineage.collection_name(alias, cand.tag)
     done = promote(store, settings, alias, rd, cand, outcome, decision, evidence=evidence, teacher=generator.name,
-                   data=data, run_id=rep.run_id, stage=timings.stage)
+                   data=data, run_id=rep.run_id, stage=timings.stage, lock=lock)
     rep.counts["reindex"] = done.counts
     rep.end("promoted", decision.reason)
     _save_state(state_file, fingerprint, rep)

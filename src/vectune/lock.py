@@ -108,6 +108,22 @@ def _point_id(alias: str) -> str:
     return str(uuid.uuid5(_NS, alias))
 
 
+class NoFence:
+    """Stands in for a lock where none is held (tests, benchmarks): every check passes."""
+
+    def check(self, what: str = "write") -> None:
+        pass
+
+    def fence(self, what: str) -> None:
+        pass
+
+    def stamp(self) -> dict:
+        return {}
+
+
+NO_FENCE = NoFence()
+
+
 def default_owner(run_id: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{run_id}"
 

@@ -107,7 +107,7 @@ class Recovery:
     reindex: dict | None = None
 
 
-def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery:
+def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) -> Recovery:
     """Deal with what a killed run left behind (see module doc).
 
     Args:
@@ -115,12 +115,17 @@ def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery
         settings: settings.
         alias: the alias.
         live: the collection the alias points at now.
+        lock: the alias lease this run holds; fenced before every resume, reconcile, state change
+            and delete, so recovery never touches work of an operator that holds the lease now.
 
     Returns:
         What was recovered; ``done`` when a resumed promotion completed.
     """
+    from vectune.lock import NO_FENCE
     from vectune.promote import SyncStats, build_and_publish, publish_checkpointed, reconcile
 
+    lock = lock or NO_FENCE
+    lock.fence("recover")
     out = Recovery()
     recovered = out.found
     marker = InFlight(settings, alias).load()
@@ -146,8 +151,9 @@ def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery
                 spec = store.dense_spec(target, state.get("dense_vector") or None)
                 stats = SyncStats()
                 reconcile(store, enc, state["parent"], target, spec, s2.text_field, snapshot,
-                          settings.upsert_batch, stats)
+                          settings.upsert_batch, stats, lock)
                 recovered["reconciled"] = stats.to_dict()
+            lock.fence("set state")
             lineage.set_state(store, target, "live")
             lineage.set_state(store, state["parent"], "retired", retired_at=lineage.now())
             ckpt.clear()
@@ -162,9 +168,10 @@ def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery
             if state.get("stage") == "building":
                 counts = build_and_publish(store, s2, alias, enc, live, target, spec, meta,
                                            start_offset=state.get("offset"), ckpt=ckpt,
-                                           run_id=str(state.get("run_id")))
+                                           run_id=str(state.get("run_id")), lock=lock)
             else:
-                sstats, vinfo = publish_checkpointed(store, s2, alias, enc, live, target, spec, meta, ckpt, state)
+                sstats, vinfo = publish_checkpointed(store, s2, alias, enc, live, target, spec, meta, ckpt, state,
+                                                     lock)
                 counts = {"build": None, "catch_up": sstats.to_dict(), "verify": vinfo}
             recovered["resumed_promotion"] = {"target": target, "from_stage": state.get("stage"),
                                               "points_done_before": state.get("done")}
@@ -179,6 +186,7 @@ def recover(store: Store, settings: Settings, alias: str, live: str) -> Recovery
     live_now = store.resolve_alias(alias)
     for name, meta in lineage.versions(store, alias):
         if name != live_now and meta.get("state") in ("building", "verified"):
+            lock.fence(f"delete orphan {name}")
             store.delete_collection(name)
             orphans.append(name)
     if orphans:

@@ -64,7 +64,10 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
                            f"({settings.resolved_model_dir}), so points written since cannot be re-embedded "
                            "with it. Restore the model, or --force to swap without syncing (loses those writes)")
-        with AliasLock(store, alias, default_owner("rollback"), settings.lock_ttl_s):
+        with AliasLock(store, alias, default_owner("rollback"), settings.lock_ttl_s,
+                       clock_skew_s=settings.lock_clock_skew_s) as lock:
+            if store.on_server:
+                lock.start_heartbeat()
             if store.resolve_alias(alias) != live:
                 raise BadInput(f"alias '{alias}' moved while waiting; run the rollback again")
             stats = None
@@ -77,13 +80,15 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
 
                 # the same catch-up, verify, final pass, atomic swap and reconciliation as a promotion
                 stats, vinfo = publish(store, enc, live, target, alias, spec, text_field, settings.upsert_batch,
-                                       settings.verify_sample, mark=mark)
+                                       settings.verify_sample, mark=mark, lock=lock)
             else:
                 logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points "
                                "written since it was live are missing from it", model, target)
                 vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
+                lock.fence("swap")
                 store.swap_alias(alias, target)
                 lineage.set_state(store, target, "live", rolled_back_at=lineage.now(), rolled_back_from=live)
+            lock.fence("retire")
             lineage.set_state(store, live, "retired", retired_at=lineage.now())
     synced = stats.to_dict() if stats else None
     event = lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
@@ -109,29 +114,46 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
 
     if keep < 1:
         raise BadInput("--keep must be at least 1")
+    from vectune.lock import NO_FENCE, AliasLock, default_owner
+
     with Store(settings) as store:
-        live = store.resolve_alias(alias)
-        protected = {live}
-        target = rollback_target(store, alias, live)
-        if target:
-            protected.add(target)
-        versions = lineage.versions(store, alias)
-        newest_first = [name for name, _ in reversed(versions)]
-        kept = set(protected)
-        for name in newest_first:
-            if len(kept) >= keep:
-                break
-            kept.add(name)
-        doomed = [name for name in newest_first if name not in kept]
+        store.resolve_alias(alias)  # a clear error for a missing alias
+        # Plan and delete under the lock: a rollback that finishes meanwhile cannot make a doomed
+        # collection live. Each delete re-reads the alias and the rollback target right before it.
+        lock = NO_FENCE if dry_run else AliasLock(store, alias, default_owner("prune"), settings.lock_ttl_s,
+                                                  clock_skew_s=settings.lock_clock_skew_s).acquire()
+        try:
+            live = store.resolve_alias(alias)
+            protected = {live}
+            target = rollback_target(store, alias, live)
+            if target:
+                protected.add(target)
+            versions = lineage.versions(store, alias)
+            newest_first = [name for name, _ in reversed(versions)]
+            kept = set(protected)
+            for name in newest_first:
+                if len(kept) >= keep:
+                    break
+                kept.add(name)
+            doomed = [name for name in newest_first if name not in kept]
+            deleted = []
+            if not dry_run:
+                for name in doomed:
+                    lock.fence(f"delete {name}")
+                    live_now = store.resolve_alias(alias)
+                    if name in (live_now, rollback_target(store, alias, live_now)):
+                        logger.warning("not deleting %s: it became live or the rollback target", name)
+                        kept.add(name)
+                        continue
+                    store.delete_collection(name)
+                    deleted.append(name)
+                    logger.info("deleted %s", name)
+                doomed = deleted
+        finally:
+            if lock is not NO_FENCE:
+                lock.release()
         models_in_use = {meta.get("model_ref") for name, meta in versions if name in kept}
         models_deleted = []
-        if not dry_run and doomed:
-            from vectune.lock import AliasLock, default_owner
-
-            with AliasLock(store, alias, default_owner("prune"), settings.lock_ttl_s):
-                for name in doomed:
-                    store.delete_collection(name)
-                    logger.info("deleted %s", name)
         if delete_models:
             for name, meta in versions:
                 ref = meta.get("model_ref")

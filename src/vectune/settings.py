@@ -180,6 +180,8 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(default=None, description="Write a Prometheus textfile here after each run.")
     pushgateway_url: str | None = None
     lock_ttl_s: int = Field(default=900, ge=10, description="Alias lease length; renewed at each stage and by a heartbeat.")
+    lock_clock_skew_s: int = Field(default=30, ge=0, description="How far clocks of operator hosts may differ; a lease "
+                                   "counts as expired only this long after its expiry.")
     log_format: Literal["auto", "text", "json"] = "auto"
     log_level: str = "INFO"
 

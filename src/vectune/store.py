@@ -434,6 +434,14 @@ def point_with_vector(record, vector: np.ndarray, spec: DenseSpec):
     return models.PointStruct(id=record.id, vector=vec, payload=record.payload or {})
 
 
+def copy_point(record):
+    """A PointStruct equal to a retrieved record: id, payload and every vector, unchanged."""
+    from qdrant_client import models
+
+    return models.PointStruct(id=record.id, vector=record.vector if record.vector is not None else {},
+                              payload=record.payload or {})
+
+
 def new_point(point_id: Any, vector: np.ndarray, payload: dict, spec: DenseSpec):
     """A PointStruct for a new point with only the tuned vector (used by ``index``)."""
     from qdrant_client import models

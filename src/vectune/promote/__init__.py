@@ -27,6 +27,7 @@ from vectune.promote.build import build, embed_points
 from vectune.promote.publish import publish, verify
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import delta, fingerprints, reconcile, sync, sync_once
+from vectune.lock import NO_FENCE
 from vectune.settings import Settings
 from vectune.store import DenseSpec, Store, point_with_vector
 
@@ -52,7 +53,7 @@ class Promotion:
 
 
 def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, decision, *, evidence: str,
-            teacher: str, data: dict, run_id: str, stage=None) -> Promotion:
+            teacher: str, data: dict, run_id: str, stage=None, lock=None) -> Promotion:
     """Save the candidate, build ``<alias>--<tag>`` from the live collection, publish it behind ``alias``.
 
     Args:
@@ -69,6 +70,7 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
         data: data counts recorded in the manifest and the lineage.
         run_id: this run.
         stage: ``stage(name)`` context manager for timings (``save_model``, ``reindex``).
+        lock: the alias lease (:class:`vectune.lock.AliasLock`), fenced before every state change.
 
     Returns:
         The new collection, the model's path and the reindex counts.
@@ -93,13 +95,13 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
         store.create_like(live, target, spec, cand.encoder.dim, record)
         pre = {c.key: (c.text, v) for c, v in zip(outcome.corpus, outcome.candidate_corpus)}
         counts = build_and_publish(store, settings, alias, cand.encoder, live, target, spec, record,
-                                   precomputed=pre, run_id=run_id)
+                                   precomputed=pre, run_id=run_id, lock=lock)
     return Promotion(target, str(path), counts)
 
 
 def build_and_publish(store: Store, settings: Settings, alias: str, encoder, live: str, target: str,
                       spec: DenseSpec, record: dict, precomputed: dict | None = None, start_offset: Any = None,
-                      ckpt=None, run_id: str = "") -> dict:
+                      ckpt=None, run_id: str = "", lock=None) -> dict:
     """Build ``target`` from ``live`` (resumable, checkpointed), then publish it behind ``alias``.
 
     Returns:
@@ -107,26 +109,29 @@ def build_and_publish(store: Store, settings: Settings, alias: str, encoder, liv
     """
     from vectune.resume import Checkpoint
 
+    lock = lock or NO_FENCE
     ckpt = ckpt or Checkpoint(settings, alias)
     state = {"run_id": run_id, "alias": alias, "target": target, "parent": live, "model_tag": record["model_ref"],
              "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
-             "done": 0, "stage": "building"}
+             "done": 0, "stage": "building", **lock.stamp()}
     ckpt.save(state)
 
     def on_page(offset, done):
         state.update(offset=offset, done=done)
+        lock.check("checkpoint")
         ckpt.save(state)
 
     bstats = _build_with_engine(store, settings, alias, encoder, live, target, spec, record, precomputed,
-                                start_offset, on_page)
+                                start_offset, on_page, lock)
     state.update(stage="built", offset=None)
     ckpt.save(state)
-    sstats, vinfo = publish_checkpointed(store, settings, alias, encoder, live, target, spec, record, ckpt, state)
+    sstats, vinfo = publish_checkpointed(store, settings, alias, encoder, live, target, spec, record, ckpt, state,
+                                         lock)
     return {"build": bstats.to_dict(), "catch_up": sstats.to_dict(), "verify": vinfo}
 
 
 def _build_with_engine(store, settings, alias, encoder, live, target, spec, record, precomputed, start_offset,
-                       on_page) -> SyncStats:
+                       on_page, lock) -> SyncStats:
     """The engine choice: Ray Data on a cluster, or the local pipelined build."""
     if settings.engine == "ray":
         from vectune.engines.ray_engine import build_ray
@@ -137,12 +142,13 @@ def _build_with_engine(store, settings, alias, encoder, live, target, spec, reco
                          live, target, spec, settings.text_field, settings.upsert_batch,
                          partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
     return build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
-                 precomputed=precomputed, start_offset=start_offset, on_page=on_page)
+                 precomputed=precomputed, start_offset=start_offset, on_page=on_page, lock=lock)
 
 
 def publish_checkpointed(store: Store, settings: Settings, alias: str, encoder, live: str, target: str,
-                         spec: DenseSpec, record: dict, ckpt, state: dict) -> tuple[SyncStats, dict]:
+                         spec: DenseSpec, record: dict, ckpt, state: dict, lock=None) -> tuple[SyncStats, dict]:
     """:func:`publish` with the checkpoint and the lineage states kept up to date; retires ``live``."""
+    lock = lock or NO_FENCE
 
     def mark(what: str, info: dict) -> None:
         if what == "snapshot":
@@ -156,7 +162,8 @@ def publish_checkpointed(store: Store, settings: Settings, alias: str, encoder, 
         ckpt.save(state)
 
     sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
-                            settings.verify_sample, mark=mark)
+                            settings.verify_sample, mark=mark, lock=lock)
+    lock.fence("retire the old collection")
     lineage.set_state(store, live, "retired", retired_at=lineage.now())
     ckpt.clear()
     return sstats, vinfo

@@ -18,14 +18,21 @@ from vectune.chunks import extract_text
 from vectune.errors import BadInput
 from vectune.models import Encoder
 from vectune.promote.stats import SyncStats
-from vectune.store import DenseSpec, Store, point_with_vector
+from vectune.lock import NO_FENCE
+from vectune.store import DenseSpec, Store, copy_point, point_with_vector
 
 logger = logging.getLogger(__name__)
 
 
-def embed_points(encoder: Encoder, spec: DenseSpec, records: list, text_field: str,
-           precomputed: dict[str, tuple[str, np.ndarray]] | None, stats: SyncStats) -> list:
-    """Points for ``records`` with the encoder's vectors (reusing precomputed ones whose text matches)."""
+def embed_points(encoder: Encoder | None, spec: DenseSpec, records: list, text_field: str,
+                 precomputed: dict[str, tuple[str, np.ndarray]] | None, stats: SyncStats) -> list:
+    """Points for ``records`` with the encoder's vectors (reusing precomputed ones whose text matches).
+
+    With ``encoder=None`` the points are copied as they are, every vector included (a query-side
+    promotion: the passages' vectors stay those of the passage model).
+    """
+    if encoder is None:
+        return [copy_point(r) for r in records]
     texts, todo, points = [], [], []
     for r in records:
         text, reason = extract_text(r.payload, text_field)
@@ -45,17 +52,19 @@ def embed_points(encoder: Encoder, spec: DenseSpec, records: list, text_field: s
     return points
 
 
-def embed_and_upsert(store: Store, encoder: Encoder, target: str, spec: DenseSpec, records: list,
-                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
-                      stats: SyncStats) -> None:
+def embed_and_upsert(store: Store, encoder: Encoder | None, target: str, spec: DenseSpec, records: list,
+                     text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
+                     stats: SyncStats, lock=NO_FENCE) -> None:
     points = embed_points(encoder, spec, records, text_field, precomputed, stats)
+    lock.check("upsert")
     store.upsert(target, points)
     stats.upserted += len(points)
 
 
 def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
           batch: int = 128, precomputed: dict[str, tuple[str, np.ndarray]] | None = None,
-          start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None) -> SyncStats:
+          start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None,
+          lock=NO_FENCE) -> SyncStats:
     """Stream every point of ``source`` into ``target``, re-embedded (constant memory).
 
     Qdrant I/O overlaps the model: one I/O thread reads the next page and writes the
@@ -110,6 +119,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
             points = embed_points(encoder, spec, records, text_field, precomputed, stats)
             if pending:
                 settle()
+            lock.check("reindex page")
             pending = (io.submit(store.upsert, target, points), offset, len(points))
             if nxt_page is None:
                 break

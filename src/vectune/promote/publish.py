@@ -24,6 +24,7 @@ from vectune.errors import VerificationFailed
 from vectune.models import Encoder
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import fingerprints, reconcile, sync_once
+from vectune.lock import NO_FENCE
 from vectune.store import DenseSpec, Store, dense_of, point_id_for
 
 logger = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 def publish(store: Store, encoder: Encoder, source: str, target: str, alias: str, spec: DenseSpec,
             text_field: str, batch: int = 128, verify_sample: int = 5, max_passes: int = 5, small: int = 10,
-            mark: Callable[[str, dict], None] | None = None) -> tuple[SyncStats, dict]:
+            mark: Callable[[str, dict], None] | None = None, lock=NO_FENCE) -> tuple[SyncStats, dict]:
     """Catch up, verify, final pass, atomic swap, post-swap reconciliation (see module doc).
 
     Args:
@@ -48,6 +49,8 @@ def publish(store: Store, encoder: Encoder, source: str, target: str, alias: str
         small: a pass changing at most this many points ends the catch-up.
         mark: ``mark(state, info)`` is told of progress — ``verified`` (verification result),
             ``snapshot`` (the source snapshot, to persist for crash recovery), ``live`` (swapped).
+        lock: the alias lease; fenced before every delete, the swap and the reconciliation, so an
+            operator that lost its lease changes nothing more (:class:`vectune.lock.LockLost`).
 
     Returns:
         Sync statistics (with the window of risk) and the verification result.
@@ -58,28 +61,31 @@ def publish(store: Store, encoder: Encoder, source: str, target: str, alias: str
         # Each pass works from one scan of the source; verification checks the target against the
         # last pass's scan (apps may keep writing to the source meanwhile: the final pass takes those).
         scan = fingerprints(store, source, batch)
-        if sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=scan) <= small:
+        if sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=scan,
+                     lock=lock) <= small:
             break
     faults.point("before_verify", store=store, source=source, target=target)
     vinfo = verify(store, set(scan), target, spec, verify_sample)
     if mark:
+        lock.fence("mark verified")
         mark("verified", vinfo)
     faults.point("before_final_sync", store=store, source=source, target=target)
     w0 = time.perf_counter()
     snapshot = fingerprints(store, source, batch)
-    sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=snapshot)
+    sync_once(store, encoder, source, target, spec, text_field, batch, stats, snapshot=snapshot, lock=lock)
     if store.count(target) != len(snapshot):
         raise VerificationFailed(f"'{target}' holds {store.count(target)} points after the final pass, "
                                  f"the source had {len(snapshot)}; alias not swapped")
     if mark:
         mark("snapshot", {"snapshot": snapshot})
     faults.point("before_swap", store=store, source=source, target=target)
+    lock.fence("swap")
     store.swap_alias(alias, target)
     stats.window_s = time.perf_counter() - w0
     if mark:
         mark("live", vinfo)
     faults.point("after_swap", store=store, source=source, target=target)
-    reconcile(store, encoder, source, target, spec, text_field, snapshot, batch, stats)
+    reconcile(store, encoder, source, target, spec, text_field, snapshot, batch, stats, lock)
     stats.seconds = time.perf_counter() - t0
     logger.info("swapped '%s' -> %s; window %.3f s, %d window writes carried over, %d conflicts",
                 alias, target, stats.window_s, stats.window_writes, stats.window_conflicts)

@@ -18,6 +18,7 @@ from vectune.hashing import payload_hash
 from vectune.models import Encoder
 from vectune.promote.build import embed_and_upsert
 from vectune.promote.stats import SyncStats
+from vectune.lock import NO_FENCE
 from vectune.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
@@ -41,21 +42,23 @@ def delta(store: Store, source: str, target: str, batch: int = 256,
     return upsert, delete
 
 
-def _copy_points(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
-                 ids: list, batch: int, stats: SyncStats) -> None:
+def _copy_points(store: Store, encoder: Encoder | None, source: str, target: str, spec: DenseSpec,
+                 text_field: str, ids: list, batch: int, stats: SyncStats, lock=NO_FENCE) -> None:
     for i in range(0, len(ids), batch):
         records = store.retrieve(source, ids[i:i + batch], vectors=True)
         # Points deleted from the source meanwhile are simply absent; a later pass deletes them.
-        embed_and_upsert(store, encoder, target, spec, records, text_field, None, stats)
+        embed_and_upsert(store, encoder, target, spec, records, text_field, None, stats, lock)
 
 
-def sync_once(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
+def sync_once(store: Store, encoder: Encoder | None, source: str, target: str, spec: DenseSpec, text_field: str,
               batch: int = 128, stats: SyncStats | None = None,
-              snapshot: dict[str, tuple[Any, str]] | None = None) -> int:
+              snapshot: dict[str, tuple[Any, str]] | None = None, lock=NO_FENCE) -> int:
     """One delta pass (against a fresh scan, or a given ``snapshot`` of the source); returns points changed."""
     stats = stats or SyncStats()
     to_upsert, to_delete = delta(store, source, target, batch, src=snapshot)
-    _copy_points(store, encoder, source, target, spec, text_field, to_upsert, batch, stats)
+    _copy_points(store, encoder, source, target, spec, text_field, to_upsert, batch, stats, lock)
+    if to_delete:
+        lock.fence("delete from the new collection")
     store.delete_points(target, to_delete)
     stats.deleted += len(to_delete)
     stats.passes += 1
@@ -63,8 +66,8 @@ def sync_once(store: Store, encoder: Encoder, source: str, target: str, spec: De
     return len(to_upsert) + len(to_delete)
 
 
-def reconcile(store: Store, encoder: Encoder, old: str, new: str, spec: DenseSpec, text_field: str,
-              snapshot: dict[str, tuple[Any, str]], batch: int, stats: SyncStats) -> None:
+def reconcile(store: Store, encoder: Encoder | None, old: str, new: str, spec: DenseSpec, text_field: str,
+              snapshot: dict[str, tuple[Any, str]], batch: int, stats: SyncStats, lock=NO_FENCE) -> None:
     """Carry writes that hit ``old`` between the snapshot and the swap over to ``new``.
 
     After the swap apps write to ``new`` through the alias, so ``old`` is frozen: every
@@ -90,7 +93,10 @@ def reconcile(store: Store, encoder: Encoder, old: str, new: str, spec: DenseSpe
                 to_delete.append(pid)
             elif key in now_new:
                 stats.window_conflicts += 1
-    _copy_points(store, encoder, old, new, spec, text_field, to_copy, batch, stats)
+    lock.fence("reconcile")
+    _copy_points(store, encoder, old, new, spec, text_field, to_copy, batch, stats, lock)
+    if to_delete:
+        lock.fence("reconcile deletes")
     store.delete_points(new, to_delete)
     stats.deleted += len(to_delete)
     stats.window_writes = len(to_copy) + len(to_delete)
