@@ -49,7 +49,7 @@ PROTOCOLS = {
 }
 #: Makes `vectune run` promote whatever the gate says (for --counterfactual only).
 FORCE_PROMOTE = (
-    "import vectune.cycle as c\n"
+    "import vectune.gate as c\n"
     "_decide = c.decide\n"
     "def decide(*a, **k):\n"
     "    d = _decide(*a, **k)\n"

@@ -26,6 +26,11 @@ FAST = {
     "VECTUNE_BOOTSTRAP_SAMPLES": "200",
     "VECTUNE_LOG_FORMAT": "text",
     "VECTUNE_LOG_LEVEL": "WARNING",
+    # The end-to-end tests written for both towers keep testing full mode; query/auto mode have their own.
+    "VECTUNE_MODE": "full",
+    "VECTUNE_QUERY_EPOCHS": "1",
+    "VECTUNE_QUERY_REFIT": "false",
+    "VECTUNE_LINEAR_EPOCHS": "5",
 }
 
 

@@ -58,3 +58,30 @@ def test_paired_bootstrap_interval_contains_the_mean_difference():
     cand = live + 0.05 + rng.normal(0, 0.01, 200)
     lo, hi = paired_bootstrap(live, cand, samples=500)
     assert lo < 0.05 < hi and lo > 0
+
+
+def test_choose_cheapest_passing_unless_a_costlier_one_is_significantly_better():
+    import numpy as np
+
+    from vectune.evaluate import EvalResult
+    from vectune.gate import Decision, choose
+
+    def res(vals):
+        a = np.asarray(vals, dtype=float)
+        return EvalResult(means={"recall@5": float(a.mean())}, per_query={"recall@5": a}, queries=a.size)
+
+    live = res([0.0] * 40)
+    cheap, costly, same = res([1.0] * 10 + [0.0] * 30), res([1.0] * 35 + [0.0] * 5), res([1.0] * 10 + [0.0] * 30)
+
+    def ok(promote):
+        return Decision(promote, "", "recall@5", "golden", 0.0, 0.0, 0.0)
+
+    results = {"linear": (live, cheap), "query": (live, costly)}
+    chosen, comps = choose(["linear", "query"], results, {"linear": ok(True), "query": ok(True)}, metric="recall@5")
+    assert chosen == "query" and comps[0]["costlier_wins"] and comps[0]["ci_low"] > 0
+    results = {"linear": (live, cheap), "query": (live, same)}
+    chosen, comps = choose(["linear", "query"], results, {"linear": ok(True), "query": ok(True)}, metric="recall@5")
+    assert chosen == "linear" and not comps[0]["costlier_wins"]
+    chosen, _ = choose(["linear", "query"], results, {"linear": ok(False), "query": ok(True)}, metric="recall@5")
+    assert chosen == "query"
+    assert choose(["linear", "query"], results, {"linear": ok(False), "query": ok(False)}, metric="recall@5") == (None, [])

@@ -134,6 +134,8 @@ def status(alias, as_json, **kw):
     lin = st["lineage"]
     lines = [f"alias '{alias}' -> {st['live_collection']}",
              f"  model: {lin.get('model_ref')} (base {lin.get('base_model')}, parent {lin.get('parent_model')})",
+             f"  queries: {lin.get('query_model') or lin.get('model_ref')}; passages (apps write with): "
+             f"{lin.get('passage_model') or lin.get('model_ref')}; mode {lin.get('mode') or 'full'}",
              f"  created by {lin.get('created_by')} at {lin.get('created_at')}; parent collection: {lin.get('parent_collection')}",
              f"  rollback target: {st['rollback_target']}", "versions:"]
     for v in st["versions"]:
@@ -219,22 +221,29 @@ def prune(alias, keep, delete_models, dry_run, **kw):
 
 # ----------------------------------------------------------------------------- demo
 @cli.command()
-@click.option("--alias", default="pydoc-demo", show_default=True)
-@click.option("--max-train-chunks", type=int, default=300, show_default=True)
-@click.option("--queries-per-chunk", type=int, default=2, show_default=True)
-@click.option("--epochs", type=float, default=1.0, show_default=True)
-@click.option("--allow-synthetic-gate", is_flag=True, help="Decide on synthetic queries instead of the golden set.")
+@click.option("--corpus", type=click.Choice(["scifact", "pydoc"]), default="scifact", show_default=True,
+              help="scifact: learn from an app's feedback and promote; pydoc: the safe 'kept' path.")
+@click.option("--alias", default=None, help="Demo alias [default: scifact-demo or pydoc-demo].")
+@click.option("--max-train-chunks", type=int, default=300, show_default=True, help="pydoc only.")
+@click.option("--queries-per-chunk", type=int, default=2, show_default=True, help="pydoc only.")
+@click.option("--epochs", type=float, default=1.0, show_default=True, help="pydoc only.")
+@click.option("--allow-synthetic-gate", is_flag=True, help="pydoc only: decide on synthetic queries.")
 @connection_options
 @handle_errors
-def demo(alias, max_train_chunks, queries_per_chunk, epochs, allow_synthetic_gate, **kw):
-    """The main job on embedded defaults: index CPython's reference topics, run a cycle, print the decision."""
-    from vectune.demo import run_demo
+def demo(corpus, alias, max_train_chunks, queries_per_chunk, epochs, allow_synthetic_gate, **kw):
+    """The main job on embedded defaults: index a shipped corpus, run a cycle, print the decision."""
+    from vectune import report as report_mod
+    from vectune.demo import run_demo, run_scifact_demo
 
     s = _settings(kw)
-    rep = run_demo(s, alias, max_train_chunks=max_train_chunks, queries_per_chunk=queries_per_chunk,
+    if corpus == "scifact":
+        out = run_scifact_demo(s, alias or "scifact-demo", say=click.echo)
+        rep = out["run"]
+        if rep.get("report_files"):
+            click.echo(f"report: {rep['report_files'].get('md')}")
+        return
+    rep = run_demo(s, alias or "pydoc-demo", max_train_chunks=max_train_chunks, queries_per_chunk=queries_per_chunk,
                    epochs=epochs, golden=not allow_synthetic_gate)
-    from vectune import report as report_mod
-
     click.echo(report_mod.summary(rep))
     if rep.report_files:
         click.echo(f"report: {rep.report_files.get('md')}")

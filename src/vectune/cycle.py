@@ -22,7 +22,7 @@ from vectune import faults, labeled, lineage
 from vectune import report as report_mod
 from vectune.errors import LockHeld, VectuneError
 from vectune.lock import LockLost
-from vectune.gate import decide
+from vectune.gate import judge
 from vectune.hashing import file_hash
 from vectune.jsonl import write_json_atomic
 from vectune.report import RunReport
@@ -36,7 +36,9 @@ CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "quer
                "eval_fraction",
                "seed", "hard_negatives", "negatives_skip_top", "negatives_depth", "relative_margin", "epochs",
                "batch_size", "learning_rate", "max_steps", "gate_metric", "min_delta", "bootstrap",
-               "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries")
+               "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries", "mode", "auto_full", "query_epochs",
+               "query_max_steps", "query_learning_rate", "query_batch_size", "query_val_fraction", "query_refit",
+               "linear_epochs", "linear_learning_rate", "linear_identity_weight")
 
 
 class Timings(dict):
@@ -147,8 +149,18 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     rep.dense_vector = rd.spec.name or "(default)"
     rep.counts["read"] = rd.stats.to_dict()
 
-    generator = make_generator(settings)
-    fingerprint = _fingerprint(rd, generator, settings)
+    golden = labeled.load(settings.eval_set, "eval set") if settings.eval_set else None
+    trainset = labeled.load(settings.train_set, "train set") if settings.train_set else None
+    fb = _feedback(store, alias, rd, settings, rep) if not (golden or trainset) else None
+    if fb is not None:
+        golden, trainset = (fb.golden or None), (fb.train or None)
+    examples = ()
+    if fb is not None and settings.few_shot:
+        from vectune.feedback import few_shot_examples
+
+        examples = few_shot_examples(fb, settings.few_shot, settings.seed)
+    generator = make_generator(settings, examples)
+    fingerprint = _fingerprint(rd, generator, settings, fb)
     state_file = settings.run_dir(alias) / "last_cycle.json"
     if not rep.dry_run and (last := _last_state(state_file, fingerprint)):
         return rep.end("noop", f"collection content and settings unchanged since run {last.get('run_id')} "
@@ -156,8 +168,6 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
 
     split = split_chunks(rd, settings)
     rep.counts["split"] = split.counts()
-    golden = labeled.load(settings.eval_set, "eval set") if settings.eval_set else None
-    trainset = labeled.load(settings.train_set, "train set") if settings.train_set else None
     rep.evidence = evidence = "golden" if golden else ("synthetic" if generator.synthetic else "teacher")
     if evidence == "synthetic" and not settings.allow_synthetic_gate and not rep.dry_run:
         rep.end("kept", "no trusted evidence to promote on: the offline teacher's queries are synthetic and no "
@@ -168,32 +178,39 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     with timings.stage("load_live_model"):
         live_enc = load_lineage_encoder(rd.meta, settings)
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
+    from vectune.review import Rejections
+
     with timings.stage("generate"):
-        pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset)
+        pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
+                             label_source="feedback" if fb is not None else "train-set",
+                             rejections=Rejections(settings.run_dir(alias)))
     rep.teacher = pairs.teacher
     rep.counts.update(pairs.counts)
     with timings.stage("mine"):
-        add_negatives(store, rd, pairs, live_enc, settings)
+        add_negatives(store, rd, pairs, live_enc, settings, explicit=_explicit_negatives(store, rd, fb))
     rep.counts.update({k: pairs.counts[k] for k in ("pairs", "negatives")})
+    rep.pairs_sample = _pairs_sample(rd, pairs, settings, alias)
 
+    rep.mode = settings.mode
+    cands = []
     with timings.stage("train"):
-        from vectune.train import fine_tune
+        from vectune.train import fine_tune, train_query_side
 
-        cand = fine_tune(rd.meta, live_enc, pairs.examples, settings)
-    rep.counts["train"] = cand.stats.to_dict()
-    rep.candidate_model = cand.tag
+        if settings.mode in ("auto", "query"):
+            cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings)
+        if settings.mode == "full" or (settings.mode == "auto" and (settings.auto_full or _cuda())):
+            cands.append(fine_tune(rd.meta, live_enc, pairs.examples, settings))
 
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
-        outcome = evaluate_candidate(store, rd, pairs, live_enc, cand.encoder, settings, golden, held)
-    rep.evaluation = outcome.to_dict()
+        outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings, golden, held,
+                                               reencode=c.reencodes) for c in cands}
+    verdict = judge(cands, outcomes, evidence, settings)
+    cand, outcome, decision = verdict.candidate, verdict.outcome, verdict.decision
+    rep.candidate_model, rep.evaluation, rep.gate = cand.tag, outcome.to_dict(), decision.to_dict()
+    rep.counts["train"] = cand.stats.to_dict()
     rep.counts.update(outcome.counts)
-
-    lr, cr = outcome.results[evidence]
-    decision = decide(lr, cr, metric=settings.gate_metric, evidence=evidence, min_delta=settings.min_delta,
-                      bootstrap=settings.bootstrap, samples=settings.bootstrap_samples,
-                      confidence=settings.confidence, allow_synthetic=settings.allow_synthetic_gate)
-    rep.gate = decision.to_dict()
+    rep.candidates, rep.choice = verdict.report()
     if rep.dry_run:
         return rep.end("dry-run", f"dry run; the gate would {'promote' if decision.promote else 'keep live'}: "
                                   f"{decision.reason}")
@@ -208,7 +225,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     from vectune.promote import promote
 
     data = {"chunks_read": rd.stats.points, "usable": rd.stats.usable, "train_examples": len(pairs.examples),
-            "eval_queries": lr.queries}
+            "eval_queries": outcome.results[evidence][0].queries}
     rep.new_collection = lineage.collection_name(alias, cand.tag)
     done = promote(store, settings, alias, rd, cand, outcome, decision, evidence=evidence, teacher=generator.name,
                    data=data, run_id=rep.run_id, stage=timings.stage, lock=lock)
@@ -218,6 +235,12 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
 
 
 # --------------------------------------------------------------------------- the run's records
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
     """Write the report, export metrics, append the history event."""
     rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -239,11 +262,53 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
             "gate": rep.gate})
 
 
-def _fingerprint(rd, generator, settings: Settings) -> str:
+def _feedback(store: Store, alias: str, rd, settings: Settings, rep: RunReport):
+    """The alias's logged feedback as golden + training queries (None when feedback is off)."""
+    if not settings.feedback:
+        return None
+    from vectune.feedback import read_for_cycle
+
+    fb = read_for_cycle(store, alias, rd.live, golden_fraction=settings.feedback_golden_fraction,
+                        min_golden=settings.feedback_min_golden, min_train=settings.feedback_min_train,
+                        seed=settings.seed, collection=settings.feedback_collection)
+    rep.counts["feedback"] = fb.to_dict()
+    if not fb.counts.get("rows"):
+        rep.counts["feedback"] = {"rows": 0}
+        return None
+    if not fb.enough:
+        logger.warning("%s", fb.message)
+        return fb if fb.train else None
+    return fb
+
+
+def _explicit_negatives(store: Store, rd, fb) -> dict:
+    """Users' explicit negatives (thumbs down, skipped) as passage texts per training query."""
+    if fb is None or not fb.negatives:
+        return {}
+    from vectune.feedback import negative_texts
+
+    return negative_texts(store, rd.live, fb, rd.settings.text_field)
+
+
+def _pairs_sample(rd, pairs, settings: Settings, alias: str) -> list[dict]:
+    """A seeded sample of the training pairs, kept with the run state for people to read and veto."""
+    if not settings.pairs_sample:
+        return []
+    from vectune.review import sample_pairs, write_run_sample
+
+    rows = sample_pairs(pairs.examples, settings.pairs_sample, settings.seed,
+                        key_of={c.text: c.key for c in rd.by_key.values()})
+    write_run_sample(settings.run_dir(alias), rows)
+    return rows[:20]
+
+
+def _fingerprint(rd, generator, settings: Settings, fb=None) -> str:
     """What this cycle would learn from: the collection's content and every setting that matters."""
     cfg = {k: getattr(settings, k) for k in CONFIG_KEYS}
     cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.eval_set),
                train_set=file_hash(settings.train_set), base=rd.meta.get("base_model"))
+    if fb is not None:
+        cfg["feedback"] = sorted((q.text, sorted(q.relevant)) for q in fb.golden + fb.train)
     return hashlib.sha256(json.dumps([rd.fingerprint, cfg], sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -112,8 +112,8 @@ class EvalOutcome:
         return {name: {"live": lr.to_dict(), "candidate": cr.to_dict()} for name, (lr, cr) in self.results.items()}
 
 
-def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic"
-                       ) -> EvalOutcome:
+def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic",
+                       reencode: bool = True) -> EvalOutcome:
     """Score live and candidate on the held-out (and golden) queries against one corpus.
 
     The live side scores against the vectors stored in Qdrant; the candidate encodes the
@@ -129,6 +129,8 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         settings: the cap, the seed.
         golden: real labeled queries that decide, if any.
         held_name: what the held-out queries are (``synthetic`` or ``teacher``).
+        reencode: the candidate encodes the corpus (full mode); False for a query-side candidate,
+            which scores against the same stored vectors as the live model (nothing re-encoded).
 
     Returns:
         The outcome per query set.
@@ -154,7 +156,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
     corpus = eval_corpus(read.chunks, read.by_key, must, settings.eval_corpus_cap, settings.seed)
     keys = [c.key for c in corpus]
     live_corpus = normalize(np.stack([c.vector for c in corpus]))
-    cand_corpus = cand.encode_passages([c.text for c in corpus])
+    cand_corpus = cand.encode_passages([c.text for c in corpus]) if reencode else live_corpus
     results = {}
     for name, qs in sets.items():
         lr = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)

@@ -103,3 +103,99 @@ def decide(live: EvalResult, cand: EvalResult, *, metric: str, evidence: str, mi
     d.reason = f"{metric} {verb} {d.delta:+.4f} on {evidence} queries (min delta {min_delta:+.4f})" + (
         f" ({int(confidence * 100)}% CI [{d.ci_low:+.4f}, {d.ci_high:+.4f}])" if bootstrap else "")
     return d
+
+
+def choose(order: list[str], results: dict[str, tuple[EvalResult, EvalResult]], decisions: dict[str, Decision],
+           *, metric: str, samples: int = 1000, confidence: float = 0.95) -> tuple[str | None, list[dict]]:
+    """Pick one of several candidates, each already gated against live on the same queries.
+
+    Among the candidates that pass, the cheapest wins, unless a costlier one is significantly
+    better than it: the paired-bootstrap CI of (costlier − cheaper) on the gate metric lies above 0.
+
+    Args:
+        order: candidate kinds, cheapest first.
+        results: per kind, ``(live, candidate)`` results on the deciding query set.
+        decisions: per kind, its gate decision against live.
+        metric: the gate metric.
+        samples: bootstrap resamples.
+        confidence: CI mass.
+
+    Returns:
+        The chosen kind (None when none passes) and the pairwise comparisons made.
+    """
+    passing = [k for k in order if k in decisions and decisions[k].promote]
+    if not passing:
+        return None, []
+    chosen, comparisons = passing[0], []
+    for costlier in passing[1:]:
+        a, b = results[chosen][1].per_query[metric], results[costlier][1].per_query[metric]
+        low, high = paired_bootstrap(a, b, samples, confidence)
+        better = low > 0
+        comparisons.append({"cheaper": chosen, "costlier": costlier, "metric": metric,
+                            "delta": round(float(np.mean(b) - np.mean(a)), 4), "ci_low": round(low, 4),
+                            "ci_high": round(high, 4), "costlier_wins": better})
+        if better:
+            chosen = costlier
+    return chosen, comparisons
+
+
+@dataclass
+class Verdict:
+    """The gate's word on every candidate of a cycle.
+
+    Attributes:
+        candidate: the chosen candidate, or (when none passes) the one that came closest.
+        outcome: its evaluation.
+        decision: its gate decision (``promote`` is False when none passes).
+        decisions: every candidate's decision, by kind.
+        outcomes: every candidate's evaluation, by kind.
+        chosen: the chosen kind, or None.
+        comparisons: the pairwise tests between passing candidates.
+    """
+
+    candidate: object
+    outcome: object
+    decision: Decision
+    decisions: dict
+    outcomes: dict
+    candidates: list
+    chosen: str | None
+    comparisons: list
+
+    def report(self) -> tuple[dict | None, dict | None]:
+        """``(candidates, choice)`` for the run report (None with a single candidate)."""
+        if len(self.candidates) < 2:
+            return None, None
+        cands = {c.kind: {"model": c.tag, "train": c.stats.to_dict(), "evaluation": self.outcomes[c.kind].to_dict(),
+                          "gate": self.decisions[c.kind].to_dict()} for c in self.candidates}
+        return cands, {"chosen": self.chosen, "order": [c.kind for c in self.candidates],
+                       "comparisons": self.comparisons}
+
+
+def judge(candidates: list, outcomes: dict, evidence: str, settings) -> Verdict:
+    """Gate every candidate against live on the deciding evidence, then :func:`choose` one.
+
+    Args:
+        candidates: :class:`vectune.train.Candidate` objects, cheapest first.
+        outcomes: their :class:`vectune.evaluate.EvalOutcome`, by kind.
+        evidence: which query set decides (``golden``, ``synthetic`` or ``teacher``).
+        settings: gate settings (metric, min delta, bootstrap, confidence, synthetic policy).
+
+    Returns:
+        The verdict.
+    """
+    decisions = {}
+    for c in candidates:
+        live, cand = outcomes[c.kind].results[evidence]
+        decisions[c.kind] = decide(live, cand, metric=settings.gate_metric, evidence=evidence,
+                                   min_delta=settings.min_delta, bootstrap=settings.bootstrap,
+                                   samples=settings.bootstrap_samples, confidence=settings.confidence,
+                                   allow_synthetic=settings.allow_synthetic_gate)
+    kinds = [c.kind for c in candidates]
+    chosen, comparisons = choose(kinds, {k: outcomes[k].results[evidence] for k in kinds}, decisions,
+                                 metric=settings.gate_metric, samples=settings.bootstrap_samples,
+                                 confidence=settings.confidence)
+    shown = chosen or max(kinds, key=lambda k: decisions[k].delta)
+    cand = next(c for c in candidates if c.kind == shown)
+    return Verdict(cand, outcomes[shown], decisions[shown], decisions, outcomes, list(candidates), chosen,
+                   comparisons)

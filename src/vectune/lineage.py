@@ -3,7 +3,10 @@
 Each collection vectune builds (or adopts) carries a record in its Qdrant
 collection metadata (key ``vectune``): alias, model tag and reference, parent
 model and collection, evaluation numbers, data counts, time and state
-(``building`` → ``verified`` → ``live``/``retired``). Events (promotions,
+(``building`` → ``verified`` → ``live``/``retired``). Two models per collection:
+``passage_model`` made its stored vectors (apps keep writing with it) and
+``query_model`` (= ``model_ref``) encodes queries; they differ after a query-side
+promotion, whose saved model routes queries and passages to different modules. Events (promotions,
 rejections, rollbacks) are appended to ``<work_dir>/history/<alias>.jsonl``
 and the latest is also kept on the collection.
 """
@@ -34,6 +37,9 @@ def record(*, alias: str, model_ref: str, model_tag: str, created_by: str, dense
     return {
         "alias": alias,
         "model_ref": model_ref,
+        "query_model": extra.pop("query_model", None) or model_ref,
+        "passage_model": extra.pop("passage_model", None) or model_ref,
+        "mode": extra.pop("mode", None) or "full",
         "model_tag": model_tag,
         "base_model": base_model or model_ref,
         "parent_model": parent_model,
@@ -47,6 +53,16 @@ def record(*, alias: str, model_ref: str, model_tag: str, created_by: str, dense
         "state": state,
         **extra,
     }
+
+
+def passage_model(meta: dict) -> str | None:
+    """The model whose passage vectors a collection holds (what apps write with)."""
+    return meta.get("passage_model") or meta.get("model_ref")
+
+
+def query_model(meta: dict) -> str | None:
+    """The model apps encode their queries with for a collection (its ``model_ref``)."""
+    return meta.get("query_model") or meta.get("model_ref")
 
 
 def set_state(store, name: str, state: str, **fields: Any) -> dict:

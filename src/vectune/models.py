@@ -83,19 +83,29 @@ class Encoder:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         return int(get())
 
+    @property
+    def routed(self) -> bool:
+        """True for an asymmetric model (a ``Router``: queries and passages take different modules)."""
+        cached = self.__dict__.get("_routed")
+        if cached is None:
+            cached = any(type(m).__name__ == "Router" for m in self.model.modules())
+            self.__dict__["_routed"] = cached
+        return cached
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode queries (with the query prompt), L2-normalised float32."""
-        return self._encode([self.query_prompt + t for t in texts])
+        """Encode queries (with the query prompt; the query route of an asymmetric model), L2-normalised float32."""
+        return self._encode([self.query_prompt + t for t in texts], "query")
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode passages, L2-normalised float32."""
-        return self._encode(list(texts))
+        """Encode passages (the document route of an asymmetric model), L2-normalised float32."""
+        return self._encode(list(texts), "document")
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str], task: str) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        route = {"task": task} if self.routed else {}
         emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
+                                normalize_embeddings=True, show_progress_bar=False, **route)
         return np.asarray(emb, dtype=np.float32)
 
 
@@ -169,13 +179,18 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def new_model_tag(parent_ref: str) -> str:
-    """A unique, Qdrant-name-safe tag for a freshly tuned model."""
+def new_model_tag(parent_ref: str, kind: str | None = None) -> str:
+    """A unique, Qdrant-name-safe tag for a freshly tuned model.
+
+    Args:
+        parent_ref: the model it was tuned from (its own tuning suffix is dropped).
+        kind: the candidate kind (``linear``, ``query``) appended to the tag; None for full mode.
+    """
     base = parent_ref.split(":")[-1].rstrip("/").split("/")[-1]
-    base = re.sub(r"-ft-\d{8}t\d{6}z?$", "", base.lower())
+    base = re.sub(r"-ft-\d{8}t\d{6}z?(-(linear|query|full))?$", "", base.lower())
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:40] or "model"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S")
-    return f"{base}-ft-{stamp}"
+    return f"{base}-ft-{stamp}" + (f"-{kind}" if kind else "")
 
 
 def safe_tag(ref: str) -> str:

@@ -27,6 +27,9 @@ from vectune.vectors import normalize
 
 logger = logging.getLogger(__name__)
 
+#: Query sources that are real labels (never sampled away by the pair budget).
+LABELED = ("train-set", "feedback")
+
 
 @dataclass
 class Split:
@@ -75,7 +78,8 @@ def split_chunks(read: ReadResult, settings: Settings) -> Split:
 
 
 def make_queries(store: Store, read: ReadResult, split_: Split, generator: QueryGenerator, live_enc: Encoder,
-                 settings: Settings, trainset: list[LabeledQuery] | None = None) -> Pairs:
+                 settings: Settings, trainset: list[LabeledQuery] | None = None, label_source: str = "train-set",
+                 rejections=None) -> Pairs:
     """Generate queries, add labeled ones, cap to the budget (hard negatives: :func:`add_negatives`).
 
     Args:
@@ -86,6 +90,8 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
         live_enc: the live model (query side for mining and the round-trip filter).
         settings: all settings.
         trainset: real labeled queries to train on, if any.
+        label_source: where they came from (``train-set`` or ``feedback``).
+        rejections: pairs and queries people vetoed (:class:`vectune.review.Rejections`): never trained on.
 
     Returns:
         The training queries and the eval queries.
@@ -115,6 +121,9 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     counts["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict(),
                           "roundtrip_filter": roundtrip}
     relevant: dict[str, set[str]] = {}
+    vetoed_labels = 0
+    if trainset and rejections is not None and len(rejections):
+        trainset, vetoed_labels = rejections.filter(trainset)  # vetoed answers leave the labels too
     if trainset:
         missing = read.ensure(store, {k for q in trainset for k in q.relevant})
         used = 0
@@ -122,16 +131,22 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
             keys = [k for k in sorted(q.relevant) if k in read.by_key]
             relevant[q.text] = set(q.relevant)
             for k in keys[:1]:
-                train_queries.append(Query(q.text, k, "train-set"))
+                train_queries.append(Query(q.text, k, label_source))
                 used += 1
-        counts["train_set"] = {"queries": len(trainset), "pairs": used, "unknown_ids": missing}
+        counts["train_set" if label_source == "train-set" else "feedback_pairs"] = {
+            "queries": len(trainset), "pairs": used, "unknown_ids": missing}
+    if rejections is not None and len(rejections):
+        train_queries, dropped_t = rejections.filter(train_queries)
+        eval_generated, dropped_e = rejections.filter(eval_generated)
+        counts["rejected"] = {"train": dropped_t, "eval": dropped_e, "labeled_queries": vetoed_labels,
+                              "kept_rejections": rejections.counts()}
     held_keys = {c.key for c in split_.held}
     eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
     eval_queries = eval_queries[: settings.max_eval_queries]
     if len(train_queries) > settings.max_train_pairs:
         # keep every real labeled pair; sample the synthetic ones down to the budget
-        real = [q for q in train_queries if q.source == "train-set"]
-        synth = [q for q in train_queries if q.source != "train-set"]
+        real = [q for q in train_queries if q.source in LABELED]
+        synth = [q for q in train_queries if q.source not in LABELED]
         keep = max(0, settings.max_train_pairs - len(real))
         synth = random.Random(settings.seed + 3).sample(synth, min(keep, len(synth)))
         counts["train_pairs_capped"] = {"cap": settings.max_train_pairs,
@@ -142,8 +157,11 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     return Pairs(train_queries, eval_queries, generator.name, relevant=relevant, counts=counts)
 
 
-def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encoder, settings: Settings) -> Pairs:
+def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encoder, settings: Settings,
+                  explicit: dict[str, list[str]] | None = None) -> Pairs:
     """Mine hard negatives for every training query: the live query encoder against the stored vectors.
+
+    Users' explicit negatives (``explicit``: query text → passage texts they rejected) go first.
 
     Returns:
         ``pairs`` with its training examples (and their counts) filled in.
@@ -161,6 +179,11 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
                             _searcher(store, read), fetch, num_negatives=settings.hard_negatives,
                             depth=settings.negatives_depth, skip_top=settings.negatives_skip_top,
                             relative_margin=settings.relative_margin, relevant=pairs.relevant, seed=settings.seed)
+    if explicit:
+        from vectune.feedback import merge_negatives
+
+        examples, applied = merge_negatives(examples, explicit, settings.hard_negatives)
+        mstats.explicit = applied
     pairs.examples = examples
     pairs.counts["pairs"] = {"examples": len(examples), "by_source": count_sources(examples)}
     pairs.counts["negatives"] = mstats.to_dict()

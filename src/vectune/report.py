@@ -51,10 +51,14 @@ class RunReport:
     live_collection: str | None = None
     live_model: str | None = None
     dense_vector: str | None = None
+    mode: str | None = None
     teacher: str | None = None
     evidence: str | None = None
     evaluation: dict | None = None
     gate: dict | None = None
+    candidates: dict | None = None
+    choice: dict | None = None
+    pairs_sample: list | None = None
     candidate_model: str | None = None
     candidate_saved: str | None = None
     new_collection: str | None = None

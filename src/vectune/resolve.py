@@ -1,8 +1,8 @@
-"""The query side for apps: which collection, and which encoder made it.
+"""The query side for apps: which collection, which encoder for queries, which model for writes.
 
-An app that queries through the alias must encode its queries with the model that
-produced the collection the alias points at — after a promotion or a rollback that
-model changes. ``resolve`` reads it from the collection's lineage::
+An app that queries through the alias must encode its queries with the collection's
+query model — after a promotion or a rollback that model changes. ``resolve`` reads it
+from the collection's lineage::
 
     from qdrant_client import QdrantClient
     from vectune import resolve
@@ -10,17 +10,57 @@ model changes. ``resolve`` reads it from the collection's lineage::
     client = QdrantClient(url="http://localhost:6333")
     collection, encoder = resolve(client, "docs")
     hits = client.query_points(collection, query=encoder.encode_queries(["what is MI?"])[0].tolist())
+
+After a query-side promotion the query model and the passage model differ: apps keep
+writing passages with ``resolved.passage_model`` (unchanged; ``encoder.encode_passages``
+does exactly that) and encode queries with ``encoder.encode_queries``.
 """
 
 from __future__ import annotations
 
 from vectune.errors import BadInput
+from vectune.lineage import passage_model, query_model
 from vectune.models import Encoder, load_lineage_encoder
 from vectune.settings import Settings
 from vectune.store import META_KEY
 
 
-def resolve(client, alias: str, settings: Settings | None = None) -> tuple[str, Encoder]:
+class Resolved(tuple):
+    """``(collection, encoder)``, with what an app needs to know for writes.
+
+    Unpacks as a pair (``collection, encoder = resolve(...)``). Also:
+
+    Attributes:
+        collection: the collection the alias points at.
+        encoder: the query encoder (``encode_queries``); its ``encode_passages`` is the passage model.
+        query_model: the model reference queries are encoded with.
+        passage_model: the model reference the stored passage vectors were made with: write with it.
+        lineage: the collection's whole lineage record.
+    """
+
+    def __new__(cls, collection: str, encoder: Encoder, meta: dict):
+        obj = super().__new__(cls, (collection, encoder))
+        obj.lineage = meta
+        return obj
+
+    @property
+    def collection(self) -> str:
+        return self[0]
+
+    @property
+    def encoder(self) -> Encoder:
+        return self[1]
+
+    @property
+    def query_model(self) -> str:
+        return str(query_model(self.lineage))
+
+    @property
+    def passage_model(self) -> str:
+        return str(passage_model(self.lineage))
+
+
+def resolve(client, alias: str, settings: Settings | None = None) -> Resolved:
     """Resolve ``alias`` to ``(collection_name, query_encoder)``.
 
     Args:
@@ -30,7 +70,9 @@ def resolve(client, alias: str, settings: Settings | None = None) -> tuple[str, 
 
     Returns:
         The collection the alias points at and an :class:`~vectune.models.Encoder`
-        (use ``encode_queries``; it applies the model's query prompt).
+        (use ``encode_queries``; it applies the model's query prompt and, after a query-side
+        promotion, the new query route), as a :class:`Resolved` pair that also names the
+        passage model apps write with.
 
     Raises:
         BadInput: the alias is missing, or its collection has no vectune lineage.
@@ -43,4 +85,4 @@ def resolve(client, alias: str, settings: Settings | None = None) -> tuple[str, 
     meta = (client.get_collection(name).config.metadata or {}).get(META_KEY) or {}
     if not meta.get("model_ref"):
         raise BadInput(f"collection '{name}' has no vectune lineage; adopt it first")
-    return name, load_lineage_encoder(meta, settings)
+    return Resolved(name, load_lineage_encoder(meta, settings), meta)

@@ -152,7 +152,8 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
         finally:
             if lock is not NO_FENCE:
                 lock.release()
-        models_in_use = {meta.get("model_ref") for name, meta in versions if name in kept}
+        models_in_use = {ref for name, meta in versions if name in kept
+                         for ref in (meta.get("model_ref"), lineage.passage_model(meta), lineage.query_model(meta))}
         models_deleted = []
         if delete_models:
             for name, meta in versions:

@@ -136,13 +136,48 @@ class Settings(BaseSettings):
     train_set: Path | None = None
     eval_set: Path | None = None
 
+    # --- the app's feedback (vectune.feedback) ---------------------------------
+    feedback: bool = Field(default=True, description="Without --train-set/--eval-set, learn from the feedback "
+                           "logged for the alias: the newest share is the golden set, the older rest trains.")
+    feedback_collection: str = "vectune_feedback"
+    feedback_golden_fraction: float = Field(default=0.3, ge=0, lt=1)
+    feedback_min_golden: int = Field(default=20, ge=1)
+    feedback_min_train: int = Field(default=20, ge=1)
+    few_shot: int = Field(default=5, ge=0, description="Real training queries shown to an LLM teacher as examples.")
+    pairs_sample: int = Field(default=100, ge=0, description="Training pairs sampled into each run's record "
+                              "for people to read (vectune pairs).")
+
     # --- hard negatives -----------------------------------------------------
     hard_negatives: int = Field(default=1, ge=0, le=10)
     negatives_skip_top: int = Field(default=0, ge=0)
     negatives_depth: int = Field(default=30, ge=1)
     relative_margin: float = Field(default=0.05, ge=0, lt=1)
 
-    # --- training -------------------------------------------------------------
+    # --- what learns -----------------------------------------------------------
+    mode: Literal["auto", "query", "full"] = Field(
+        default="auto", description="query: only the query side learns, against the stored passage vectors "
+        "(nothing re-encoded; promotion copies the vectors); full: both towers and a full re-embed; auto: the "
+        "query-side candidates (linear map, query encoder), plus full on a GPU or with auto_full.")
+    auto_full: bool = Field(default=False, description="In auto mode, also train the full candidate without a GPU.")
+
+    # --- query-side training (mode query/auto) --------------------------------
+    query_epochs: float = Field(default=8.0, gt=0, description="Most epochs of the query encoder; the best epoch "
+                                "on a slice of the training queries is kept.")
+    query_max_steps: int = Field(default=-1, description="-1 = as many as the epochs need.")
+    query_time_budget_s: float = Field(default=900.0, ge=0, description="Stop query-side training after this "
+                                       "long (0 = no limit).")
+    query_learning_rate: float = Field(default=2e-5, gt=0)
+    query_batch_size: int = Field(default=32, ge=2)
+    query_corpus_max: int = Field(default=300_000, ge=10, description="Most stored vectors held in memory as "
+                                  "the query side's negatives.")
+    query_val_fraction: float = Field(default=0.2, ge=0, lt=1, description="Share of the training queries that "
+                                      "picks the best checkpoint (never the golden set).")
+    query_refit: bool = Field(default=True, description="Retrain on all training queries for the chosen epochs.")
+    linear_epochs: int = Field(default=60, ge=0)
+    linear_learning_rate: float = Field(default=1e-3, gt=0)
+    linear_identity_weight: float = Field(default=1.0, ge=0, description="Pull of the linear map toward identity.")
+
+    # --- training (full mode) -------------------------------------------------
     epochs: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=16, ge=2)
     learning_rate: float = Field(default=2e-5, gt=0)

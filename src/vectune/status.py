@@ -19,7 +19,9 @@ def status(settings: Settings, alias: str) -> dict:
             gate = (meta.get("eval") or {}).get("gate") or {}
             versions.append({
                 "collection": name, "live": name == live, "state": meta.get("state"),
-                "model": meta.get("model_ref"), "parent_collection": meta.get("parent_collection"),
+                "model": meta.get("model_ref"), "query_model": lineage.query_model(meta),
+                "passage_model": lineage.passage_model(meta), "mode": meta.get("mode", "full"),
+                "parent_collection": meta.get("parent_collection"),
                 "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
                 "points": store.count(name), "model_available": has_model(str(meta.get("model_ref")), settings),
                 "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},

@@ -308,6 +308,16 @@ class Store:
             self._call(f"delete from '{name}'", self.client.delete, name,
                        points_selector=models.PointIdsList(points=list(ids)), wait=True)
 
+    def delete_where(self, name: str, key: str, value: Any) -> None:
+        """Delete every point whose payload field ``key`` equals ``value`` (no-op without the collection)."""
+        from qdrant_client import models
+
+        if not self.collection_exists(name):
+            return
+        flt = models.Filter(must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))])
+        self._call(f"delete from '{name}'", self.client.delete, name,
+                   points_selector=models.FilterSelector(filter=flt), wait=True)
+
     def search_batch(self, name: str, vectors: np.ndarray, limit: int, using: str = "") -> list[list[tuple[Any, float]]]:
         """Nearest neighbours for many query vectors in one request.
 

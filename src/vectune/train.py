@@ -1,4 +1,11 @@
-"""Fine-tune stage: MultipleNegativesRankingLoss from the live model.
+"""Fine-tune stage: the candidates.
+
+Query side (modes ``query``/``auto``): only the query side learns, against the live
+collection's stored passage vectors — a linear map on the query embeddings, or the
+query encoder itself (:mod:`vectune.query_side`); the candidate is one asymmetric
+model whose document route is the live passage model.
+
+Full (mode ``full``, or ``auto`` on a GPU): MultipleNegativesRankingLoss from the live model.
 
 In-batch negatives plus the mined hard negatives, batches without duplicate texts
 (a duplicate inside a batch would be a false in-batch negative), the query prompt
@@ -13,7 +20,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from vectune.errors import BadInput
 from vectune.models import Encoder
@@ -38,19 +45,32 @@ class TrainStats(Stats):
     processes: int = 1
 
 
+#: Candidate kinds, cheapest first.
+KINDS = ("linear", "query", "full")
+
+
 @dataclass
 class Candidate:
     """A tuned model waiting for the gate.
 
     Attributes:
-        encoder: the tuned model.
+        encoder: the tuned model. For ``linear`` and ``query`` it is asymmetric: its query route
+            is new, its document route is the live passage model (passages are never re-encoded).
         tag: its model-store tag (and the new collection's suffix).
         stats: training statistics.
+        kind: ``linear`` (a map on the query embeddings), ``query`` (the query encoder) or
+            ``full`` (both towers; promotion re-embeds every point).
     """
 
     encoder: Encoder
     tag: str
-    stats: TrainStats
+    stats: Any
+    kind: str = "full"
+
+    @property
+    def reencodes(self) -> bool:
+        """True when promoting it re-encodes the passages."""
+        return self.kind == "full"
 
 
 def fine_tune(meta: dict, live_enc: Encoder, examples: Sequence[Example], settings: Settings) -> Candidate:
@@ -65,11 +85,92 @@ def fine_tune(meta: dict, live_enc: Encoder, examples: Sequence[Example], settin
     Returns:
         The candidate, with a fresh model tag.
     """
+    from vectune.lineage import passage_model
     from vectune.models import load_encoder, new_model_tag
 
-    cand = load_encoder(meta["model_ref"], settings, query_prompt=live_enc.query_prompt)
+    start = passage_model(meta)  # after query-side promotions: the passage model, not the routed one
+    cand = load_encoder(start, settings, query_prompt=live_enc.query_prompt)
     stats = train(cand, examples, settings)
-    return Candidate(cand, new_model_tag(meta["model_ref"]), stats)
+    return Candidate(cand, new_model_tag(meta["model_ref"]), stats, "full")
+
+
+def query_side_config(settings: Settings):
+    """The query-side learner's configuration from the settings."""
+    from vectune.query_side import QuerySideConfig
+
+    return QuerySideConfig(epochs=settings.query_epochs, max_steps=settings.query_max_steps,
+                           time_budget_s=settings.query_time_budget_s, lr=settings.query_learning_rate,
+                           batch_size=settings.query_batch_size, max_corpus_vectors=settings.query_corpus_max,
+                           val_fraction=settings.query_val_fraction, refit=settings.query_refit, seed=settings.seed,
+                           linear_epochs=settings.linear_epochs, linear_lr=settings.linear_learning_rate,
+                           identity_weight=settings.linear_identity_weight, device=settings.device or "")
+
+
+def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], live_enc: Encoder,
+                     settings: Settings, kinds: Sequence[str] = ("linear", "query")) -> list[Candidate]:
+    """The query-side candidates: only the query side learns, against the live collection's stored vectors.
+
+    Args:
+        read: the read stage's result; its chunks' stored vectors are the passages (never re-encoded).
+        queries: training queries (:class:`vectune.generate.base.Query`). When some are real labels
+            (``train-set`` or ``feedback``), only those train: offline pseudo-queries do not help here.
+        relevant: every relevant key of a labeled query (several positives per query are used).
+        live_enc: the live model; the candidates start from its query side.
+        settings: the query-side settings.
+        kinds: which of ``linear`` and ``query`` to train.
+
+    Returns:
+        One candidate per kind, each an asymmetric model whose document route is the live passage model.
+
+    Raises:
+        BadInput: fewer than two queries have a positive among the stored vectors.
+    """
+    from vectune.models import new_model_tag
+    from vectune.query_side import build_asymmetric_model, train_linear_map, train_query_encoder
+
+    texts, positives = _query_training_set(queries, relevant)
+    keys, vectors = _stored_corpus(read, positives, settings.query_corpus_max)
+    cfg = query_side_config(settings)
+    out = []
+    for kind in kinds:
+        if kind == "linear":
+            qv = live_enc.encode_queries(texts)
+            w, stats = train_linear_map(qv, positives, vectors, keys, cfg=cfg)
+            model = build_asymmetric_model(live_enc.model, linear=w)
+        elif kind == "query":
+            tuned, stats = train_query_encoder(live_enc.model, texts, positives, vectors, keys, cfg=cfg,
+                                               query_prompt=live_enc.query_prompt)
+            model = build_asymmetric_model(live_enc.model, tuned_query_model=tuned)
+        else:
+            raise ValueError(f"not a query-side candidate: {kind!r}")
+        tag = new_model_tag(read.meta["model_ref"], kind)
+        enc = Encoder(model=model, ref=tag, query_prompt=live_enc.query_prompt, batch_size=live_enc.batch_size)
+        logger.info("query-side candidate %s: %s", kind, stats.to_dict())
+        out.append(Candidate(enc, tag, stats, kind))
+    return out
+
+
+def _query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tuple[list[str], list[set[str]]]:
+    """Distinct query texts with their positive keys; real labels only, when there are any."""
+    real = [q for q in queries if q.source in ("train-set", "feedback")]
+    by_text: dict[str, set[str]] = {}
+    for q in real or queries:
+        by_text.setdefault(q.text, set()).add(q.chunk_id)
+        by_text[q.text] |= set(relevant.get(q.text, ()))
+    texts = sorted(by_text)
+    return texts, [by_text[t] for t in texts]
+
+
+def _stored_corpus(read, positives: list[set[str]], cap: int):
+    """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap."""
+    import numpy as np
+
+    from vectune.vectors import normalize
+
+    need = {k for p in positives for k in p if k in read.by_key}
+    keys = sorted(need) + sorted(k for k in read.by_key if k not in need)
+    keys = keys[:max(cap, len(need))]
+    return keys, normalize(np.stack([read.by_key[k].vector for k in keys]))
 
 
 def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> TrainStats:

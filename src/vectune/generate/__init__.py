@@ -7,11 +7,12 @@ from vectune.generate.base import GenerationResult, GenerationStats, Query, Quer
 __all__ = ["GenerationResult", "GenerationStats", "Query", "QueryGenerator", "make_generator"]
 
 
-def make_generator(settings) -> QueryGenerator:
+def make_generator(settings, examples=()) -> QueryGenerator:
     """Build the generator the settings select.
 
     Args:
         settings: :class:`vectune.settings.Settings`.
+        examples: real user queries an LLM teacher shows as examples (few-shot; part of its cache key).
 
     Returns:
         A :class:`QueryGenerator`.
@@ -24,5 +25,8 @@ def make_generator(settings) -> QueryGenerator:
     if teacher.kind == "openai":
         from vectune.generate.openai import OpenAIGenerator
 
-        return OpenAIGenerator(teacher, cache_dir=settings.resolved_work_dir / "cache" / "teacher")
+        gen = OpenAIGenerator(teacher, cache_dir=settings.resolved_work_dir / "cache" / "teacher")
+        if examples:
+            gen.prompt = gen.prompt.with_examples(examples)
+        return gen
     raise ValueError(f"unknown teacher {teacher.kind!r}")

@@ -75,6 +75,20 @@ class Prompt:
     template: str = DEFAULT_TEMPLATE
     domain_hint: str | None = None
     source: str = "default"
+    examples: tuple[str, ...] = ()
+
+    def with_examples(self, examples) -> "Prompt":
+        """This prompt showing real user queries as examples of how users ask (Promptagator-style few-shot).
+
+        Args:
+            examples: query texts from the training side of the app's feedback (never the golden side).
+
+        Returns:
+            A new prompt; its hash (and so the teacher's cache key) covers the examples.
+        """
+        from dataclasses import replace
+
+        return replace(self, examples=tuple(neutralise(str(e)).strip() for e in examples if str(e).strip()))
 
     @classmethod
     def load(cls, prompt_file: Path | str | None = None, domain_hint: str | None = None) -> "Prompt":
@@ -130,6 +144,10 @@ class Prompt:
         parts = []
         if self.domain_hint:
             parts.append(f"Guidance: {self.domain_hint}")
+        if self.examples:
+            shown = "\n".join(f"- {e}" for e in self.examples)
+            parts.append("Real users of this collection ask like this (match their style and length, not their "
+                         f"topics):\n{shown}")
         # The passage goes in last so nothing inside it is ever substituted.
         parts.append(fmt)
         head, _, tail = body.partition("{chunk}")
@@ -156,7 +174,8 @@ class Prompt:
     def hash(self) -> str:
         """Stable hash of everything in the prompt except the chunk and ``n``."""
         h = hashlib.sha256()
-        parts = (PROMPT_VERSION, SYSTEM_MESSAGE, _FORMAT_ARRAY, _FORMAT_OBJECT, self.template, self.domain_hint or "")
+        parts = (PROMPT_VERSION, SYSTEM_MESSAGE, _FORMAT_ARRAY, _FORMAT_OBJECT, self.template, self.domain_hint or "",
+                 *self.examples)
         for part in parts:
             h.update(part.encode("utf-8"))
             h.update(b"\x00")

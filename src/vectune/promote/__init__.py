@@ -80,22 +80,32 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
     stage = stage or (lambda name: nullcontext())
     meta, live, spec = read.meta, read.live, read.spec
     base = meta.get("base_model") or meta["model_ref"]
+    # A query-side candidate keeps the live passage model: its vectors are copied, never re-encoded.
+    passages = cand.tag if cand.reencodes else lineage.passage_model(meta)
     with stage("save_model"):
         path = save_model(cand.encoder, cand.tag, settings, {
             "parent_model": meta["model_ref"], "base_model": base, "parent_collection": live, "alias": alias,
-            "eval": decision.to_dict(), "data": data, "teacher": teacher})
+            "eval": decision.to_dict(), "data": data, "teacher": teacher, "kind": cand.kind,
+            "passage_model": passages})
     target = lineage.collection_name(alias, cand.tag)
     record = lineage.record(alias=alias, model_ref=cand.tag, model_tag=cand.tag, created_by="promote",
                             dense_vector=spec.name, query_prompt=cand.encoder.query_prompt, base_model=base,
                             parent_model=meta["model_ref"], parent_collection=live, evaluation={
                                 "evidence": evidence, "gate": decision.to_dict(), "metrics": outcome.to_dict()},
-                            data=data, model_path=str(path), run_id=run_id,
-                            max_seq_length=cand.encoder.max_seq_length, text_field=settings.text_field)
+                            data=data, model_path=str(path), run_id=run_id, query_model=cand.tag,
+                            passage_model=passages, mode="full" if cand.reencodes else "query", kind=cand.kind,
+                            max_seq_length=(cand.encoder.max_seq_length if cand.reencodes
+                                            else meta.get("max_seq_length") or cand.encoder.max_seq_length),
+                            text_field=settings.text_field)
     with stage("reindex"):
         store.create_like(live, target, spec, cand.encoder.dim, record)
-        pre = {c.key: (c.text, v) for c, v in zip(outcome.corpus, outcome.candidate_corpus)}
-        counts = build_and_publish(store, settings, alias, cand.encoder, live, target, spec, record,
-                                   precomputed=pre, run_id=run_id, lock=lock)
+        if cand.reencodes:
+            pre = {c.key: (c.text, v) for c, v in zip(outcome.corpus, outcome.candidate_corpus)}
+            counts = build_and_publish(store, settings, alias, cand.encoder, live, target, spec, record,
+                                       precomputed=pre, run_id=run_id, lock=lock)
+        else:
+            counts = build_and_publish(store, settings, alias, None, live, target, spec, record,
+                                       run_id=run_id, lock=lock)
     return Promotion(target, str(path), counts)
 
 
@@ -113,7 +123,7 @@ def build_and_publish(store: Store, settings: Settings, alias: str, encoder, liv
     ckpt = ckpt or Checkpoint(settings, alias)
     state = {"run_id": run_id, "alias": alias, "target": target, "parent": live, "model_tag": record["model_ref"],
              "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
-             "done": 0, "stage": "building", **lock.stamp()}
+             "done": 0, "stage": "building", "copy": encoder is None, **lock.stamp()}
     ckpt.save(state)
 
     def on_page(offset, done):
@@ -132,8 +142,8 @@ def build_and_publish(store: Store, settings: Settings, alias: str, encoder, liv
 
 def _build_with_engine(store, settings, alias, encoder, live, target, spec, record, precomputed, start_offset,
                        on_page, lock) -> SyncStats:
-    """The engine choice: Ray Data on a cluster, or the local pipelined build."""
-    if settings.engine == "ray":
+    """The engine choice: Ray Data on a cluster, or the local pipelined build (always, to copy vectors)."""
+    if settings.engine == "ray" and encoder is not None:
         from vectune.engines.ray_engine import build_ray
 
         # resumable through its own per-partition progress file in the run dir
