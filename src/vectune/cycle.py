@@ -180,10 +180,11 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
     from vectune.review import Rejections
 
+    full = settings.mode == "full" or (settings.mode == "auto" and (settings.auto_full or _cuda()))
     with timings.stage("generate"):
         pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
                              label_source="feedback" if fb is not None else "train-set",
-                             rejections=Rejections(settings.run_dir(alias)))
+                             rejections=Rejections(settings.run_dir(alias)), teacher_train=full or not trainset)
     rep.teacher = pairs.teacher
     rep.counts.update(pairs.counts)
     with timings.stage("mine"):
@@ -198,7 +199,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
 
         if settings.mode in ("auto", "query"):
             cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings)
-        if settings.mode == "full" or (settings.mode == "auto" and (settings.auto_full or _cuda())):
+        if full:
             cands.append(fine_tune(rd.meta, live_enc, pairs.examples, settings))
 
     with timings.stage("evaluate"):

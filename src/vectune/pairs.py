@@ -79,7 +79,7 @@ def split_chunks(read: ReadResult, settings: Settings) -> Split:
 
 def make_queries(store: Store, read: ReadResult, split_: Split, generator: QueryGenerator, live_enc: Encoder,
                  settings: Settings, trainset: list[LabeledQuery] | None = None, label_source: str = "train-set",
-                 rejections=None) -> Pairs:
+                 rejections=None, teacher_train: bool = True) -> Pairs:
     """Generate queries, add labeled ones, cap to the budget (hard negatives: :func:`add_negatives`).
 
     Args:
@@ -92,6 +92,8 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
         trainset: real labeled queries to train on, if any.
         label_source: where they came from (``train-set`` or ``feedback``).
         rejections: pairs and queries people vetoed (:class:`vectune.review.Rejections`): never trained on.
+        teacher_train: ask the teacher for training queries (False when only the query side learns
+            from real labels: it would not use them).
 
     Returns:
         The training queries and the eval queries.
@@ -102,7 +104,7 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     counts: dict = {}
     search = _searcher(store, read)
     gen_eval = generator.generate(split_.held, 1)
-    gen_train = generator.generate(split_.train, settings.queries_per_chunk)
+    gen_train = generator.generate(split_.train if teacher_train else [], settings.queries_per_chunk)
     train_queries: list[Query] = list(gen_train.queries)
     eval_generated: list[Query] = list(gen_eval.queries)
     roundtrip = None
