@@ -211,6 +211,8 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(base_home, home)  # the base model's collection, untouched by earlier protocols
     opts = ["--seed", str(args.seed)]
+    if args.mode:
+        opts += ["--mode", args.mode]
     if args.max_train_chunks:
         opts += ["--max-train-chunks", str(args.max_train_chunks)]
     if args.epochs:
@@ -220,6 +222,9 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
         opts += ["--allow-synthetic-gate"]
     elif p == "B":
         opts += ["--eval-set", str(sets["golden"])]
+    elif p == "C" and args.feedback:
+        # the same golden and training halves, arriving as the app's logged feedback instead of files
+        log_feedback(home, sets)
     elif p == "C":
         opts += ["--eval-set", str(sets["golden"]), "--train-set", str(sets["train"])]
     run_args = ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
@@ -233,16 +238,51 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
     tuned = score_alias(home, test_ids, beir["queries"], beir["test"])
     result = assemble(p, args, rep, rc, err, base_score, tuned, secs, time.perf_counter() - t0, index_info,
                       run_args, sets)
-    if args.counterfactual and rep.get("status") != "promoted" and rep.get("gate"):
-        result["counterfactual"] = counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score)
+    if args.counterfactual and rep.get("gate"):
+        # every candidate the gate rejected (or did not choose) is promoted anyway in a copy and scored on test
+        kinds = [k for k, c in (rep.get("candidates") or {}).items()
+                 if k != (rep.get("choice") or {}).get("chosen")]
+        if kinds:
+            result["counterfactuals"] = {
+                k: counterfactual(p, args, base_home, work, opts + ["--candidates", k], beir, test_ids, base_score,
+                                  tag=k, sets=sets) for k in kinds if k != "full"}
+        elif rep.get("status") != "promoted":
+            result["counterfactual"] = counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score,
+                                                      sets=sets)
     return result
 
 
-def counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score) -> dict:
+def log_feedback(home: Path, sets: dict) -> None:
+    """Log the training half, then the golden half (newest), as click feedback on the bench alias."""
+    from datetime import datetime, timedelta, timezone
+
+    from qdrant_client import QdrantClient
+
+    from vectune import feedback
+    from vectune.settings import Settings
+
+    rows = []
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for path in (sets["train"], sets["golden"]):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            q = json.loads(line)
+            rows.append({"alias": ALIAS, "query": q["query"], "relevant_ids": q["relevant"], "signal": "click",
+                         "ts": (start + timedelta(minutes=len(rows))).isoformat()})
+    client = QdrantClient(path=str(Settings(home=home).resolved_qdrant_path))
+    try:
+        feedback.log_many(client, rows)
+    finally:
+        client.close()
+    os.environ["VECTUNE_FEEDBACK_GOLDEN_FRACTION"] = str(round(sets["n_golden"] / len(rows), 6))
+
+
+def counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score, tag: str = "", sets=None) -> dict:
     """Same run with the gate forced open: what the rejected candidate would have done on test queries."""
-    home = work / f"home-{p}-forced"
+    home = work / f"home-{p}-forced{('-' + tag) if tag else ''}"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(base_home, home)
+    if p == "C" and args.feedback:
+        log_feedback(home, sets)
     run_args = ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
     print(f"[{p}] counterfactual (gate forced open) ...", flush=True)
     rc, out, err, secs = common.run_cli(run_args, log_file=work / f"run-{p}-forced.log",
@@ -287,6 +327,14 @@ def assemble(p, args, rep, rc, err, base_score, tuned, run_secs, total_secs, ind
         "gate": gate,
         "verdict": verdict,
         "evaluation_seen_by_gate": rep.get("evaluation"),
+        "mode": rep.get("mode"),
+        "feedback": bool(args.feedback),
+        "candidates": {k: {"model": c.get("model"), "gate": c.get("gate"),
+                           "train": {x: (c.get("train") or {}).get(x) for x in
+                                     ("kind", "chosen_epoch", "epochs_run", "seconds", "examples_per_s",
+                                      "examples", "train_queries", "val_live", "val_best", "stopped_by")}}
+                       for k, c in (rep.get("candidates") or {}).items()} or None,
+        "choice": rep.get("choice"),
         "run": {"rc": rc, "run_id": rep.get("run_id"), "status": status, "seconds": round(run_secs, 1),
                 "timings": rep.get("timings"), "train": counts.get("train"), "pairs": counts.get("pairs"),
                 "negatives": counts.get("negatives"), "train_set": counts.get("train_set"),
@@ -341,6 +389,26 @@ def markdown(r: dict) -> str:
         cd = cf["delta_ci"]
         lines.append(f"- counterfactual (gate forced open): test nDCG@10 {cf['tuned']['ndcg@10']:.4f}, "
                      f"Δ {cd['delta']:+.4f} CI [{cd['ci95_low']:+.4f}, {cd['ci95_high']:+.4f}]")
+    if r.get("candidates"):
+        ch = r.get("choice") or {}
+        lines += ["", f"Mode `{r.get('mode')}`: every candidate, gated against live on the golden queries "
+                      f"(chosen: **{ch.get('chosen')}**; cheapest first {ch.get('order')}):", "",
+                  "| candidate | gate metric live → cand (Δ, CI) | gate says | test nDCG@10 Δ (CI) | train s | ex/s |",
+                  "|---|---|---|---|---:|---:|"]
+        for k, c in r["candidates"].items():
+            cg, ct = c.get("gate") or {}, c.get("train") or {}
+            if k == ch.get("chosen"):
+                td = d
+            else:
+                td = ((r.get("counterfactuals") or {}).get(k) or {}).get("delta_ci")
+            test = (f"{td['delta']:+.4f} [{td['ci95_low']:+.4f}, {td['ci95_high']:+.4f}]" if td else "not scored")
+            lines.append(f"| {k} | {cg.get('metric')} {cg.get('live')} → {cg.get('candidate')} ({cg.get('delta')}, "
+                         f"[{cg.get('ci_low')}, {cg.get('ci_high')}]) | {'pass' if cg.get('promote') else 'keep'} | "
+                         f"{test} | {ct.get('seconds')} | {ct.get('examples_per_s')} |")
+        for comp in ch.get("comparisons") or []:
+            lines.append(f"- {comp['costlier']} vs {comp['cheaper']}: Δ {comp['delta']:+.4f} "
+                         f"[{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}] → "
+                         f"{'costlier wins' if comp['costlier_wins'] else 'cheaper kept'}")
     tr = r["run"].get("train") or {}
     lines += [
         f"- run: {r['run']['seconds']} s (train {tr.get('examples', '-')} examples, "
@@ -369,6 +437,11 @@ def main() -> None:
     ap.add_argument("--reindex", action="store_true", help="re-index even if the base home exists")
     ap.add_argument("--counterfactual", action="store_true",
                     help="when the gate keeps the live model, rerun with the gate forced open and score that too")
+    ap.add_argument("--mode", choices=["auto", "query", "full"], default=None,
+                    help="passed to vectune run (default: vectune's own, auto)")
+    ap.add_argument("--feedback", action="store_true",
+                    help="protocol C through the feedback collection (vectune.feedback.log_many) instead of "
+                         "--train-set/--eval-set files")
     ap.add_argument("--vectune-arg", action="append", default=None,
                     help="extra argument for `vectune run` (repeat; e.g. --vectune-arg=--gate-metric=ndcg@10)")
     args = ap.parse_args()
@@ -380,8 +453,11 @@ def main() -> None:
     if not beir["train"] and args.protocol in ("B", "C", "all"):
         sys.exit(f"{data}: protocols B and C need qrels/train.tsv")
     # BENCH_TAG (e.g. gpu-h100) keeps runs on other machines in their own files and sections
-    suffix = ("-quick" if args.quick else "") + (f"-{os.environ['BENCH_TAG']}" if os.environ.get("BENCH_TAG") else "")
-    work = (args.home or common.BENCH / "work" / f"quality-{args.dataset_name}{suffix}").resolve()
+    tag = f"-{os.environ['BENCH_TAG']}" if os.environ.get("BENCH_TAG") else ""
+    work_suffix = ("-quick" if args.quick else "") + tag  # one base index per dataset/machine, shared by modes
+    suffix = ("-quick" if args.quick else "") + (f"-{args.mode}" if args.mode else "") + \
+        ("-feedback" if args.feedback else "") + tag
+    work = (args.home or common.BENCH / "work" / f"quality-{args.dataset_name}{work_suffix}").resolve()
     work.mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.max_train_chunks = args.max_train_chunks or 60

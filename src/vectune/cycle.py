@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from vectune import faults, labeled, lineage
 from vectune import report as report_mod
-from vectune.errors import LockHeld, VectuneError
+from vectune.errors import BadInput, LockHeld, VectuneError
 from vectune.lock import LockLost
 from vectune.gate import judge
 from vectune.hashing import file_hash
@@ -38,7 +38,7 @@ CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "quer
                "batch_size", "learning_rate", "max_steps", "gate_metric", "min_delta", "bootstrap",
                "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries", "mode", "auto_full", "query_epochs",
                "query_max_steps", "query_learning_rate", "query_batch_size", "query_val_fraction", "query_refit",
-               "linear_epochs", "linear_learning_rate", "linear_identity_weight")
+               "linear_epochs", "linear_learning_rate", "linear_identity_weight", "query_candidates")
 
 
 class Timings(dict):
@@ -198,10 +198,14 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
         from vectune.train import fine_tune, train_query_side
 
         if settings.mode in ("auto", "query"):
-            cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings)
+            cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings,
+                                      kinds=[k for k in ("linear", "query") if k in settings.query_candidates])
         if full:
             cands.append(fine_tune(rd.meta, live_enc, pairs.examples, settings))
 
+    if not cands:
+        raise BadInput(f"no candidate to train: mode '{settings.mode}' with query candidates "
+                       f"{settings.query_candidates} (set VECTUNE_QUERY_CANDIDATES or --mode full)")
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
         outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings, golden, held,

@@ -159,6 +159,8 @@ class Settings(BaseSettings):
         "(nothing re-encoded; promotion copies the vectors); full: both towers and a full re-embed; auto: the "
         "query-side candidates (linear map, query encoder), plus full on a GPU or with auto_full.")
     auto_full: bool = Field(default=False, description="In auto mode, also train the full candidate without a GPU.")
+    query_candidates: list[Literal["linear", "query"]] = Field(
+        default_factory=lambda: ["linear", "query"], description="Query-side candidates to train (cheapest first).")
 
     # --- query-side training (mode query/auto) --------------------------------
     query_epochs: float = Field(default=8.0, gt=0, description="Most epochs of the query encoder; the best epoch "
