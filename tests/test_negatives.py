@@ -56,3 +56,4 @@ def test_fill_in_ends_when_every_pool_key_is_banned():
     assert stats.without_hard_negative == 2
     assert stats.filled_random == 0
     assert stats.negatives == 0
+    assert stats.short_of_negatives == 2
