@@ -126,3 +126,13 @@ def bundled_encoder():
     from vectune.settings import Settings
 
     return load_encoder("bundled:all-MiniLM-L6-v2", Settings(max_seq_length=96))
+
+
+@pytest.fixture
+def server():
+    """The fake OpenAI-compatible server (tests/fake_openai_server.py) on a loopback port."""
+    from fake_openai_server import FakeOpenAI
+
+    srv = FakeOpenAI().start()
+    yield srv
+    srv.stop()
