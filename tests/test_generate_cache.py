@@ -12,6 +12,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from vectune.chunks import Chunk, text_hash
 from vectune.generate.cache import CACHE_FILE, CacheEntry, ReplyCache
 
@@ -74,6 +76,7 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_KILL_SCRIPT.format(src=SRC, tests=str(Path(__file__).parent)))

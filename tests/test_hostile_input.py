@@ -52,6 +52,7 @@ def test_unusable_payload_is_a_clear_error(home, corpus_records, case):
         assert {a.alias_name: a.collection_name for a in c.get_aliases().aliases}["fz"] == "fuzz"
 
 
+@pytest.mark.slow
 def test_huge_and_surrogate_texts_are_counted_and_survive(home, corpus_records):
     huge = "word " * 40000  # 200k chars: skipped for training, still re-embedded (truncated) on promotion
     surrogate = "A passage with a lone surrogate \ud800 inside it, which UTF-8 cannot encode, but must not crash."

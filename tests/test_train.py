@@ -33,6 +33,7 @@ def _fresh_model(settings):
     return load_encoder("bundled:all-MiniLM-L6-v2", settings)
 
 
+@pytest.mark.slow
 def test_train_local_two_steps_changes_weights_and_reports_sane_stats():
     from vectune.train import train_local
 
