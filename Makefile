@@ -1,4 +1,4 @@
-# The two front doors:  make demo  (the main job on embedded defaults)  and  make test.
+# The two front doors:  make demo  (the main job on embedded defaults)  and  make test  (make test-fast: no slow tests).
 # Both set up .venv first. torch is installed BEFORE the package: `torch==2.13.0` is a CPU build on
 # machines that carry it locally; elsewhere set TORCH_INDEX to PyTorch's CPU index to avoid a CUDA build:
 #   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench-quality bench-speed clean
+.PHONY: install demo test test-fast bench-quality bench-speed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 		(apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null 2>&1) || \
 		echo "docker-compose not installed: the compose validation test will skip"; }
 	$(PY) -m pytest -q
+
+# The quick loop for development (< 2 minutes on 2 cores): every test except those marked slow.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 bench-quality: install
 	$(PY) bench/quality.py --data ../shared/data/scifact --protocol all

@@ -101,3 +101,43 @@ def indexed(home, corpus_file):
 
 
 PERMISSIVE = ["--allow-synthetic-gate", "--min-delta", "-1", "--no-bootstrap"]
+
+
+# ---- unit-test fixtures: settings and an embedded Qdrant store in the temp home ------------------------
+
+
+@pytest.fixture
+def settings(home):
+    """Settings as the CLI would load them, all state under the temp home."""
+    from vectune.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+def store(settings):
+    """A real embedded Qdrant (on disk, in the temp home); closed after the test."""
+    from vectune.store import Store
+
+    s = Store(settings)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def bundled_encoder():
+    """The bundled MiniLM, loaded once per session (read-only use: do not train it)."""
+    from vectune.models import load_encoder
+    from vectune.settings import Settings
+
+    return load_encoder("bundled:all-MiniLM-L6-v2", Settings(max_seq_length=96))
+
+
+@pytest.fixture
+def server():
+    """The fake OpenAI-compatible server (tests/fake_openai_server.py) on a loopback port."""
+    from fake_openai_server import FakeOpenAI
+
+    srv = FakeOpenAI().start()
+    yield srv
+    srv.stop()

@@ -32,6 +32,7 @@ def _target(c, alias):
     return {a.alias_name: a.collection_name for a in c.get_aliases().aliases}[alias]
 
 
+@pytest.mark.slow
 def test_full_cycle_promote_status_query_rollback(indexed, home, corpus_records):
     before = _alias_target("docs")
     out = invoke("run", "--alias", "docs", "--json", *PERMISSIVE)
@@ -96,6 +97,7 @@ def test_full_cycle_promote_status_query_rollback(indexed, home, corpus_records)
     assert "promotion" in hist and "rollback" in hist
 
 
+@pytest.mark.slow
 def test_strict_gate_keeps_alias_untouched(indexed):
     before = _alias_target("docs")
     with qdrant() as c:
@@ -119,6 +121,7 @@ def test_synthetic_only_evidence_never_promotes_by_default(indexed, home):
     assert not (home / "models").exists() or not any((home / "models").iterdir())
 
 
+@pytest.mark.slow
 def test_dry_run_evaluates_but_never_swaps(indexed):
     out = invoke("run", "--alias", "docs", "--dry-run", "--json")
     rep = json.loads(out.output[out.output.index("{"):])
@@ -127,6 +130,7 @@ def test_dry_run_evaluates_but_never_swaps(indexed):
     assert _alias_target("docs") == "docs--all-minilm-l6-v2"
 
 
+@pytest.mark.slow
 def test_golden_eval_set_decides(indexed, tmp_path, corpus_records):
     golden = tmp_path / "golden.jsonl"
     rows = [{"query": f"what does the {r['title'].replace('-', ' ')} section say", "relevant": [r["_id"]]}
@@ -139,12 +143,14 @@ def test_golden_eval_set_decides(indexed, tmp_path, corpus_records):
     assert "golden" in rep["evaluation"] and "synthetic" in rep["evaluation"]
 
 
+@pytest.mark.slow
 def test_second_run_on_unchanged_collection_is_a_noop(indexed):
     invoke("run", "--alias", "docs", "--allow-synthetic-gate", "--min-delta", "0.9")
     out = invoke("run", "--alias", "docs", "--allow-synthetic-gate", "--min-delta", "0.9")
     assert "NOTHING TO DO" in out.output
 
 
+@pytest.mark.slow
 def test_train_set_adds_real_pairs(indexed, tmp_path, corpus_records):
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"query": f"question about {r['title']}", "relevant": [r["_id"]]}) + "\n"
@@ -155,6 +161,7 @@ def test_train_set_adds_real_pairs(indexed, tmp_path, corpus_records):
     assert rep["counts"]["pairs"]["by_source"]["train-set"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["keyphrase", "cloze"])
 def test_offline_methods_make_queries(indexed, method):
     out = invoke("run", "--alias", "docs", "--offline-method", method, "--dry-run", "--json")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import PERMISSIVE, invoke
 from fake_openai_server import FakeOpenAI
+
+pytestmark = pytest.mark.slow  # a whole `vectune run` with the OpenAI teacher
 
 
 def test_run_with_openai_teacher_end_to_end(indexed, monkeypatch, home):

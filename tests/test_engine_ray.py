@@ -80,6 +80,7 @@ def _ray(j, target, **kw):
                      8, progress_dir=j["progress"], store=j["store"], **kw)
 
 
+@pytest.mark.slow
 def test_ray_engine_matches_local_engine(ray_cluster, job):
     _create(job["store"], job["live"], job["spec"], "t-ray")
     stats = _ray(job, "t-ray")
@@ -89,6 +90,7 @@ def test_ray_engine_matches_local_engine(ray_cluster, job):
     assert done["complete"] and len(done["done"]) == 4 and sum(done["done"].values()) == 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["exit", "raise"])
 def test_failed_partition_is_retried_alone(ray_cluster, job, tmp_path, monkeypatch, how):
     """exit: the worker process dies mid-job: Ray restarts the actor and retries that partition's task
@@ -103,6 +105,7 @@ def test_failed_partition_is_retried_alone(ray_cluster, job, tmp_path, monkeypat
     _assert_same(job["store"], job["spec"], "t-local", "t-ray")
 
 
+@pytest.mark.slow
 def test_resume_processes_only_missing_partitions(ray_cluster, job):
     """A job killed after two of four partitions: the next call does only the other two.
 
@@ -160,6 +163,7 @@ def test_partitions_cover_every_id_once(home):
             assert sorted(seen) == sorted(str(i) for i in ids) and len(seen) == len(set(seen))
 
 
+@pytest.mark.slow
 def test_vectune_run_with_the_ray_engine_promotes(ray_cluster, indexed, monkeypatch):
     """The whole cycle with VECTUNE_ENGINE=ray: the reindex runs on Ray, the promotion is verified and swapped."""
     import json

@@ -42,7 +42,9 @@ def _no_traceback(out):
     assert out.exception is None or isinstance(out.exception, SystemExit)
 
 
-@pytest.mark.parametrize("case", sorted(UNUSABLE))
+# Each case is a CLI run (three model loads): one stays in the fast suite, the others are slow.
+@pytest.mark.parametrize("case", [c if c == "missing_field" else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in sorted(UNUSABLE)])
 def test_unusable_payload_is_a_clear_error(home, corpus_records, case):
     _collection_with([UNUSABLE[case]], corpus_records)
     out = invoke("run", "--alias", "fz", *QUICK, expect=3)
@@ -52,6 +54,7 @@ def test_unusable_payload_is_a_clear_error(home, corpus_records, case):
         assert {a.alias_name: a.collection_name for a in c.get_aliases().aliases}["fz"] == "fuzz"
 
 
+@pytest.mark.slow
 def test_huge_and_surrogate_texts_are_counted_and_survive(home, corpus_records):
     huge = "word " * 40000  # 200k chars: skipped for training, still re-embedded (truncated) on promotion
     surrogate = "A passage with a lone surrogate \ud800 inside it, which UTF-8 cannot encode, but must not crash."

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import PERMISSIVE, invoke, qdrant
+
+pytestmark = pytest.mark.slow  # adopt + train + promote per test
 
 
 def _encode(texts):

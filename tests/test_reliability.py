@@ -93,6 +93,7 @@ def hooks():
     faults.HOOKS.clear()
 
 
+@pytest.mark.slow
 def test_writes_during_reindex_are_not_lost_or_resurrected(indexed, corpus_records, hooks, monkeypatch):
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")  # several reindex pages
     writer = AppWriter(corpus_records)
@@ -139,6 +140,7 @@ def test_writes_during_reindex_are_not_lost_or_resurrected(indexed, corpus_recor
           f"window {reidx['window_s']:.3f}s, window writes carried: {reidx['window_writes']}")
 
 
+@pytest.mark.slow
 def test_window_writes_are_carried_over_and_newer_writes_win(indexed, hooks):
     """A write in the window (after the final pass, before the swap) reaches the new collection;
     if the app re-writes the same point after the swap, its newer write wins."""
@@ -177,6 +179,7 @@ def _run_cli(*args, env=None, timeout=600):
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failpoint,after", [("generate", 0), ("train", 0), ("reindex_page", 1),
                                              ("before_swap", 0), ("after_swap", 0)])
 def test_kill_at_each_stage_then_rerun(indexed, failpoint, after, monkeypatch, home):
@@ -254,6 +257,7 @@ def test_lock_lease_semantics(indexed):
         assert b.current() is None
 
 
+@pytest.mark.slow
 def test_embedded_store_in_use_is_a_lock_error(indexed):
     from vectune.settings import load_settings
     from vectune.store import Store

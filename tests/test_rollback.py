@@ -6,7 +6,10 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from conftest import PERMISSIVE, invoke, qdrant
+
+pytestmark = pytest.mark.slow  # each test promotes (train + reindex) first
 
 
 def _points(c, name):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import PERMISSIVE, invoke
+
+pytestmark = pytest.mark.slow  # a whole `vectune run` with training under torchrun
 
 
 def test_run_trains_with_two_ddp_processes(indexed, monkeypatch):

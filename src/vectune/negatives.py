@@ -43,6 +43,7 @@ class MiningStats:
     dropped_same_text: int = 0
     without_hard_negative: int = 0
     filled_random: int = 0
+    short_of_negatives: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -116,6 +117,7 @@ def mine(
         texts.update(fetch_texts(need))
     rng = random.Random(seed)
     pool = sorted(positives)
+    pool_keys = set(pool)
     for q, chosen in zip(queries, picked):
         pos_text = q.positive or positives[q.chunk_id]
         negs = []
@@ -129,14 +131,23 @@ def mine(
             negs.append(t)
         if not negs:
             stats.without_hard_negative += 1
-        # MNRL needs a fixed number of columns: fill missing negatives with random chunks.
-        while len(negs) < num_negatives and len(pool) > 1:
-            k = rng.choice(pool)
-            if k != q.chunk_id and k not in (relevant or {}).get(q.text, set()):
-                negs.append(positives[k])
-                stats.filled_random += 1
+        # MNRL needs a fixed number of columns: fill missing negatives with random chunks,
+        # drawn from the pool keys that are neither this query's chunk nor relevant to it.
+        banned = {q.chunk_id} | (relevant or {}).get(q.text, set())
+        if len(negs) < num_negatives and len(pool_keys) > len(banned & pool_keys):
+            while len(negs) < num_negatives:  # ends: at least one key of the pool is allowed
+                k = rng.choice(pool)
+                if k not in banned:
+                    negs.append(positives[k])
+                    stats.filled_random += 1
+        if len(negs) < num_negatives:
+            stats.short_of_negatives += 1  # every chunk is this query's own or relevant to it
         stats.negatives += len(negs)
         examples.append(Example(q.text, pos_text, negs[:num_negatives], q.source))
+    if stats.short_of_negatives:
+        logger.warning("%d of %d queries have fewer than %d negatives (no other chunk to fill in with); "
+                       "training uses the fewest any example has", stats.short_of_negatives, len(queries),
+                       num_negatives)
     return examples, stats
 
 
