@@ -37,7 +37,7 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
                "done": 128, "stage": "building"})
     ckpt.save_snapshot({"1": (1, "abc")})
     InFlight(settings, "docs").set("run1", "promote")
-    rep: dict = {"counts": {}}
+
 
     done = recover(store, settings, "docs", "docs--base", rep)
 
@@ -46,10 +46,10 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
     assert store.aliases() == {"docs": "docs--base"}
     assert ckpt.load() is None and ckpt.load_snapshot() is None
     assert not ckpt.path.exists() and not ckpt.snapshot_path.exists()
-    assert sorted(rep["recovered"]["orphans_deleted"]) == ["docs--run0", "docs--run1"]
-    assert rep["recovered"]["previous_run"]["run_id"] == "run1"
-    assert rep["recovered"]["previous_run"]["stage"] == "promote"
-    assert "status" not in rep
+    assert sorted(rec.found["orphans_deleted"]) == ["docs--run0", "docs--run1"]
+    assert rec.found["previous_run"]["run_id"] == "run1"
+    assert rec.found["previous_run"]["stage"] == "promote"
+    assert rec.reason is None
     crash = [e for e in lineage.read_history(settings, "docs") if e["event"] == "crash"]
     assert len(crash) == 1 and crash[0]["run_id"] == "run1" and crash[0]["stage"] == "promote"
     assert "died during stage 'promote'" in crash[0]["reason"]
@@ -58,9 +58,8 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
 def test_nothing_left_behind_changes_nothing(settings, store):
     _collection(store, "docs--base", "live")
     store.swap_alias("docs", "docs--base")
-    rep: dict = {"counts": {}}
-    assert recover(store, settings, "docs", "docs--base", rep) is False
-    assert rep == {"counts": {}}
+    rec = recover(store, settings, "docs", "docs--base")
+    assert rec.done is False and rec.found == {}
     assert store.collections() == ["docs--base"]
     assert lineage.read_history(settings, "docs") == []
 
@@ -71,10 +70,10 @@ def test_checkpoint_of_a_deleted_target_is_cleared(settings, store):
     ckpt = Checkpoint(settings, "docs")
     ckpt.save({"run_id": "r", "target": "docs--gone", "parent": "docs--base", "model_tag": BUNDLED,
                "stage": "verified"})
-    rep: dict = {"counts": {}}
-    assert recover(store, settings, "docs", "docs--base", rep) is False
+    rec = recover(store, settings, "docs", "docs--base")
+    assert rec.done is False
     assert ckpt.load() is None
-    assert "recovered" not in rep  # nothing to report: no marker, no orphan
+    assert rec.found == {}  # nothing to report: no marker, no orphan
 
 
 def test_killed_after_the_swap_finishes_reconciliation(settings, store, bundled_encoder):
@@ -91,14 +90,14 @@ def test_killed_after_the_swap_finishes_reconciliation(settings, store, bundled_
     ckpt.save({"run_id": "run7", "alias": "docs", "target": "docs--new", "parent": "docs--base",
                "model_tag": BUNDLED, "dense_vector": "", "text_field": "text", "stage": "swapped"})
     ckpt.save_snapshot(snapshot)
-    rep: dict = {"counts": {}}
 
-    assert recover(store, settings, "docs", "docs--new", rep) is True
 
-    assert rep["status"] == "promoted" and rep["new_collection"] == "docs--new"
-    assert rep["live_collection"] == "docs--base"
-    assert "run7" in rep["reason"]
-    assert rep["recovered"]["reconciled"]["window_writes"] == 1
+    rec = recover(store, settings, "docs", "docs--new")
+    assert rec.done is True
+
+    assert rec.new_collection == "docs--new" and rec.live_collection == "docs--base"
+    assert "run7" in rec.reason
+    assert rec.found["reconciled"]["window_writes"] == 1
     assert store.metadata("docs--new")["state"] == "live"
     assert store.metadata("docs--base")["state"] == "retired"
     assert ckpt.load() is None and ckpt.load_snapshot() is None

@@ -21,6 +21,7 @@ import numpy as np
 
 from vectune.chunks import extract_text, text_hash
 from vectune.generate.base import Query
+from vectune.stats import Stats
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,9 @@ class Example:
 
 
 @dataclass
-class MiningStats:
+class MiningStats(Stats):
+    """What mining did: negatives found, candidates dropped by each guard, explicit negatives used."""
+
     queries: int = 0
     negatives: int = 0
     dropped_false_negative: int = 0
@@ -44,9 +47,7 @@ class MiningStats:
     without_hard_negative: int = 0
     filled_random: int = 0
     short_of_negatives: int = 0
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
+    explicit: int = 0
 
 
 def mine(

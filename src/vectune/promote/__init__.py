@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vectune import lineage
+from vectune.hashing import payload_hash
 from vectune.promote.build import build, embed_points
 from vectune.promote.publish import publish, verify
 from vectune.promote.stats import SyncStats
@@ -180,4 +181,4 @@ def publish_checkpointed(store: Store, settings: Settings, alias: str, encoder, 
 
 
 __all__ = ["Promotion", "SyncStats", "build", "build_and_publish", "delta", "embed_points", "fingerprints",
-           "make_point", "promote", "publish", "publish_checkpointed", "reconcile", "sync", "sync_once", "verify"]
+           "make_point", "payload_hash", "promote", "publish", "publish_checkpointed", "reconcile", "sync", "sync_once", "verify"]
