@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench-quality bench-speed clean
+.PHONY: install demo test smoke bench-quality bench-speed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: install
 		(apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null 2>&1) || \
 		echo "docker-compose not installed: the compose validation test will skip"; }
 	$(PY) -m pytest -q
+
+# Build the container image and run it for real (podman or docker; ~20 min on 2 cores). See deploy/README.md.
+smoke:
+	$(PYTHON) deploy/smoke
 
 bench-quality: install
 	$(PY) bench/quality.py --data ../shared/data/scifact --protocol all
