@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast bench-quality bench-speed clean
+.PHONY: install demo test test-fast smoke bench-quality bench-speed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: install
 # The quick loop for development (< 2 minutes on 2 cores): every test except those marked slow.
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# Build the container image and run it for real (podman or docker; ~20 min on 2 cores). See deploy/README.md.
+smoke:
+	$(PYTHON) deploy/smoke
 
 bench-quality: install
 	$(PY) bench/quality.py --data ../shared/data/scifact --protocol all

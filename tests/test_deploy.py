@@ -1,9 +1,10 @@
-"""Static checks of the deployment files (Docker can't run in CI, so nothing is built here).
+"""Static checks of the deployment files (nothing is built here: tests/test_container.py
+builds the image and runs it, through deploy/smoke).
 
 Optional tools, each skipped with a reason when absent:
 
-* ``docker-compose`` (Debian package ``docker-compose``) or the ``docker compose``
-  plugin, for ``config`` validation;
+* ``docker-compose`` (Debian package ``docker-compose``), the ``docker compose``
+  plugin or ``podman-compose``, for ``config`` validation;
 * the ``kubernetes-validate`` Python package, which bundles the Kubernetes JSON
   schemas and works offline.
 """
@@ -11,6 +12,7 @@ Optional tools, each skipped with a reason when absent:
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -29,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_EMBEDDED = ROOT / "docker-compose.embedded.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 ENV_EXAMPLE = DEPLOY / "vectune.env.example"
 SETTINGS_PY = ROOT / "src" / "vectune" / "settings.py"
@@ -145,7 +148,7 @@ def qdrant_version(image: str) -> tuple[int, ...]:
 
 
 # ----------------------------------------------------------------------------- YAML
-@pytest.mark.parametrize("path", [COMPOSE, *k8s_files()], ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_EMBEDDED, *k8s_files()], ids=lambda p: str(p.relative_to(ROOT)))
 def test_yaml_parses(path: Path) -> None:
     docs = load_yaml_docs(path)
     assert docs, f"{path} is empty"
@@ -162,6 +165,9 @@ def test_compose_qdrant_service() -> None:
     assert "curl" not in text and "wget" not in text, "the qdrant image has neither curl nor wget"
     assert "/dev/tcp/" in text and "6333" in text
     assert any(v.rstrip("/").endswith("/qdrant/storage") or ":/qdrant/storage" in v for v in q["volumes"])
+    # The server requires the key vectune sends, both from QDRANT_API_KEY in .env; never empty
+    # (Qdrant treats an empty key as no key).
+    assert re.fullmatch(r"\$\{QDRANT_API_KEY:\?.+\}", q["environment"]["QDRANT__SERVICE__API_KEY"])
 
 
 def test_compose_vectune_service() -> None:
@@ -180,11 +186,26 @@ def test_compose_vectune_service() -> None:
     assert {"/data/models", "/data/work"} <= mounts
     for vol in v["volumes"]:
         assert vol.split(":")[0] in c["volumes"], f"named volume {vol} not declared"
+    # The image's root file system stays read-only; only the volumes and a tmpfs are written.
+    assert v["read_only"] is True and "/tmp" in v["tmpfs"]
+
+
+def test_compose_embedded_override() -> None:
+    """The override only unsets the server URL (embedded Qdrant on the work volume)."""
+    over = yaml.safe_load(COMPOSE_EMBEDDED.read_text())
+    assert set(over["services"]) == {"vectune"}
+    assert over["services"]["vectune"] == {"environment": {"QDRANT_URL": ""}}
+    env_path = next(a for w, a in dockerfile_instructions() if w == "ENV" and "VECTUNE_QDRANT_PATH=" in a)
+    assert "VECTUNE_QDRANT_PATH=/data/work/qdrant" in env_path, "embedded Qdrant must live on a volume"
+    text = COMPOSE_EMBEDDED.read_text()
+    assert "--no-deps" in text and "-f docker-compose.embedded.yml" in text
 
 
 def _compose_cmd() -> list[str] | None:
     if shutil.which("docker-compose"):
         return ["docker-compose"]
+    if shutil.which("podman-compose"):
+        return ["podman-compose"]
     if shutil.which("docker"):
         probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
         if probe.returncode == 0:
@@ -196,20 +217,39 @@ def test_docker_compose_config(tmp_path: Path) -> None:
     cmd = _compose_cmd()
     if cmd is None:
         pytest.skip(
-            "neither docker-compose nor the docker compose plugin is installed (apt-get install docker-compose)"
+            "none of docker-compose, the docker compose plugin or podman-compose is installed "
+            "(apt-get install docker-compose)"
         )
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     shutil.copytree(DEPLOY, tmp_path / "deploy")
-    shutil.copy(ENV_EXAMPLE, tmp_path / ".env")  # what the README tells users to do
+    # What the README tells users to do: copy the example, set the Qdrant key.
+    key = "test-key-0123456789"
+    text = re.sub(r"^QDRANT_API_KEY=.*$", f"QDRANT_API_KEY={key}", ENV_EXAMPLE.read_text(), flags=re.M)
+    (tmp_path / ".env").write_text(text)
+    env_vars = {k: v for k, v in os.environ.items() if k not in ("QDRANT_API_KEY", "VECTUNE_SCHEDULE")}
     proc = subprocess.run(
-        [*cmd, "-f", "docker-compose.yml", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [*cmd, "-f", "docker-compose.yml", "config"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=env_vars,
     )
     assert proc.returncode == 0, proc.stderr
     resolved = yaml.safe_load(proc.stdout)
-    env = resolved["services"]["vectune"]["environment"]
-    assert env["QDRANT_URL"] == "http://qdrant:6333"
-    assert env["VECTUNE_SCHEDULE"] == "0 3 * * *"
-    assert env["VECTUNE_ALIAS"] == "docs"  # from the env_file
+    assert resolved["services"]["qdrant"]["environment"]["QDRANT__SERVICE__API_KEY"] == key
+    vectune = resolved["services"]["vectune"]
+    assert vectune["environment"]["QDRANT_URL"] == "http://qdrant:6333"
+    assert vectune["environment"]["VECTUNE_SCHEDULE"] == "0 3 * * *"
+    # docker compose folds the env_file into environment; podman-compose passes it to podman as is.
+    assert vectune["environment"].get("VECTUNE_ALIAS", "docs") == "docs"
+
+    # The embedded override: QDRANT_URL unset, everything else as in the base file.
+    shutil.copy(COMPOSE_EMBEDDED, tmp_path / COMPOSE_EMBEDDED.name)
+    proc = subprocess.run(
+        [*cmd, "-f", "docker-compose.yml", "-f", COMPOSE_EMBEDDED.name, "config"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, env=env_vars,
+    )
+    assert proc.returncode == 0, proc.stderr
+    vectune = yaml.safe_load(proc.stdout)["services"]["vectune"]
+    assert vectune["environment"]["QDRANT_URL"] in ("", None)
+    assert vectune["environment"]["VECTUNE_SCHEDULE"] == "0 3 * * *"
 
 
 # ----------------------------------------------------------------------------- env vars
@@ -277,7 +317,13 @@ def test_env_example_schedule_parses() -> None:
 
 # ----------------------------------------------------------------------------- Dockerfile
 def _resolve_args(text: str, args: dict[str, str]) -> str:
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), text)
+    """Expand ${ARG}/$ARG with the build args' defaults, also inside those defaults."""
+    for _ in range(10):
+        new = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), text)
+        if new == text:
+            break
+        text = new
+    return text
 
 
 def test_dockerfile_commands_are_real_subcommands() -> None:
@@ -312,6 +358,13 @@ def test_dockerfile_base_torch_user_volumes() -> None:
     assert "--index-url" in runs[torch_idx] and "torch" in runs[torch_idx]
     pkg_idx = next(i for i, r in enumerate(runs) if re.search(r"pip install \"?/src", r))
     assert torch_idx < pkg_idx, "torch must be installed from the CPU index before the package"
+
+    # Every stage starts from the BASE build arg (so deploy/smoke can swap in a local stand-in),
+    # and nothing site-specific (CA bundles, pip configs) is copied in: the stand-in carries those.
+    assert all(a.split()[0] == "${BASE}" for w, a in ins if w == "FROM"), "every FROM must be ${BASE}"
+    for w, a in ins:
+        if w in ("COPY", "ADD"):
+            assert not re.search(r"\.crt|\.pem|pip\.conf|pip\.ini", a), f"site config baked into the image: {w} {a}"
 
     users = [a for w, a in ins if w == "USER"]
     assert users, "the image must not run as root"
@@ -498,4 +551,6 @@ def test_readme_explains_every_exit_code() -> None:
     readme = (DEPLOY / "README.md").read_text()
     for code in sorted(codes):
         assert re.search(rf"^\|\s*{code}\s*\|", readme, flags=re.M), f"exit code {code} missing from deploy/README.md"
-    assert "statically" in readme  # says Docker was not run in CI
+    # Says how the image was run for real, and how to run that yourself.
+    assert "deploy/smoke" in readme and "pytest -m container" in readme
+    assert re.search(r"image size[^\n]*\d", readme, flags=re.I), "the README reports the image size"
