@@ -132,8 +132,12 @@ def settings_env_names() -> dict[str, set[str]]:
 
 
 def extra_env_names() -> set[str]:
-    """Env names settings.py reads directly (teacher config)."""
-    return set(re.findall(r"os\.environ\.get\(\"([A-Z][A-Z0-9_]*)\"", SETTINGS_PY.read_text()))
+    """Env names settings.py reads directly (teacher config: its table of flat names, and direct reads)."""
+    from vectune.settings import OPENAI_TEACHER_ENV
+
+    text = SETTINGS_PY.read_text()
+    direct = set(re.findall(r"(?:os\.environ\.get|_env_secret)\(\"([A-Z][A-Z0-9_]*)\"", text))
+    return direct | set(OPENAI_TEACHER_ENV.values())
 
 
 def known_settings() -> set[str]:

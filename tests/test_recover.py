@@ -38,8 +38,8 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
     ckpt.save_snapshot({"1": (1, "abc")})
     InFlight(settings, "docs").set("run1", "promote")
 
-
-    done = recover(store, settings, "docs", "docs--base", rep)
+    rec = recover(store, settings, "docs", "docs--base")
+    done = rec.done
 
     assert done is False
     assert store.collections() == ["docs--base", "docs--old", "other--x"]
