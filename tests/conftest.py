@@ -93,10 +93,33 @@ def qdrant():
         store.close()
 
 
+@pytest.fixture(scope="session")
+def indexed_template(tmp_path_factory, corpus_records):
+    """The tiny corpus indexed once per session behind alias 'docs' (an embedded store to copy)."""
+    base = tmp_path_factory.mktemp("indexed-template")
+    corpus = base / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in corpus_records))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VECTUNE_HOME", str(base / "home"))
+        for k in [k for k in os.environ if k.startswith("VECTUNE_") and k != "VECTUNE_HOME"]:
+            mp.delenv(k, raising=False)
+        for k, v in FAST.items():
+            mp.setenv(k, v)
+        mp.chdir(base)
+        invoke("index", corpus, "--alias", "docs")
+    return base / "home"
+
+
 @pytest.fixture
-def indexed(home, corpus_file):
-    """The tiny corpus indexed behind alias 'docs'."""
-    invoke("index", corpus_file, "--alias", "docs")
+def indexed(home, corpus_file, request):
+    """The tiny corpus indexed behind alias 'docs': a copy of the session's indexed store (embedded Qdrant),
+    or a real ``vectune index`` against a server."""
+    import shutil
+
+    if os.environ.get("QDRANT_URL"):
+        invoke("index", corpus_file, "--alias", "docs")
+    else:
+        shutil.copytree(request.getfixturevalue("indexed_template"), home, dirs_exist_ok=True)
     return "docs"
 
 
