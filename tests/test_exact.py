@@ -55,6 +55,12 @@ class Memo:
     encode_queries = encode_passages
 
 
+def app_text(n: int) -> str:
+    words = np.random.default_rng(n).choice(
+        ["alias", "vector", "payload", "python", "decorator", "generator", "sparse", "window", "swap"], 8)
+    return f"Written by the app, number {n}: " + " ".join(words)
+
+
 @pytest.fixture(scope="module")
 def models():
     from vectune.models import load_encoder
@@ -62,7 +68,10 @@ def models():
 
     base = load_encoder("bundled:all-MiniLM-L6-v2", Settings(), max_seq_length=64)
     perm = np.random.default_rng(7).permutation(base.dim)
-    return {"base": Memo(base), "cand": Memo(base, perm, ref="cand")}
+    out = {"base": Memo(base), "cand": Memo(base, perm, ref="cand")}
+    for m in out.values():  # every text an app writes in these tests, encoded in one batch
+        m.encode_passages([app_text(n) for n in range(1, 80)])
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +161,9 @@ class World:
 
     # -- the app: one write of each kind, through the alias, mirrored in the truth --------------------
     def fresh_text(self, what: str) -> str:
+        """The app's next new text (the n-th is the same in every run: its encodings are made once)."""
         self.n += 1
-        return f"{what} number {self.n}: " + " ".join(self.rng.choice(
-            ["alias", "vector", "payload", "python", "decorator", "generator", "sparse", "window", "swap"], 8))
+        return app_text(self.n)
 
     def write(self, kind: str, pid, writer=None) -> None:
         """Make one write of ``kind`` to point ``pid`` through the alias (or ``writer``).
@@ -226,10 +235,11 @@ class World:
                     raise
 
     def _follow_text(self, w, pid, text) -> list:
-        """After the swap, a well-behaved app re-encodes a changed text with the model it resolved."""
+        """A well-behaved app re-encodes a text it changed, with the passage model it resolved (vectune
+        re-embeds for the new collection anyway; a rollback trusts the vectors a version holds)."""
         from qdrant_client import models as qm
 
-        if not (self.swapped and not self.copy_mode and str(pid) in self.truth):
+        if str(pid) not in self.truth:
             return []
         v = self.app_encoding(text)
         self.truth[str(pid)]["vectors"][self.managed] = self._norm(self.managed, v)

@@ -72,7 +72,9 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
     run_id = "rollback-" + uuid.uuid4().hex[:6]
     with Store(settings) as store:
         live = store.resolve_alias(alias)
-        _target(store, alias, live, to)  # clear errors before waiting for the lock
+        pending = Checkpoint(settings, alias).load() or {}
+        if pending.get("kind") != "rollback":
+            _target(store, alias, live, to)  # clear errors before waiting for the lock
         with AliasLock(store, alias, default_owner(run_id), settings.lock_ttl_s,
                        clock_skew_s=settings.lock_clock_skew_s) as lock:
             if store.on_server:
@@ -81,9 +83,16 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
                 raise BadInput(f"alias '{alias}' moved while waiting; run the rollback again")
             # First finish whatever a crashed run left (a promotion or rollback to reconcile or resume).
             rec = recover(store, settings, alias, live, lock)
-            if store.resolve_alias(alias) != live:
-                raise BadInput(f"alias '{alias}' now points at '{store.resolve_alias(alias)}': a crashed run was "
-                               f"finished first ({rec.reason or rec.found}); run the rollback again if still needed")
+            now = store.resolve_alias(alias)
+            done = rec.found.get("finished_rollback") or {}
+            if done and now == done.get("to") and to in (None, now):
+                # this very rollback, interrupted by a crash: finished now
+                event = lineage.read_history(settings, alias)[-1]
+                return {"alias": alias, "from": done.get("from"), "to": now, "model": done.get("model"),
+                        "synced": event.get("synced"), "verify": None, "time": event.get("time"), "resumed": True}
+            if now != live:
+                raise BadInput(f"alias '{alias}' now points at '{now}': a crashed run was finished first "
+                               f"({rec.reason or rec.found}); run the rollback again if still needed")
             target, meta = _target(store, alias, live, to)
             live_meta = store.metadata(live)
             model = passage_model(meta)
