@@ -470,6 +470,19 @@ class Store:
         self._call(f"delete payload from '{name}'", self.client.delete_payload, name, keys=list(keys),
                    points=models.FilterSelector(filter=points_filter), wait=True)
 
+    def index_keyword(self, name: str, field_name: str) -> None:
+        """A keyword payload index on ``field_name`` (on a server only: embedded mode has none), so
+        filters on it also pass a strict-mode server. A failure is only logged."""
+        if not self.on_server:
+            return
+        from qdrant_client import models
+
+        try:
+            self._call(f"index '{field_name}' of '{name}'", self.client.create_payload_index, name, field_name,
+                       field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+        except QdrantUnavailable as e:
+            logger.warning("could not index '%s' of '%s': %s", field_name, name, e)
+
     def count_where(self, name: str, points_filter) -> int:
         """Exact count of the points a filter matches."""
         return int(self._call(f"count '{name}'", self.client.count, name, count_filter=points_filter,

@@ -26,7 +26,7 @@ from vectune import faults
 from vectune.errors import VerificationFailed
 from vectune.lock import NO_FENCE, LockLost
 from vectune.models import Encoder
-from vectune.promote.mark import dw_nonce
+from vectune.promote.mark import MARK, dw_nonce
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import Syncer
 from vectune.promote.window import announce, reconcile, withdraw
@@ -66,6 +66,8 @@ def publish(store: Store, encoder: Encoder | None, source: str, target: str, ali
     stats = SyncStats()
     syncer = Syncer(store, encoder, source, target, spec, text_field, batch, stats, lock)
     lock.fence("announce the migration")
+    for key in (f"{MARK}.r", f"{MARK}.n"):  # the fields conditional writes filter on (server only)
+        store.index_keyword(target, key)
     announce(store, source, target, spec, text_field, copy=encoder is None)
     try:
         syncer.load_view()
