@@ -568,3 +568,57 @@ def test_dual_write_aba_restores(models, texts):
 
     f.run(hook)
     f.check("window edits restored after the swap (dual-write)")
+
+
+def test_reconciliation_interrupted_midway_resumes_from_its_journal(models, texts, tmp_path):
+    """A crash between two batches of the reconciliation: resumed from the saved snapshot's journal, the
+    batches already done are not redone, and the alias ends exact."""
+    from vectune.errors import QdrantUnavailable
+    from vectune.promote.build import build
+    from vectune.promote.publish import publish
+    from vectune.promote.stats import SyncStats
+    from vectune.promote.window import Snapshot, reconcile
+
+    w = World(models, texts)
+    f = Flow("promote", w)
+    f.setup()
+    enc = models["cand"]
+    saved = {}
+
+    def mark(what, info):
+        if what == "snapshot":
+            data = json.loads(json.dumps(info["snapshot"].to_json()))
+            saved["snap"] = Snapshot.from_json(data)
+            saved["snap"].journal = info["snapshot"].journal = tmp_path / "journal.jsonl.gz"
+
+    def window(**_):
+        for i, kind in enumerate(KINDS):
+            w.write(kind, 1000 if kind == "upsert_new" else i)
+        w.write("set_payload", 11)
+        w.write("update_vectors_sparse", 12)
+
+    real = w.store.batch_update
+    calls = {"n": 0}
+
+    def flaky(name, ops):
+        if name == f.target and any(getattr(o, "upsert", None) is None for o in ops):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise QdrantUnavailable("simulated: connection reset during reconciliation")
+        return real(name, ops)
+
+    faults.HOOKS["before_swap"].append(window)
+    build(w.store, enc, w.base, f.target, w.spec, "text", BATCH)
+    w.store.batch_update = flaky
+    with pytest.raises(QdrantUnavailable):
+        publish(w.store, enc, w.base, f.target, ALIAS, w.spec, "text", BATCH, mark=mark)
+    faults.HOOKS.clear()
+    w.store.batch_update = real
+    done, finished = saved["snap"].done()
+    assert len(done) == BATCH and not finished
+    stats = SyncStats()
+    reconcile(w.store, enc, w.base, f.target, w.spec, "text", saved["snap"], BATCH, stats)
+    assert stats.window_writes == 12 - BATCH and saved["snap"].done()[1]
+    f.stats = stats
+    w.swapped, w.app_model = True, "cand"
+    f.check("reconciliation resumed after a crash between batches")

@@ -28,7 +28,6 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from vectune import lineage
 from vectune.errors import BadInput
