@@ -27,12 +27,18 @@ def _alias(alias="docs", c=None):
         return _alias(alias, c)
 
 
+def _strip(payload):
+    """A payload without vectune's marker (present on the new collection until its window is reconciled;
+    an app that reads a point and writes it back carries it along)."""
+    return {k: v for k, v in (payload or {}).items() if k != "_vectune"}
+
+
 def _points(c, name):
     out = {}
     offset = None
     while True:
         recs, offset = c.scroll(name, limit=256, offset=offset, with_payload=True)
-        out.update({str(r.id): r.payload for r in recs})
+        out.update({str(r.id): _strip(r.payload) for r in recs})
         if offset is None:
             return out
 
@@ -75,7 +81,7 @@ class AppWriter:
             **old, "text": f"Edited by the app (edit {self.n}). " + old["text"]}))
         c.upsert("docs", pts)
         if self.after_swap:
-            self.after_written.update({str(p.id): p.payload for p in pts})
+            self.after_written.update({str(p.id): _strip(p.payload) for p in pts})
         victim = live_ids[(self.n * 7) % len(live_ids)]
         if victim != changed:
             c.delete("docs", points_selector=models.PointIdsList(points=[victim]))

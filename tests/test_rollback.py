@@ -105,3 +105,166 @@ def test_prune_keeps_live_and_rollback_target(indexed, home, monkeypatch):
     assert (home / "models" / first["candidate_model"]).exists()
     invoke("rollback", "--alias", "docs")
     assert _alias() == first["new_collection"]
+
+
+# ------------------------------------------------------------------------- crashes in a rollback (issue 14)
+def _live_states():
+    with qdrant() as c:
+        out = {}
+        for col in c.get_collections().collections:
+            meta = (c.get_collection(col.name).config.metadata or {}).get("vectune") or {}
+            if meta.get("alias") == "docs":
+                out[col.name] = meta.get("state")
+        return out
+
+
+def _run_dir():
+    from vectune.settings import load_settings
+
+    return load_settings().run_dir("docs")
+
+
+def _no_markers(c, name):
+    return not any("_vectune" in (r.payload or {}) for r in c.scroll(name, limit=1000, with_payload=True)[0])
+
+
+def test_a_rollback_killed_at_each_stage_is_finished_by_the_next_one(indexed, home):
+    """SIGKILL a rollback (then a roll-forward) at each stage: the next `vectune rollback` finishes it,
+    with the writes made since the promotion, exactly one live collection and no markers left."""
+    import os
+    import subprocess
+    import sys
+
+    from qdrant_client import models
+
+    base = _alias()
+    rep = _promote()
+    tuned = rep["new_collection"]
+    target, other = base, tuned
+    for n, failpoint in enumerate(("before_final_sync", "before_swap", "after_swap")):
+        with qdrant() as c:  # the app writes through the alias before the rollback
+            recs = sorted(_points(c, "docs").values(), key=lambda r: str(r.id))
+            first = str(recs[n].id)
+            c.set_payload("docs", payload={"text": f"Edited before rollback {n}: how do context managers work?"},
+                          points=[recs[n].id])
+            c.delete("docs", points_selector=models.PointIdsList(points=[recs[-1].id]))
+            expected = {k: r.payload for k, r in _points(c, "docs").items()}
+        killed = subprocess.run([sys.executable, "-m", "vectune.cli", "rollback", "--alias", "docs", "--to", target],
+                                capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "VECTUNE_FAILPOINT": failpoint})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert _alias() == (target if failpoint == "after_swap" else other)
+        out = invoke("rollback", "--alias", "docs", "--to", target)
+        assert "rolled back" in out.output
+        assert _alias() == target
+        states = _live_states()
+        assert [k for k, v in states.items() if v == "live"] == [target], states
+        assert not list(_run_dir().glob("promotion*"))
+        with qdrant() as c:
+            rolled = _points(c, target)
+            assert {k: r.payload for k, r in rolled.items()} == expected, failpoint
+            assert _no_markers(c, target) and _no_markers(c, other)
+            meta = c.get_collection(target).config.metadata["vectune"]
+        enc_ref = meta.get("passage_model") or meta["model_ref"]
+        from vectune.models import load_encoder
+        from vectune.settings import Settings
+
+        enc = load_encoder(enc_ref if enc_ref.startswith("bundled:") else str(home / "models" / enc_ref), Settings(),
+                           max_seq_length=meta.get("max_seq_length"))
+        edited = rolled[first]
+        assert np.allclose(edited.vector, enc.encode_passages([edited.payload["text"]])[0], atol=1e-3)
+        target, other = other, target
+
+
+def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, home):
+    """An exception right after a rollback's swap (a Qdrant timeout, say) leaves a checkpoint; the next
+    run's recovery carries the window's writes over and marks exactly one collection live."""
+    from qdrant_client import models
+
+    from vectune import faults
+    from vectune.errors import QdrantUnavailable
+    from vectune.lock import AliasLock
+    from vectune.resume import Checkpoint, recover
+    from vectune.settings import load_settings
+    from vectune.store import Store
+
+    base = _alias()
+    _promote()
+    state = {}
+
+    def in_window(store, **_):
+        c = store.client
+        p = c.scroll("docs", limit=3)[0]
+        state["changed"] = p[0].id
+        c.set_payload("docs", payload={"text": "Changed in the rollback's window: what does yield from do?"},
+                      points=[p[0].id])
+        c.upsert("docs", [models.PointStruct(id=515151, vector=np.ones(384).tolist(),
+                                             payload={"text": "Born in the rollback's window: the GIL."})])
+        c.delete("docs", points_selector=models.PointIdsList(points=[p[1].id]))
+        state["deleted"] = p[1].id
+
+    def boom(**_):
+        raise QdrantUnavailable("simulated: timed out right after the swap")
+
+    faults.HOOKS["before_swap"].append(in_window)
+    faults.HOOKS["after_swap"].append(boom)
+    try:
+        invoke("rollback", "--alias", "docs", expect=4)
+    finally:
+        faults.HOOKS.clear()
+    assert _alias() == base
+    settings = load_settings()
+    assert Checkpoint(settings, "docs").load()["kind"] == "rollback"
+    assert [k for k, v in _live_states().items() if v == "live"] == [base]
+    with Store(settings) as store:
+        with AliasLock(store, "docs", "next-run", 60) as lock:
+            rec = recover(store, settings, "docs", base, lock)
+    assert rec.found["finished_rollback"]["to"] == base and rec.found["reconciled"]["window_writes"] == 3
+    assert Checkpoint(settings, "docs").load() is None
+    with qdrant() as c:
+        got = _points(c, "docs")
+        assert got[str(state["changed"])].payload["text"].startswith("Changed in the rollback's window")
+        assert got["515151"].payload["text"].startswith("Born in the rollback's window")
+        assert str(state["deleted"]) not in got
+        assert _no_markers(c, base)
+
+
+def test_a_swapped_promotion_whose_model_is_gone_is_not_dropped(indexed, home):
+    """A crash after a promotion's swap, then the model disappears: recovery refuses loudly and keeps
+    the checkpoint (the window's writes need it); once the model is back it finishes."""
+    from vectune import faults
+    from vectune.errors import QdrantUnavailable
+
+    state = {}
+
+    def in_window(store, **_):
+        c = store.client
+        p = c.scroll("docs", limit=1)[0][0]
+        state["id"] = p.id
+        c.set_payload("docs", payload={"text": "Changed in the promotion's window: what is a metaclass?"},
+                      points=[p.id])
+
+    def boom(**_):
+        raise QdrantUnavailable("simulated: timed out right after the swap")
+
+    faults.HOOKS["before_swap"].append(in_window)
+    faults.HOOKS["after_swap"].append(boom)
+    try:
+        invoke("run", "--alias", "docs", *PERMISSIVE, expect=4)
+    finally:
+        faults.HOOKS.clear()
+    new = _alias()
+    assert new != "docs--all-minilm-l6-v2"
+    model_dir = home / "models" / new.split("--", 1)[1]
+    moved = model_dir.with_name(model_dir.name + ".away")
+    model_dir.rename(moved)
+    out = invoke("run", "--alias", "docs", *PERMISSIVE, expect=3)
+    assert "stopped before carrying over the writes made in its window" in out.output
+    assert (_run_dir() / "promotion.json").exists()
+    moved.rename(model_dir)
+    out = invoke("run", "--alias", "docs", "--json", *PERMISSIVE)
+    rep = json.loads(out.output[out.output.index("{"):])
+    assert rep["recovered"]["reconciled"]["window_writes"] == 1
+    with qdrant() as c:
+        assert c.retrieve("docs", [state["id"]])[0].payload["text"].startswith("Changed in the promotion's window")
+    assert [k for k, v in _live_states().items() if v == "live"] == [_alias()]

@@ -431,6 +431,76 @@ class Store:
     # end of lease operations
     # ======================================================================================
 
+    # ======================================================================================
+    # Conditional point writes (issue 14, exact promotions; used by vectune.promote and
+    # vectune.dualwrite). One block, so that it merges cleanly. Qdrant applies a filtered write
+    # only to the points the filter matches when it executes, so a write conditioned on a
+    # point's marker never overwrites a newer write that replaced or re-marked that point.
+    # qdrant-client's embedded mode (1.20) takes the same calls (update_filter, update_mode,
+    # filtered set/delete payload, batch updates).
+    # ======================================================================================
+    def upsert_where(self, name: str, points: list, update_filter=None, update_mode: str | None = None) -> None:
+        """Upsert points, conditionally.
+
+        Args:
+            name: collection.
+            points: PointStructs.
+            update_filter: an existing point is only replaced if it matches (Qdrant >= 1.16).
+            update_mode: ``"insert_only"`` (never replace an existing point) or ``"update_only"``
+                (never create a missing one), Qdrant >= 1.17; None: plain upsert.
+        """
+        from qdrant_client import models
+
+        if not points:
+            return
+        kwargs: dict[str, Any] = {}
+        if update_filter is not None:
+            kwargs["update_filter"] = update_filter
+        if update_mode:
+            kwargs["update_mode"] = models.UpdateMode(update_mode)
+        self._call(f"upsert into '{name}'", self.client.upsert, name, points=points, wait=True, **kwargs)
+
+    def batch_update(self, name: str, operations: list) -> None:
+        """Apply update operations (``models.*Operation``) in one request, in order."""
+        if operations:
+            self._call(f"update points of '{name}'", self.client.batch_update_points, name,
+                       update_operations=operations, wait=True)
+
+    def delete_matching(self, name: str, points_filter) -> None:
+        """Delete the points a filter matches (one request)."""
+        from qdrant_client import models
+
+        self._call(f"delete from '{name}'", self.client.delete, name,
+                   points_selector=models.FilterSelector(filter=points_filter), wait=True)
+
+    def delete_payload_where(self, name: str, keys: Sequence[str], points_filter) -> None:
+        """Remove payload ``keys`` from the points a filter matches (one request)."""
+        from qdrant_client import models
+
+        self._call(f"delete payload from '{name}'", self.client.delete_payload, name, keys=list(keys),
+                   points=models.FilterSelector(filter=points_filter), wait=True)
+
+    def index_keyword(self, name: str, field_name: str) -> None:
+        """A keyword payload index on ``field_name`` (on a server only: embedded mode has none), so
+        filters on it also pass a strict-mode server. A failure is only logged."""
+        if not self.on_server:
+            return
+        from qdrant_client import models
+
+        try:
+            self._call(f"index '{field_name}' of '{name}'", self.client.create_payload_index, name, field_name,
+                       field_schema=models.PayloadSchemaType.KEYWORD, wait=True)
+        except QdrantUnavailable as e:
+            logger.warning("could not index '%s' of '%s': %s", field_name, name, e)
+
+    def count_where(self, name: str, points_filter) -> int:
+        """Exact count of the points a filter matches."""
+        return int(self._call(f"count '{name}'", self.client.count, name, count_filter=points_filter,
+                              exact=True).count)
+    # ======================================================================================
+    # end of conditional point writes
+    # ======================================================================================
+
 
 def point_with_vector(record, vector: np.ndarray, spec: DenseSpec):
     """A PointStruct with a record's id, payload and other vectors, and a new value for the tuned vector."""

@@ -1,7 +1,9 @@
 """Build: stream every point of the live collection into a new collection, re-embedded.
 
 Constant memory, resumable from a scroll offset; the Ray engine (``VECTUNE_ENGINE=ray``)
-does the same on a cluster (:mod:`vectune.engines.ray_engine`).
+does the same on a cluster (:mod:`vectune.engines.ray_engine`). Every point written carries
+vectune's marker (:mod:`vectune.promote.mark`): the fingerprint of the source state it was
+made from, so the catch-up passes find every later change of payload or vectors exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from vectune import faults
 from vectune.chunks import extract_text
 from vectune.errors import BadInput
 from vectune.models import Encoder
+from vectune.promote.mark import Shape, with_marker
 from vectune.promote.stats import SyncStats
 from vectune.lock import NO_FENCE
 from vectune.store import DenseSpec, Store, copy_point, point_with_vector
@@ -29,7 +32,8 @@ def embed_points(encoder: Encoder | None, spec: DenseSpec, records: list, text_f
     """Points for ``records`` with the encoder's vectors (reusing precomputed ones whose text matches).
 
     With ``encoder=None`` the points are copied as they are, every vector included (a query-side
-    promotion: the passages' vectors stay those of the passage model).
+    promotion: the passages' vectors stay those of the passage model). The points come back in
+    an order of their own (reused vectors first); match them to ``records`` by id.
     """
     if encoder is None:
         return [copy_point(r) for r in records]
@@ -52,10 +56,20 @@ def embed_points(encoder: Encoder | None, spec: DenseSpec, records: list, text_f
     return points
 
 
+def marked_points(encoder: Encoder | None, spec: DenseSpec, records: list, text_field: str,
+                  precomputed: dict[str, tuple[str, np.ndarray]] | None, stats: SyncStats, shape: Shape) -> list:
+    """:func:`embed_points`, each point carrying vectune's marker for the record it was made from."""
+    by_id = {str(r.id): r for r in records}
+    return [with_marker(p, by_id[str(p.id)], shape)
+            for p in embed_points(encoder, spec, records, text_field, precomputed, stats)]
+
+
 def embed_and_upsert(store: Store, encoder: Encoder | None, target: str, spec: DenseSpec, records: list,
                      text_field: str, precomputed: dict[str, tuple[str, np.ndarray]] | None,
-                     stats: SyncStats, lock=NO_FENCE) -> None:
-    points = embed_points(encoder, spec, records, text_field, precomputed, stats)
+                     stats: SyncStats, lock=NO_FENCE, shape: Shape | None = None) -> None:
+    """Embed ``records`` and upsert them (marked when ``shape`` is given) into ``target``."""
+    points = (marked_points(encoder, spec, records, text_field, precomputed, stats, shape) if shape
+              else embed_points(encoder, spec, records, text_field, precomputed, stats))
     lock.check("upsert")
     store.upsert(target, points)
     stats.upserted += len(points)
@@ -64,7 +78,7 @@ def embed_and_upsert(store: Store, encoder: Encoder | None, target: str, spec: D
 def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseSpec, text_field: str,
           batch: int = 128, precomputed: dict[str, tuple[str, np.ndarray]] | None = None,
           start_offset: Any = None, on_page: Callable[[Any, int], None] | None = None,
-          lock=NO_FENCE) -> SyncStats:
+          lock=NO_FENCE, shape: Shape | None = None) -> SyncStats:
     """Stream every point of ``source`` into ``target``, re-embedded (constant memory).
 
     Qdrant I/O overlaps the model: one I/O thread reads the next page and writes the
@@ -82,6 +96,9 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
         precomputed: ``key → (text, vector)`` from evaluation, reused when the text matches.
         start_offset: resume a killed build from this scroll offset.
         on_page: called with ``(next_offset, points_done)`` once a page is written (to checkpoint).
+        lock: the alias lease, checked before every page.
+        shape: which vectors the markers' fingerprints cover (default: every vector but the
+            tuned one, or every vector with ``encoder=None``).
 
     Returns:
         Counts and time.
@@ -92,6 +109,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
 
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)
+    shape = shape or Shape.of(store, source, spec, copy=encoder is None)
     bar = Progress(store.count(source), f"reindex {target}")
     pages = store.scroll(source, vectors=True, batch=batch, offset=start_offset)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vectune-io") as io:
@@ -116,7 +134,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
                 break
             records, offset = page
             nxt_page = io.submit(next, pages, None) if offset is not None else None
-            points = embed_points(encoder, spec, records, text_field, precomputed, stats)
+            points = marked_points(encoder, spec, records, text_field, precomputed, stats, shape)
             if pending:
                 settle()
             lock.check("reindex page")
