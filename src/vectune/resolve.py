@@ -38,10 +38,22 @@ class Resolved(tuple):
         lineage: the collection's whole lineage record.
     """
 
-    def __new__(cls, collection: str, encoder: Encoder, meta: dict):
+    def __new__(cls, collection: str, encoder: Encoder, meta: dict, alias: str = ""):
         obj = super().__new__(cls, (collection, encoder))
         obj.lineage = meta
+        obj.alias = alias
         return obj
+
+    def writer(self, client, settings: Settings | None = None):
+        """A dual-write helper for this alias (:class:`vectune.dualwrite.DualWriter`).
+
+        Writes through it are exact even in the few cases a plain client's writes are not (a write
+        made in a promotion's window and again through the alias right after the swap): while a
+        promotion or rollback is publishing, each write goes to the new collection too.
+        """
+        from vectune.dualwrite import DualWriter
+
+        return DualWriter(client, self.alias, settings)
 
     @property
     def collection(self) -> str:
@@ -85,4 +97,4 @@ def resolve(client, alias: str, settings: Settings | None = None) -> Resolved:
     meta = (client.get_collection(name).config.metadata or {}).get(META_KEY) or {}
     if not meta.get("model_ref"):
         raise BadInput(f"collection '{name}' has no vectune lineage; adopt it first")
-    return Resolved(name, load_lineage_encoder(meta, settings), meta)
+    return Resolved(name, load_lineage_encoder(meta, settings), meta, alias)

@@ -464,6 +464,9 @@ def _round_embedded(store, settings, source, target, spec, text_field, batch, to
     prog.save()
     if not refs:
         return
+    from vectune.promote.mark import Shape, with_marker
+
+    shape = Shape.of(store, source, spec, copy=False)  # marked like every point vectune publishes
     got = dict.fromkeys(expected, 0)
     written = dict.fromkeys(expected, 0)
     ds = _map(ray.data.from_arrow_refs(refs), settings, ctor, size, use_gpu, None, retries)
@@ -486,7 +489,7 @@ def _round_embedded(store, settings, source, target, spec, text_field, batch, to
                     text, _ = extract_text(r.payload, text_field)
                     if text is None or text_hash(text) != h:
                         continue  # changed meanwhile: the catch-up re-embeds it
-                    points.append(make_point(r, v, spec))
+                    points.append(with_marker(make_point(r, v, spec), r, shape))
                 store.upsert(target, points)
                 written[part] += len(points)
                 stats.upserted += len(points)

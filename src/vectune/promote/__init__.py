@@ -5,7 +5,8 @@ pieces that crash recovery calls (:func:`build_and_publish`, :func:`publish_chec
 
 * :mod:`.build` — stream every point into the new collection, re-embedded (constant
   memory, resumable from a scroll offset); the engine (local or Ray) is chosen here;
-* :mod:`.sync` — delta passes (ids + payload hashes) and post-swap reconciliation;
+* :mod:`.sync` — delta passes (payload + every vector, conditioned on vectune's revision marker,
+  :mod:`.mark`) and :mod:`.window` — post-swap reconciliation of the writes made in the window;
 * :mod:`.publish` — catch-up, verification, final pass from a snapshot, one atomic
   alias swap, reconciliation of the writes made in the window.
 
@@ -169,13 +170,13 @@ def publish_checkpointed(store: Store, settings: Settings, alias: str, encoder, 
         if what == "verified":
             record["verify"] = info
         store.set_metadata(target, record)
+        if what == "live":  # exactly one live collection, during reconciliation too
+            lineage.set_state(store, live, "retired", retired_at=lineage.now())
         state["stage"] = "swapped" if what == "live" else what
         ckpt.save(state)
 
     sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
                             settings.verify_sample, mark=mark, lock=lock)
-    lock.fence("retire the old collection")
-    lineage.set_state(store, live, "retired", retired_at=lineage.now())
     ckpt.clear()
     return sstats, vinfo
 
