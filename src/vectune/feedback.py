@@ -31,7 +31,6 @@ Negative signals become explicit hard negatives of their query.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -89,22 +88,8 @@ def as_store(target: Any) -> Store:
     if isinstance(target, Store):
         return target
     if hasattr(target, "scroll") and hasattr(target, "upsert"):
-        store = Store.__new__(Store)  # reuse Store's calls and error mapping without opening a connection
-        store.settings = None
-        store.client = target
-        opts = getattr(target, "init_options", {}) or {}
-        if opts.get("path"):
-            store.where = f"embedded:{opts['path']}"
-        elif opts.get("location") == ":memory:" or not (opts.get("location") or opts.get("url") or opts.get("host")):
-            store.where = "embedded:memory"
-        else:
-            store.where = str(opts.get("url") or opts.get("location") or opts.get("host"))
-        return store
+        return Store.from_client(target)
     raise TypeError(f"expected a vectune Store or a qdrant_client.QdrantClient, got {type(target).__name__}")
-
-
-def _embedded(store: Store) -> bool:
-    return str(getattr(store, "where", "")).startswith("embedded")
 
 
 def ensure_collection(store: Store, collection: str = FEEDBACK_COLLECTION) -> None:
@@ -115,22 +100,13 @@ def ensure_collection(store: Store, collection: str = FEEDBACK_COLLECTION) -> No
     if store.collection_exists(collection):
         return
     store.create_payload_collection(collection)
-    if not _embedded(store):
-        with contextlib.suppress(BadInput, QdrantUnavailable):  # an index is an optimisation, never a failure
-            store._call(f"index 'alias' of '{collection}'", store.client.create_payload_index, collection,
-                        "alias", field_schema="keyword")
+    store.index_keyword(collection, "alias")  # on a server only; a failure is only logged
 
 
 def scroll_filtered(store: Store, collection: str, flt: Any = None, batch: int = 256) -> Iterator[Any]:
     """Every record of ``collection`` matching ``flt`` (payload only), page by page, by scroll alone."""
-    offset = None
-    while True:
-        records, offset = store._call(f"scroll '{collection}'", store.client.scroll, collection,
-                                      scroll_filter=flt, limit=batch, offset=offset, with_payload=True,
-                                      with_vectors=False)
+    for records, _ in store.scroll(collection, batch=batch, where=flt):
         yield from records
-        if offset is None:
-            return
 
 
 def existing_ids(store: Store, collection: str, keys: Iterable[str], batch: int = 256) -> set[str]:
@@ -139,8 +115,7 @@ def existing_ids(store: Store, collection: str, keys: Iterable[str], batch: int 
     found: set[str] = set()
     for i in range(0, len(keys), batch):
         part = keys[i:i + batch]
-        recs = store._call(f"retrieve from '{collection}'", store.client.retrieve, collection,
-                           ids=[point_id_for(k) for k in part], with_payload=False, with_vectors=False)
+        recs = store.retrieve(collection, [point_id_for(k) for k in part], payload=False)
         found.update(str(r.id) for r in recs)
     return found
 

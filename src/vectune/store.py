@@ -98,8 +98,27 @@ class Store:
                                "for concurrent access)") from None
             raise QdrantUnavailable(f"cannot reach Qdrant at {_where(settings)}: {_short(e)}") from None
 
+    @classmethod
+    def from_client(cls, client) -> "Store":
+        """A Store over an app's own ``QdrantClient`` (vectune's calls and error mapping; the app keeps
+        and closes its client)."""
+        store = cls.__new__(cls)
+        store.settings = None
+        store.client = client
+        opts = getattr(client, "init_options", {}) or {}
+        if opts.get("path"):
+            store.where = f"embedded:{opts['path']}"
+        elif opts.get("location") == ":memory:" or not (opts.get("location") or opts.get("url") or opts.get("host")):
+            store.where = "embedded:memory"
+        else:
+            store.where = str(opts.get("url") or opts.get("location") or opts.get("host"))
+        store._borrowed = True
+        return store
+
     # -- lifecycle -------------------------------------------------------------
     def close(self) -> None:
+        if getattr(self, "_borrowed", False):
+            return  # the app's client: the app closes it
         with contextlib.suppress(Exception):
             self.client.close()
 
@@ -263,27 +282,29 @@ class Store:
 
     # -- points -------------------------------------------------------------------
     def scroll(self, name: str, *, vectors: bool | Sequence[str] = False, batch: int = 256,
-               offset: Any = None, ids_only: bool = False) -> Iterator[tuple[list, Any]]:
-        """Stream a collection page by page.
+               offset: Any = None, ids_only: bool = False, where: Any = None) -> Iterator[tuple[list, Any]]:
+        """Stream a collection page by page (only the points matching the filter ``where``, if given).
 
         Yields:
             ``(records, next_offset)`` for each page; ``next_offset`` is None on the last one.
         """
         with_vectors = list(vectors) if isinstance(vectors, (list, tuple)) else vectors
+        extra = {"scroll_filter": where} if where is not None else {}
         while True:
             records, nxt = self._call(
                 f"scroll '{name}'", self.client.scroll, name, limit=batch, offset=offset,
-                with_payload=not ids_only, with_vectors=with_vectors,
+                with_payload=not ids_only, with_vectors=with_vectors, **extra,
             )
             yield records, nxt
             if nxt is None:
                 return
             offset = nxt
 
-    def retrieve(self, name: str, ids: Sequence[Any], *, vectors: bool | Sequence[str] = False) -> list:
+    def retrieve(self, name: str, ids: Sequence[Any], *, vectors: bool | Sequence[str] = False,
+                 payload: bool = True) -> list:
         with_vectors = list(vectors) if isinstance(vectors, (list, tuple)) else vectors
         return self._call(f"retrieve from '{name}'", self.client.retrieve, name, ids=list(ids),
-                          with_payload=True, with_vectors=with_vectors)
+                          with_payload=payload, with_vectors=with_vectors)
 
     def upsert(self, name: str, points: list, update_filter=None) -> None:
         """Upsert points; with ``update_filter`` an existing point is only overwritten if it matches
@@ -346,6 +367,8 @@ class Store:
     @property
     def on_server(self) -> bool:
         """True against a Qdrant server, False in embedded mode."""
+        if self.settings is None:  # over an app's client
+            return not str(self.where).startswith("embedded")
         return bool(self.settings.qdrant_url)
 
     def lease_collection(self, name: str, keyword_fields: Sequence[str] = ()) -> None:
