@@ -105,6 +105,9 @@ def main() -> None:
     ap.add_argument("--no-package", action="store_true", help="skip the save/load check of the packaged models")
     ap.add_argument("--freeze-embeddings", default=None, choices=["yes", "no"])
     ap.add_argument("--threads", type=int, default=None, help="torch threads while training (0 = auto)")
+    ap.add_argument("--refit-check", action="store_true",
+                    help="with --slice-only: hold out a seeded 20%% of the TRAINING queries as an outer check and "
+                         "score the learner with and without --refit on it (test and golden untouched)")
     ap.add_argument("--slice-only", action="store_true",
                     help="tuning mode: train and print the training-slice curves only; test and golden are not scored")
     ap.add_argument("--tag", default="", help="suffix of the result file and RESULTS.md section")
@@ -212,6 +215,8 @@ def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     """Tuning on the training half only: print each candidate's slice curve, never a test or golden score."""
     from vectune.query_side import train_linear_map, train_query_encoder
 
+    if args.refit_check:
+        return refit_check(args, cfg, live, corpus, keys, train_q, train_pos)
     for kind in [w.strip() for w in args.which.split(",") if w.strip()]:
         load0, t0 = load_avg(), time.perf_counter()
         if kind == "linear":
@@ -225,6 +230,42 @@ def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
                           "val_live": d["val_live"], "val_best": d["val_best"], "threads": d["threads"],
                           "examples_per_s": d["examples_per_s"], "curve": d["val_curve"], "loss": d["epoch_loss"]}),
               flush=True)
+
+
+def refit_check(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
+    """Does the refit on all training queries help? Answered on training data only: an outer 20% of the
+    training half is held out, the learner runs on the rest with and without refit, the outer part is scored."""
+    import copy
+
+    from vectune.query_side import apply_linear, train_linear_map, train_query_encoder
+
+    order = np.random.default_rng(args.seed + 1).permutation(len(train_q))
+    outer, inner = order[: len(order) // 5], order[len(order) // 5:]
+    in_q, in_pos = [train_q[i] for i in inner], [train_pos[i] for i in inner]
+    out_q = [train_q[i] for i in outer]
+    rel = {str(i): set(train_pos[i]) for i in outer}
+    live_out = live.encode_queries(out_q)
+    base = scores(live_out, corpus, keys, [str(i) for i in outer], rel)
+    for kind in [w.strip() for w in args.which.split(",") if w.strip()]:
+        for refit in (False, True):
+            c = copy.deepcopy(cfg)
+            c.refit = refit
+            t0 = time.perf_counter()
+            if kind == "linear":
+                w, stats = train_linear_map(live.encode_queries(in_q), in_pos, corpus, keys, cfg=c)
+                vecs = apply_linear(w, live_out)
+            else:
+                model, stats = train_query_encoder(live.model, in_q, in_pos, corpus, keys, cfg=c,
+                                                   query_prompt=live.query_prompt)
+                vecs = model.encode([live.query_prompt + q for q in out_q], convert_to_numpy=True,
+                                    normalize_embeddings=True, show_progress_bar=False)
+            res = scores(vecs, corpus, keys, [str(i) for i in outer], rel)
+            d = delta_ci(base, res, "ndcg@10")
+            print(json.dumps({"refit_check": kind, "refit": refit, "refit_done": stats.refit,
+                              "chosen_epoch": stats.chosen_epoch, "outer_queries": len(outer),
+                              "outer_live": base["means"]["ndcg@10"], "outer_cand": res["means"]["ndcg@10"],
+                              "delta": d, "wall_s": round(time.perf_counter() - t0, 1), "load": load_avg()}),
+                  flush=True)
 
 
 def package_check(asym, live, cand_test: np.ndarray, test_ids, queries, corpus, texts) -> dict:

@@ -12,7 +12,7 @@ import pytest
 
 from vectune.errors import BadInput
 from vectune.query_side import (QuerySideConfig, _loss, _ndcg10, apply_linear, build_asymmetric_model,
-                                document_route, query_route, train_linear_map, train_query_encoder)
+                                document_route, is_asymmetric, query_route, train_linear_map, train_query_encoder)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -139,7 +139,8 @@ def test_linear_map_selection_uses_only_the_training_slice():
     assert sorted(stats.val_indices + stats.train_indices) == list(range(60))
     assert stats.val_queries == 15 and not golden & set(stats.val_indices)
     # the kept map is the best of the curve, and the slice's score of it is what was recorded
-    assert stats.val_best == pytest.approx(max(v for _, v in stats.val_curve))
+    assert stats.val_best == pytest.approx(max(v for e, v in stats.val_curve if e > 0))
+    assert stats.beats_live == (stats.val_best > stats.val_live)
     import torch
 
     row = {k: i for i, k in enumerate(keys)}
@@ -227,6 +228,9 @@ def test_linear_candidate_saves_as_one_model_and_routes_differently(live, pairs,
     got = back.encode_query(pairs["queries"], convert_to_numpy=True, show_progress_bar=False)
     np.testing.assert_allclose(got, apply_linear(w, live_q), atol=1e-5)
     assert np.abs(got - live_q).max() > 1e-2
+    assert is_asymmetric(back) and not is_asymmetric(live)
+    by_task = back.encode(pairs["queries"][:3], task="query", convert_to_numpy=True, show_progress_bar=False)
+    np.testing.assert_allclose(by_task, got[:3], atol=1e-6)  # what an Encoder should call for queries
 
 
 def test_a_query_candidate_on_an_asymmetric_live_model_keeps_its_document_route(live, pairs, stored):
@@ -311,7 +315,7 @@ def test_encoder_end_to_end_on_30_pairs(live, pairs, stored):
     assert stats.epochs_run == 4 and len(stats.epoch_loss) == 4
     assert stats.epoch_loss[-1] < stats.epoch_loss[0]  # the loss decreases
     assert [e for e, _ in stats.val_curve] == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert stats.val_best == pytest.approx(max(v for _, v in stats.val_curve))
+    assert stats.val_best == pytest.approx(max(v for e, v in stats.val_curve if e > 0))
     assert stats.examples == 4 * stats.train_queries and stats.examples_per_s > 0
     # the kept checkpoint is the best epoch on the slice: rescoring it gives the recorded value
     import torch

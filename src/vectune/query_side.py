@@ -81,10 +81,10 @@ class QuerySideConfig:
             half of a small model's weights, their update is costly and rarely needed for queries.
     """
 
-    epochs: float = 8.0
+    epochs: float = 6.0
     max_steps: int = -1
-    time_budget_s: float = 900.0
-    lr: float = 2e-5
+    time_budget_s: float = 420.0
+    lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 32
@@ -95,9 +95,9 @@ class QuerySideConfig:
     val_fraction: float = 0.2
     refit: bool = True
     seed: int = 42
-    linear_epochs: int = 60
+    linear_epochs: int = 30
     linear_lr: float = 1e-3
-    identity_weight: float | tuple[float, ...] = (1.0, 0.1)
+    identity_weight: float | tuple[float, ...] = (1.0, 0.1, 0.01)
     device: str = ""
     threads: int = 0
     freeze_embeddings: bool = False
@@ -143,6 +143,8 @@ class QuerySideStats:
         refit_epochs: epochs of that refit.
         threads: torch CPU threads used.
         frozen_params: parameters kept fixed (``freeze_embeddings``).
+        beats_live: whether the kept checkpoint scored above the live model on the slice (None: no
+            slice). The best *trained* checkpoint is returned either way; the golden gate decides.
         identity_weight: the linear map's chosen identity-pull weight.
         weight_scores: slice value of the best epoch for each identity weight tried.
     """
@@ -171,6 +173,7 @@ class QuerySideStats:
     refit_epochs: float = 0.0
     threads: int = 0
     frozen_params: int = 0
+    beats_live: bool | None = None
     identity_weight: float | None = None
     weight_scores: dict[str, float] = field(default_factory=dict)
 
@@ -403,6 +406,21 @@ def _router(model) -> Any | None:
     return first if isinstance(first, Router) else None
 
 
+def is_asymmetric(model) -> bool:
+    """True when ``model`` routes queries and documents differently (a ``Router`` first module).
+
+    Such a model must be called with ``encode_query`` / ``encode_document`` (or ``encode(..., task=)``):
+    its plain ``encode`` takes the default (document) route.
+
+    Args:
+        model: a SentenceTransformer.
+
+    Returns:
+        Whether it has a query/document router.
+    """
+    return _router(model) is not None
+
+
 def query_route(model) -> list:
     """The modules a model encodes queries with (the query route of an asymmetric model, else all).
 
@@ -513,7 +531,8 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
     encoded. Each step: a batch of queries, a softmax cross-entropy (``cfg.scale``) of each query
     against the in-memory corpus (see :class:`QuerySideConfig`). After each epoch the model is
     scored (nDCG@10) on a seeded validation slice of the training queries; the best epoch is kept
-    (epoch 0 = the live model, when nothing beats it). With ``cfg.refit`` the model is then trained
+    (the best trained epoch, even when the live model scored higher: ``stats.beats_live`` says so and
+    the golden gate decides). With ``cfg.refit`` the model is then trained
     again from the start on all training queries for the chosen number of epochs.
 
     Args:
@@ -577,9 +596,12 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
         else:  # no slice to choose on: the last state
             stats.chosen_epoch = run["epochs"]
 
-        if len(va) and stats.chosen_epoch == 0:
-            logger.info("query encoder: no epoch beat the live model on the training slice (nDCG@10 %.4f)",
-                        stats.val_live)
+        if len(va):
+            stats.beats_live = stats.val_best > stats.val_live
+            if not stats.beats_live:
+                logger.info("query encoder: no epoch beat the live model on the training slice (nDCG@10 %.4f, "
+                            "best epoch %.4f); the gate decides", stats.val_live, stats.val_best)
+        if len(va) and best_state is None:
             model = copy.deepcopy(base)
         elif cfg.refit and len(va) and run["epoch_seconds"]:
             refit_epochs = stats.chosen_epoch
@@ -624,7 +646,7 @@ def _run(model, positions: np.ndarray, data: _Data, texts_all: list[str], cfg: Q
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(planned, cfg.warmup_ratio))
     model.train()
-    out = {"best_state": None, "best_epoch": 0.0, "best_value": stats.val_live, "epochs": 0.0,
+    out = {"best_state": None, "best_epoch": 0.0, "best_value": None, "epochs": 0.0,
            "stopped_by": "epochs", "epoch_loss": [], "epoch_seconds": 0.0}
     step, order, losses = 0, np.array([], dtype=np.int64), []
     t_epoch = time.perf_counter()
@@ -679,7 +701,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
 
     The candidate query vector is ``normalize(W @ q)``; the loss is the query encoder's
     cross-entropy against the stored vectors plus ``cfg.identity_weight * ||W - I||_F^2``. The best
-    epoch on the validation slice of the training queries is kept (epoch 0 = the identity).
+    epoch on the validation slice of the training queries is kept (``stats.beats_live`` says whether it
+    beat the identity there).
 
     Args:
         query_vectors: (n, d) live query embeddings of the training queries (prompt applied).
@@ -728,7 +751,7 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
             w = torch.nn.Parameter(eye.clone())
             opt = torch.optim.Adam([w], lr=cfg.linear_lr)
             per_epoch = max(1, math.ceil(len(positions) / cfg.batch_size))
-            best = {"w": eye.clone(), "epoch": 0, "value": stats.val_live, "epochs": 0, "stopped_by": "epochs",
+            best = {"w": eye.clone(), "epoch": 0, "value": None, "epochs": 0, "stopped_by": "epochs",
                     "curve": [[0.0, stats.val_live]] if select else [], "loss": []}
             done = 0
             for epoch in range(1, epochs + 1):
@@ -754,7 +777,7 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
                 if select:
                     value = score(w.detach())
                     best["curve"].append([float(epoch), value])
-                    if value > best["value"]:
+                    if best["value"] is None or value > best["value"]:
                         best.update(w=w.detach().clone(), epoch=epoch, value=value)
                 if cfg.max_steps > 0 and done >= cfg.max_steps:
                     best["stopped_by"] = "max_steps"
@@ -775,15 +798,16 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
             w_i, info_i = run(tr, cfg.linear_epochs, weight, select=bool(len(va)))
             if len(va):
                 stats.weight_scores[str(weight)] = info_i["value"]
-            if info is None or (len(va) and info_i["value"] > info["value"]):
+            if info is None or (len(va) and info_i["value"] is not None and info_i["value"] > info["value"]):
                 w, info, chosen = w_i, info_i, weight
             if info_i["stopped_by"] == "time":
                 break
         stats.identity_weight = chosen
         stats.epochs_run, stats.stopped_by = float(info["epochs"]), info["stopped_by"]
         stats.val_curve, stats.epoch_loss = info["curve"], info["loss"]
-        if len(va):
+        if len(va) and info["value"] is not None:
             stats.chosen_epoch, stats.val_best = float(info["epoch"]), info["value"]
+            stats.beats_live = stats.val_best > stats.val_live
             if cfg.refit and info["epoch"] > 0 and time.perf_counter() < deadline:
                 w_refit, rinfo = run(np.arange(len(data.kept)), int(info["epoch"]), chosen, select=False)
                 if rinfo["stopped_by"] == "epochs":
