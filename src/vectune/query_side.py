@@ -24,7 +24,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, Union
 
@@ -69,14 +71,20 @@ class QuerySideConfig:
         seed: seed of the split, the shuffles and dropout.
         linear_epochs: most epochs of the linear map.
         linear_lr: Adam learning rate of the linear map.
-        identity_weight: weight of ``||W - I||_F^2`` in the linear map's loss (pull toward identity).
+        identity_weight: weight of ``||W - I||_F^2`` in the linear map's loss (pull toward identity); with
+            several, each is trained and the best on the validation slice is kept (ties: the strongest).
         device: torch device ('' = CUDA when present, else CPU).
+        threads: torch CPU threads while training (0 = auto: one when the machine's 1-minute load
+            average is at or above its core count — on a shared CPU, extra threads mostly spin —
+            else torch's default). Restored afterwards.
+        freeze_embeddings: keep the transformer's input (word/position/type) embeddings fixed; over
+            half of a small model's weights, their update is costly and rarely needed for queries.
     """
 
-    epochs: float = 8.0
+    epochs: float = 6.0
     max_steps: int = -1
-    time_budget_s: float = 900.0
-    lr: float = 2e-5
+    time_budget_s: float = 420.0
+    lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 32
@@ -87,10 +95,12 @@ class QuerySideConfig:
     val_fraction: float = 0.2
     refit: bool = True
     seed: int = 42
-    linear_epochs: int = 60
+    linear_epochs: int = 30
     linear_lr: float = 1e-3
-    identity_weight: float = 1.0
+    identity_weight: float | tuple[float, ...] = (1.0, 0.1, 0.01)
     device: str = ""
+    threads: int = 0
+    freeze_embeddings: bool = False
 
     def check(self) -> None:
         """Raise BadInput on a setting that cannot work."""
@@ -131,6 +141,12 @@ class QuerySideStats:
         epoch_loss: mean training loss per epoch of the selection run.
         refit: True when the returned model was retrained on all training queries.
         refit_epochs: epochs of that refit.
+        threads: torch CPU threads used.
+        frozen_params: parameters kept fixed (``freeze_embeddings``).
+        beats_live: whether the kept checkpoint scored above the live model on the slice (None: no
+            slice). The best *trained* checkpoint is returned either way; the golden gate decides.
+        identity_weight: the linear map's chosen identity-pull weight.
+        weight_scores: slice value of the best epoch for each identity weight tried.
     """
 
     kind: str
@@ -155,6 +171,11 @@ class QuerySideStats:
     epoch_loss: list[float] = field(default_factory=list)
     refit: bool = False
     refit_epochs: float = 0.0
+    threads: int = 0
+    frozen_params: int = 0
+    beats_live: bool | None = None
+    identity_weight: float | None = None
+    weight_scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the index lists)."""
@@ -385,6 +406,21 @@ def _router(model) -> Any | None:
     return first if isinstance(first, Router) else None
 
 
+def is_asymmetric(model) -> bool:
+    """True when ``model`` routes queries and documents differently (a ``Router`` first module).
+
+    Such a model must be called with ``encode_query`` / ``encode_document`` (or ``encode(..., task=)``):
+    its plain ``encode`` takes the default (document) route.
+
+    Args:
+        model: a SentenceTransformer.
+
+    Returns:
+        Whether it has a query/document router.
+    """
+    return _router(model) is not None
+
+
 def query_route(model) -> list:
     """The modules a model encodes queries with (the query route of an asymmetric model, else all).
 
@@ -417,12 +453,17 @@ def document_route(model) -> list:
     return list(router.sub_modules[route]) + list(model.children())[1:]
 
 
-def _query_model(live, device: str):
+def _query_model(live, device: str, freeze_embeddings: bool = False):
     """A trainable deep copy of ``live``'s query route as a plain SentenceTransformer."""
+    import torch
     from sentence_transformers import SentenceTransformer
 
     mods = copy.deepcopy(query_route(live))
     model = SentenceTransformer(modules=mods, device=device, similarity_fn_name=live.similarity_fn_name)
+    if freeze_embeddings:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Embedding):
+                module.weight.requires_grad_(False)
     return model
 
 
@@ -458,6 +499,28 @@ def _device(cfg: QuerySideConfig) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@contextmanager
+def _threads(cfg: QuerySideConfig, stats: "QuerySideStats"):
+    """Set torch's CPU threads for the training (see ``QuerySideConfig.threads``), then restore them."""
+    import torch
+
+    before = torch.get_num_threads()
+    want = cfg.threads
+    if want <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        try:
+            busy = os.getloadavg()[0] >= cores
+        except OSError:
+            busy = False
+        want = 1 if busy and cores > 1 else before
+    stats.threads = want
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], positives: Sequence[Positives],
                         corpus_vectors: np.ndarray, corpus_keys: Sequence[str],
                         negatives: Sequence[Sequence[str]] | None = None, cfg: QuerySideConfig | None = None,
@@ -468,7 +531,8 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
     encoded. Each step: a batch of queries, a softmax cross-entropy (``cfg.scale``) of each query
     against the in-memory corpus (see :class:`QuerySideConfig`). After each epoch the model is
     scored (nDCG@10) on a seeded validation slice of the training queries; the best epoch is kept
-    (epoch 0 = the live model, when nothing beats it). With ``cfg.refit`` the model is then trained
+    (the best trained epoch, even when the live model scored higher: ``stats.beats_live`` says so and
+    the golden gate decides). With ``cfg.refit`` the model is then trained
     again from the start on all training queries for the chosen number of epochs.
 
     Args:
@@ -488,14 +552,13 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
     Raises:
         BadInput: mismatched inputs, or fewer than 2 queries with a positive in the corpus.
     """
-    import torch
 
     cfg = cfg or QuerySideConfig()
     cfg.check()
     device = _device(cfg)
     live = _load(model_path_or_st_model, device)
     texts_all = [query_prompt + str(q) for q in queries]
-    base = _query_model(live, device)
+    base = _query_model(live, device, cfg.freeze_embeddings)
 
     def live_vecs(idx: list[int]) -> np.ndarray:
         return _embed_eval(base, [texts_all[i] for i in idx]).cpu().numpy()
@@ -504,54 +567,59 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
     tr, va = _split(len(data.kept), cfg.val_fraction, cfg.seed)
     stats = QuerySideStats(kind="encoder", train_queries=len(tr), val_queries=len(va), dropped_queries=data.dropped,
                            train_indices=[data.kept[i] for i in tr], val_indices=[data.kept[i] for i in va],
-                           corpus_in_memory=int(data.corpus.shape[0]), pooled=data.pooled)
-    t0 = time.perf_counter()
-    deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
+                           corpus_in_memory=int(data.corpus.shape[0]), pooled=data.pooled,
+                           frozen_params=sum(p.numel() for p in base.parameters() if not p.requires_grad))
+    with _threads(cfg, stats):
+        t0 = time.perf_counter()
+        deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
 
-    val_texts = [texts_all[data.kept[i]] for i in va]
-    val_rows = [data.pos_rows[i] for i in va]
-    val_gain = [data.pos_gain[i] for i in va]
+        val_texts = [texts_all[data.kept[i]] for i in va]
+        val_rows = [data.pos_rows[i] for i in va]
+        val_gain = [data.pos_gain[i] for i in va]
 
-    def score(model) -> float:
-        if not len(va):
-            return 0.0
-        return float(_ndcg10(_embed_eval(model, val_texts), data.corpus, val_rows, val_gain).mean())
+        def score(model) -> float:
+            if not len(va):
+                return 0.0
+            return float(_ndcg10(_embed_eval(model, val_texts), data.corpus, val_rows, val_gain).mean())
 
-    model = copy.deepcopy(base)
-    best_state = None
-    if len(va):
-        stats.val_live = stats.val_best = score(model)
-        stats.val_curve.append([0.0, stats.val_live])
-    run = _run(model, tr, data, texts_all, cfg, cfg.epochs, deadline, stats, score if len(va) else None)
-    best_state = run["best_state"]
-    stats.epochs_run, stats.stopped_by = run["epochs"], run["stopped_by"]
-    stats.epoch_loss = run["epoch_loss"]
-    if len(va):
-        stats.chosen_epoch, stats.val_best = run["best_epoch"], run["best_value"]
-    else:  # no slice to choose on: the last state
-        stats.chosen_epoch = run["epochs"]
-
-    if len(va) and stats.chosen_epoch == 0:
-        logger.info("query encoder: no epoch beat the live model on the training slice (nDCG@10 %.4f)",
-                    stats.val_live)
         model = copy.deepcopy(base)
-    elif cfg.refit and len(va) and run["epoch_seconds"]:
-        refit_epochs = stats.chosen_epoch
-        need = run["epoch_seconds"] * refit_epochs * (len(data.kept) / max(1, len(tr)))
-        if time.perf_counter() + need <= deadline:
+        best_state = None
+        if len(va):
+            stats.val_live = stats.val_best = score(model)
+            stats.val_curve.append([0.0, stats.val_live])
+        run = _run(model, tr, data, texts_all, cfg, cfg.epochs, deadline, stats, score if len(va) else None)
+        best_state = run["best_state"]
+        stats.epochs_run, stats.stopped_by = run["epochs"], run["stopped_by"]
+        stats.epoch_loss = run["epoch_loss"]
+        if len(va):
+            stats.chosen_epoch, stats.val_best = run["best_epoch"], run["best_value"]
+        else:  # no slice to choose on: the last state
+            stats.chosen_epoch = run["epochs"]
+
+        if len(va):
+            stats.beats_live = stats.val_best > stats.val_live
+            if not stats.beats_live:
+                logger.info("query encoder: no epoch beat the live model on the training slice (nDCG@10 %.4f, "
+                            "best epoch %.4f); the gate decides", stats.val_live, stats.val_best)
+        if len(va) and best_state is None:
             model = copy.deepcopy(base)
-            every = np.arange(len(data.kept))
-            rr = _run(model, every, data, texts_all, cfg, refit_epochs, deadline, stats, None,
-                      planned_epochs=cfg.epochs)
-            stats.refit, stats.refit_epochs = rr["stopped_by"] == "epochs", rr["epochs"]
-            if not stats.refit:  # cut short by the budget: fall back to the selected checkpoint
-                logger.info("query encoder: the refit ran out of budget; keeping the selected checkpoint")
+        elif cfg.refit and len(va) and run["epoch_seconds"]:
+            refit_epochs = stats.chosen_epoch
+            need = run["epoch_seconds"] * refit_epochs * (len(data.kept) / max(1, len(tr)))
+            if time.perf_counter() + need <= deadline:
+                model = copy.deepcopy(base)
+                every = np.arange(len(data.kept))
+                rr = _run(model, every, data, texts_all, cfg, refit_epochs, deadline, stats, None,
+                          planned_epochs=cfg.epochs)
+                stats.refit, stats.refit_epochs = rr["stopped_by"] == "epochs", rr["epochs"]
+                if not stats.refit:  # cut short by the budget: fall back to the selected checkpoint
+                    logger.info("query encoder: the refit ran out of budget; keeping the selected checkpoint")
+                    model.load_state_dict(best_state)
+            else:
+                logger.info("query encoder: no time left to refit on all training queries (%.0f s needed)", need)
                 model.load_state_dict(best_state)
-        else:
-            logger.info("query encoder: no time left to refit on all training queries (%.0f s needed)", need)
+        elif best_state is not None:
             model.load_state_dict(best_state)
-    elif best_state is not None:
-        model.load_state_dict(best_state)
     model.eval()
     stats.seconds = time.perf_counter() - t0
     stats.examples_per_s = stats.examples / stats.seconds if stats.seconds else 0.0
@@ -578,7 +646,7 @@ def _run(model, positions: np.ndarray, data: _Data, texts_all: list[str], cfg: Q
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(planned, cfg.warmup_ratio))
     model.train()
-    out = {"best_state": None, "best_epoch": 0.0, "best_value": stats.val_live, "epochs": 0.0,
+    out = {"best_state": None, "best_epoch": 0.0, "best_value": None, "epochs": 0.0,
            "stopped_by": "epochs", "epoch_loss": [], "epoch_seconds": 0.0}
     step, order, losses = 0, np.array([], dtype=np.int64), []
     t_epoch = time.perf_counter()
@@ -613,6 +681,9 @@ def _run(model, positions: np.ndarray, data: _Data, texts_all: list[str], cfg: Q
                     out["best_value"], out["best_epoch"] = value, out["epochs"]
                     out["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 model.train()
+            logger.info("query encoder%s: epoch %.2f, loss %.4f, slice nDCG@10 %s, %.0f s", "" if score else " (refit)",
+                        out["epochs"], out["epoch_loss"][-1],
+                        f"{stats.val_curve[-1][1]:.4f}" if score is not None else "-", time.perf_counter() - t_epoch)
         if over and step < total:
             out["stopped_by"] = "time"
             break
@@ -630,7 +701,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
 
     The candidate query vector is ``normalize(W @ q)``; the loss is the query encoder's
     cross-entropy against the stored vectors plus ``cfg.identity_weight * ||W - I||_F^2``. The best
-    epoch on the validation slice of the training queries is kept (epoch 0 = the identity).
+    epoch on the validation slice of the training queries is kept (``stats.beats_live`` says whether it
+    beat the identity there).
 
     Args:
         query_vectors: (n, d) live query embeddings of the training queries (prompt applied).
@@ -663,76 +735,99 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
     q_all = torch.from_numpy(qv_all[data.kept]).to(device)
     d = q_all.shape[1]
     eye = torch.eye(d, device=device)
-    t0 = time.perf_counter()
-    deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
+    with _threads(cfg, stats):
+        t0 = time.perf_counter()
+        deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
 
-    def score(w) -> float:
-        with torch.no_grad():
-            q = torch.nn.functional.normalize(q_all[va] @ w.T, dim=-1)
-            return float(_ndcg10(q, data.corpus, [data.pos_rows[i] for i in va],
-                                 [data.pos_gain[i] for i in va]).mean())
+        def score(w) -> float:
+            with torch.no_grad():
+                q = torch.nn.functional.normalize(q_all[va] @ w.T, dim=-1)
+                return float(_ndcg10(q, data.corpus, [data.pos_rows[i] for i in va],
+                                     [data.pos_gain[i] for i in va]).mean())
 
-    def run(positions: np.ndarray, epochs: int, select: bool) -> tuple[torch.Tensor, dict]:
-        torch.manual_seed(cfg.seed)
-        rng = np.random.default_rng(cfg.seed)
-        w = torch.nn.Parameter(eye.clone())
-        opt = torch.optim.Adam([w], lr=cfg.linear_lr)
-        per_epoch = max(1, math.ceil(len(positions) / cfg.batch_size))
-        best = {"w": eye.clone(), "epoch": 0, "value": stats.val_live, "epochs": 0, "stopped_by": "epochs"}
-        done = 0
-        for epoch in range(1, epochs + 1):
-            order = positions[rng.permutation(len(positions))]
-            losses = []
-            for b in range(per_epoch):
-                batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                q = torch.nn.functional.normalize(q_all[batch] @ w.T, dim=-1)
-                loss = _loss(q, data.corpus, [data.pos_rows[i] for i in batch], [data.pos_gain[i] for i in batch],
-                             cfg.scale, cfg.multi_positive)
-                loss = loss + cfg.identity_weight * ((w - eye) ** 2).sum()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                stats.steps += 1
-                stats.examples += int(sum(len(data.pos_rows[i]) for i in batch))
-                losses.append(float(loss.detach()))
-                done += 1
+        def run(positions: np.ndarray, epochs: int, weight: float, select: bool) -> tuple[torch.Tensor, dict]:
+            torch.manual_seed(cfg.seed)
+            rng = np.random.default_rng(cfg.seed)
+            w = torch.nn.Parameter(eye.clone())
+            opt = torch.optim.Adam([w], lr=cfg.linear_lr)
+            per_epoch = max(1, math.ceil(len(positions) / cfg.batch_size))
+            best = {"w": eye.clone(), "epoch": 0, "value": None, "epochs": 0, "stopped_by": "epochs",
+                    "curve": [[0.0, stats.val_live]] if select else [], "loss": []}
+            done = 0
+            for epoch in range(1, epochs + 1):
+                order = positions[rng.permutation(len(positions))]
+                losses = []
+                for b in range(per_epoch):
+                    batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                    q = torch.nn.functional.normalize(q_all[batch] @ w.T, dim=-1)
+                    loss = _loss(q, data.corpus, [data.pos_rows[i] for i in batch], [data.pos_gain[i] for i in batch],
+                                 cfg.scale, cfg.multi_positive)
+                    loss = loss + weight * ((w - eye) ** 2).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    stats.steps += 1
+                    stats.examples += int(sum(len(data.pos_rows[i]) for i in batch))
+                    losses.append(float(loss.detach()))
+                    done += 1
+                    if cfg.max_steps > 0 and done >= cfg.max_steps:
+                        break
+                best["epochs"] = epoch if len(losses) == per_epoch else epoch - 1 + len(losses) / per_epoch
+                best["loss"].append(float(np.mean(losses)))
+                if select:
+                    value = score(w.detach())
+                    best["curve"].append([float(epoch), value])
+                    if best["value"] is None or value > best["value"]:
+                        best.update(w=w.detach().clone(), epoch=epoch, value=value)
                 if cfg.max_steps > 0 and done >= cfg.max_steps:
+                    best["stopped_by"] = "max_steps"
                     break
-            best["epochs"] = epoch if len(losses) == per_epoch else epoch - 1 + len(losses) / per_epoch
-            if select:
-                stats.epoch_loss.append(float(np.mean(losses)))
-                value = score(w.detach())
-                stats.val_curve.append([float(epoch), value])
-                if value > best["value"]:
-                    best.update(w=w.detach().clone(), epoch=epoch, value=value)
-            if cfg.max_steps > 0 and done >= cfg.max_steps:
-                best["stopped_by"] = "max_steps"
-                break
-            if time.perf_counter() > deadline:
-                best["stopped_by"] = "time"
-                break
-        if not select:
-            best["w"] = w.detach().clone()
-        return best["w"], best
+                if time.perf_counter() > deadline:
+                    best["stopped_by"] = "time"
+                    break
+            if not select:
+                best["w"] = w.detach().clone()
+            return best["w"], best
 
-    if len(va):
-        stats.val_live = score(eye)
-        stats.val_curve.append([0.0, stats.val_live])
-    w, info = run(tr, cfg.linear_epochs, select=bool(len(va)))
-    stats.epochs_run, stats.stopped_by = float(info["epochs"]), info["stopped_by"]
-    if len(va):
-        stats.chosen_epoch, stats.val_best = float(info["epoch"]), info["value"]
-        if cfg.refit and info["epoch"] > 0 and time.perf_counter() < deadline:
-            w_refit, rinfo = run(np.arange(len(data.kept)), int(info["epoch"]), select=False)
-            if rinfo["stopped_by"] == "epochs":
-                w, stats.refit, stats.refit_epochs = w_refit, True, float(info["epoch"])
-    else:
-        stats.chosen_epoch = float(info["epochs"])
+        weights = _identity_weights(cfg)
+        if len(va):
+            stats.val_live = score(eye)
+        # strongest pull first: a weaker one is kept only when it is strictly better on the slice
+        w, info, chosen = None, None, weights[0]
+        for weight in weights:
+            w_i, info_i = run(tr, cfg.linear_epochs, weight, select=bool(len(va)))
+            if len(va):
+                stats.weight_scores[str(weight)] = info_i["value"]
+            if info is None or (len(va) and info_i["value"] is not None and info_i["value"] > info["value"]):
+                w, info, chosen = w_i, info_i, weight
+            if info_i["stopped_by"] == "time":
+                break
+        stats.identity_weight = chosen
+        stats.epochs_run, stats.stopped_by = float(info["epochs"]), info["stopped_by"]
+        stats.val_curve, stats.epoch_loss = info["curve"], info["loss"]
+        if len(va) and info["value"] is not None:
+            stats.chosen_epoch, stats.val_best = float(info["epoch"]), info["value"]
+            stats.beats_live = stats.val_best > stats.val_live
+            if cfg.refit and info["epoch"] > 0 and time.perf_counter() < deadline:
+                w_refit, rinfo = run(np.arange(len(data.kept)), int(info["epoch"]), chosen, select=False)
+                if rinfo["stopped_by"] == "epochs":
+                    w, stats.refit, stats.refit_epochs = w_refit, True, float(info["epoch"])
+        else:
+            stats.chosen_epoch = float(info["epochs"])
     stats.seconds = time.perf_counter() - t0
     stats.examples_per_s = stats.examples / stats.seconds if stats.seconds else 0.0
     logger.info("linear map: %d steps in %.1f s; chosen epoch %s, slice nDCG@10 %s -> %s", stats.steps,
                 stats.seconds, stats.chosen_epoch, stats.val_live, stats.val_best)
     return w.cpu().numpy().astype(np.float32), stats
+
+
+def _identity_weights(cfg: QuerySideConfig) -> list[float]:
+    """The identity-pull weights to try, strongest first."""
+    raw = cfg.identity_weight
+    values = [float(raw)] if isinstance(raw, (int, float)) else [float(x) for x in raw]
+    if not values or any(v < 0 for v in values):
+        raise BadInput(f"identity_weight must be one or more non-negative numbers, not {raw!r}")
+    return sorted(set(values), reverse=True)
 
 
 def apply_linear(w: np.ndarray, query_vectors: np.ndarray) -> np.ndarray:
