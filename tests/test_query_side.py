@@ -208,6 +208,7 @@ def test_bad_input_is_refused(live):
 
 
 # ----------------------------------------------------------------------------- packaging
+@pytest.mark.slow
 def test_linear_candidate_saves_as_one_model_and_routes_differently(live, pairs, stored, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -250,6 +251,7 @@ def test_a_query_candidate_on_an_asymmetric_live_model_keeps_its_document_route(
 
 
 # ----------------------------------------------------------------------------- query encoder
+@pytest.mark.slow
 def test_encoder_training_never_encodes_a_passage_and_leaves_the_document_route(live, pairs, stored, monkeypatch,
                                                                                 tmp_path):
     from sentence_transformers import SentenceTransformer
