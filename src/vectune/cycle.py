@@ -199,13 +199,13 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
 
         if settings.mode in ("auto", "query"):
             cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings,
-                                      kinds=[k for k in ("linear", "query") if k in settings.query_candidates])
+                                      kinds=settings.candidate_kinds)
         if full:
             cands.append(fine_tune(rd.meta, live_enc, pairs.examples, settings))
 
     if not cands:
         raise BadInput(f"no candidate to train: mode '{settings.mode}' with query candidates "
-                       f"{settings.query_candidates} (set VECTUNE_QUERY_CANDIDATES or --mode full)")
+                       f"{settings.candidate_kinds} (set VECTUNE_QUERY_CANDIDATES or --mode full)")
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
         outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings, golden, held,

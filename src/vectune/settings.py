@@ -159,8 +159,9 @@ class Settings(BaseSettings):
         "(nothing re-encoded; promotion copies the vectors); full: both towers and a full re-embed; auto: the "
         "query-side candidates (linear map, query encoder), plus full on a GPU or with auto_full.")
     auto_full: bool = Field(default=False, description="In auto mode, also train the full candidate without a GPU.")
-    query_candidates: list[Literal["linear", "query"]] = Field(
-        default_factory=lambda: ["linear", "query"], description="Query-side candidates to train (cheapest first).")
+    query_candidates: list[Literal["linear", "query"]] | None = Field(
+        default=None, description="Query-side candidates to train, cheapest first (default: the query encoder in "
+        "mode query; the linear map and the query encoder in mode auto).")
 
     # --- query-side training (mode query/auto) --------------------------------
     query_epochs: float = Field(default=8.0, gt=0, description="Most epochs of the query encoder; the best epoch "
@@ -226,6 +227,13 @@ class Settings(BaseSettings):
     @classmethod
     def _preset(cls, v: str) -> str:
         return TEXT_FIELD_PRESETS.get(v, v)
+
+    @property
+    def candidate_kinds(self) -> list[str]:
+        """The query-side candidates this run trains (see ``query_candidates``)."""
+        if self.query_candidates is not None:
+            return [k for k in ("linear", "query") if k in self.query_candidates]
+        return ["query"] if self.mode == "query" else ["linear", "query"]
 
     def for_collection(self, meta: dict) -> "Settings":
         """These settings as they apply to one collection: the one rule for the effective text field.
