@@ -54,7 +54,7 @@ def test_full_cycle_promote_status_query_rollback(indexed, home, corpus_records)
         assert meta["parent_collection"] == before
         assert meta["parent_model"] == "bundled:all-MiniLM-L6-v2"
         assert meta["state"] == "live"
-        assert meta["eval"]["gate"]["metric"] == "recall@5"
+        assert meta["eval"]["gate"]["metric"] == "ndcg@10"
         model_dir = home / "models" / meta["model_ref"]
         assert (model_dir / "manifest.json").exists()
         assert list(model_dir.rglob("*.safetensors"))

@@ -149,5 +149,5 @@ def test_auto_mode_reports_every_candidate(indexed, home, monkeypatch):
     assert rep["status"] == "dry-run" and rep["mode"] == "auto"
     assert set(rep["candidates"]) == {"linear", "query"}
     for c in rep["candidates"].values():
-        assert c["gate"]["metric"] == "recall@5" and c["evaluation"]
+        assert c["gate"]["metric"] == "ndcg@10" and c["evaluation"]
     assert rep["choice"]["order"] == ["linear", "query"] and rep["choice"]["chosen"] == "linear"

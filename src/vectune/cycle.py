@@ -36,7 +36,7 @@ CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "quer
                "eval_fraction",
                "seed", "hard_negatives", "negatives_skip_top", "negatives_depth", "relative_margin", "epochs",
                "batch_size", "learning_rate", "max_steps", "gate_metric", "min_delta", "bootstrap",
-               "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries", "mode", "auto_full", "query_epochs",
+               "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries", "gate_test", "mode", "auto_full", "query_epochs",
                "query_max_steps", "query_learning_rate", "query_batch_size", "query_val_fraction", "query_refit",
                "linear_epochs", "linear_learning_rate", "linear_identity_weight", "query_candidates")
 

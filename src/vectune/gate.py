@@ -277,13 +277,13 @@ def judge(candidates: list, outcomes: dict, evidence: str, settings) -> Verdict:
         outcomes: their :class:`vectune.evaluate.EvalOutcome`, by kind.
         evidence: which query set decides (``golden``, ``synthetic`` or ``teacher``).
         settings: gate settings (metric, test, min delta, bootstrap, confidence, synthetic policy);
-            ``gate_test`` is read when the settings have it (else ``bootstrap``).
+            ``gate_test`` chooses the paired test.
 
     Returns:
         The verdict.
     """
     decisions = {}
-    test = getattr(settings, "gate_test", "bootstrap")
+    test = settings.gate_test
     for c in candidates:
         live, cand = outcomes[c.kind].results[evidence]
         decisions[c.kind] = decide(live, cand, metric=settings.gate_metric, evidence=evidence,

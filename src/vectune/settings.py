@@ -192,7 +192,12 @@ class Settings(BaseSettings):
 
     # --- evaluation and gate --------------------------------------------------
     eval_corpus_cap: int = Field(default=20000, ge=10)
-    gate_metric: Literal["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"] = "recall@5"
+    gate_metric: Literal["recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"] = Field(
+        default="ndcg@10", description="The metric that decides (nDCG@10 detects real gains with 3-5x fewer golden "
+        "queries than recall@5: bench/RESULTS.md, gate power).")
+    gate_test: Literal["bootstrap", "permutation", "wilcoxon"] = Field(
+        default="permutation", description="Paired test that the gain is not noise: a one-sided randomization "
+        "(sign-flip) test at (1 - confidence)/2, exact and on the mean; or the bootstrap CI's lower bound, or Wilcoxon.")
     min_delta: float = Field(default=0.005, ge=-1, description="Negative values accept regressions: tests only.")
     bootstrap: bool = True
     bootstrap_samples: int = Field(default=1000, ge=100)
