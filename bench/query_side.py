@@ -203,6 +203,7 @@ def main() -> None:
               f"{entry['golden_delta']['delta'] * 100:+.1f}; chosen epoch {stats.chosen_epoch}, refit {stats.refit}; "
               f"{stats.examples_per_s:.1f} ex/s, {wall:.0f} s; load {load0} -> {entry['load_after']}", flush=True)
         print("   slice curve", stats.to_dict()["val_curve"], "loss", stats.to_dict()["epoch_loss"], flush=True)
+    out["tag"] = args.tag
     out["minutes"] = round((time.perf_counter() - t_all) / 60, 2)
     out["date"], out["command"] = common.now(), common.command_line()
     name = f"query-side-{out['dataset']}{('-' + args.tag) if args.tag else ''}"
@@ -311,7 +312,8 @@ def identity(s: dict) -> str:
 
 def markdown(r: dict) -> str:
     lv = r["live"]["test"]["ndcg@10"]
-    lines = [f"## Query-side learner (standalone): {r['dataset']}", "",
+    tag = f" ({r['tag']})" if r.get("tag") else ""
+    lines = [f"## Query-side learner (standalone): {r['dataset']}{tag}", "",
              f"Protocol C without the cycle: {r['train_queries']} train-half queries train, "
              f"{r['golden_queries']} golden-half queries are only reported, {r['test_queries']} test queries scored; "
              f"{r['corpus']} stored passage vectors (live MiniLM), never re-encoded. `{r['command']}`", "",
