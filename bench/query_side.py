@@ -191,7 +191,9 @@ def main() -> None:
                  "test": res["test"]["means"], "golden": res["golden"]["means"],
                  "test_delta": delta_ci(base["test"], res["test"], "ndcg@10"),
                  "golden_delta": delta_ci(base["golden"], res["golden"], "ndcg@10"),
-                 "golden_delta_recall@5": delta_ci(base["golden"], res["golden"], "recall@5")}
+                 "golden_delta_recall@5": delta_ci(base["golden"], res["golden"], "recall@5"),
+                 "test_delta_by_doc_overlap": overlap_split(base["test"], res["test"], test_ids, beir["test"],
+                                                            train_pos)}
         if not args.no_package:
             entry["package"] = package_check(asym, live, cand_test, test_ids, queries, corpus, texts)
         out["candidates"][kind] = entry
@@ -201,6 +203,7 @@ def main() -> None:
               f"{entry['golden_delta']['delta'] * 100:+.1f}; chosen epoch {stats.chosen_epoch}, refit {stats.refit}; "
               f"{stats.examples_per_s:.1f} ex/s, {wall:.0f} s; load {load0} -> {entry['load_after']}", flush=True)
         print("   slice curve", stats.to_dict()["val_curve"], "loss", stats.to_dict()["epoch_loss"], flush=True)
+    out["tag"] = args.tag
     out["minutes"] = round((time.perf_counter() - t_all) / 60, 2)
     out["date"], out["command"] = common.now(), common.command_line()
     name = f"query-side-{out['dataset']}{('-' + args.tag) if args.tag else ''}"
@@ -209,6 +212,21 @@ def main() -> None:
         common.update_section(name, markdown(out))
     print(json.dumps({k: {"test_delta": v["test_delta"], "stats": v["stats"]} for k, v in out["candidates"].items()},
                      indent=1))
+
+
+def overlap_split(base: dict, cand: dict, qids: list[str], qrels: dict, train_pos: list[list[str]]) -> dict:
+    """The test delta split by whether a query's relevant documents were ever a training positive.
+
+    On SciFact many test queries cite a document some training query also cites; a query-side model
+    can learn which documents get asked about. This shows how much of the gain is on unseen documents.
+    """
+    seen_docs = {d for pos in train_pos for d in pos}
+    out = {}
+    for name, keep in (("seen", lambda q: bool(qrels[q] & seen_docs)), ("unseen", lambda q: not qrels[q] & seen_docs)):
+        idx = [i for i, q in enumerate(qids) if keep(q)]
+        sub = lambda r: {"per_query": {m: [r["per_query"][m][i] for i in idx] for m in r["per_query"]}}  # noqa: E731
+        out[name] = delta_ci(sub(base), sub(cand), "ndcg@10") if idx else None
+    return out
 
 
 def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
@@ -228,7 +246,8 @@ def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
         print(json.dumps({"kind": kind, "config": {k: v for k, v in cfg.__dict__.items()}, "wall_s":
                           round(time.perf_counter() - t0, 1), "load": load0, "chosen_epoch": d["chosen_epoch"],
                           "val_live": d["val_live"], "val_best": d["val_best"], "threads": d["threads"],
-                          "examples_per_s": d["examples_per_s"], "curve": d["val_curve"], "loss": d["epoch_loss"]}),
+                          "examples_per_s": d["examples_per_s"], "curve": d["val_curve"], "loss": d["epoch_loss"],
+                          "new_docs": d["val_new_docs"], "curve_new_docs": d["val_curve_new_docs"]}),
               flush=True)
 
 
@@ -287,21 +306,30 @@ def package_check(asym, live, cand_test: np.ndarray, test_ids, queries, corpus, 
             "documents_checked": len(sample)}
 
 
+def identity(s: dict) -> str:
+    return f", identity pull {s['identity_weight']}" if s.get("identity_weight") is not None else ""
+
+
 def markdown(r: dict) -> str:
     lv = r["live"]["test"]["ndcg@10"]
-    lines = [f"## Query-side learner (standalone): {r['dataset']}", "",
+    tag = f" ({r['tag']})" if r.get("tag") else ""
+    lines = [f"## Query-side learner (standalone): {r['dataset']}{tag}", "",
              f"Protocol C without the cycle: {r['train_queries']} train-half queries train, "
              f"{r['golden_queries']} golden-half queries are only reported, {r['test_queries']} test queries scored; "
              f"{r['corpus']} stored passage vectors (live MiniLM), never re-encoded. `{r['command']}`", "",
-             "| candidate | test nDCG@10 | Δ test (95% paired-bootstrap CI) | Δ golden | chosen epoch (slice) | "
-             "train ex/s | wall s | load avg |", "|---|---:|---:|---:|---:|---:|---:|---|",
-             f"| live | {lv:.4f} | – | – | – | – | – | – |"]
+             "| candidate | test nDCG@10 | Δ test (95% paired-bootstrap CI) | Δ test, unseen docs | Δ golden | "
+             "chosen epoch (slice) | train ex/s | train s | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+             f"| live | {lv:.4f} | – | – | – | – | – | – | – |"]
     for kind, c in r["candidates"].items():
         d, g, s = c["test_delta"], c["golden_delta"], c["stats"]
+        u = c["test_delta_by_doc_overlap"]["unseen"]
         lines.append(f"| {kind} | {c['test']['ndcg@10']:.4f} | **{d['delta'] * 100:+.1f}** "
-                     f"[{d['ci95_low'] * 100:+.1f}, {d['ci95_high'] * 100:+.1f}] | {g['delta'] * 100:+.1f} "
+                     f"[{d['ci95_low'] * 100:+.1f}, {d['ci95_high'] * 100:+.1f}] | {u['delta'] * 100:+.1f} "
+                     f"[{u['ci95_low'] * 100:+.1f}, {u['ci95_high'] * 100:+.1f}] ({u['queries']} q) | "
+                     f"{g['delta'] * 100:+.1f} "
                      f"[{g['ci95_low'] * 100:+.1f}, {g['ci95_high'] * 100:+.1f}] | {s['chosen_epoch']}"
-                     f"{' + refit' if s['refit'] else ''} | {s['examples_per_s']:.1f} | {c['wall_s']} | "
+                     f"{' + refit' if s['refit'] else ''}{identity(s)} | {s['examples_per_s']:.1f} | {s['seconds']:.0f} | "
                      f"{c['load_before']} |")
     lines += ["", f"- machine: {common.machine_line(r['machine'])}; date {r['date']}; total {r['minutes']} min"]
     return "\n".join(lines)

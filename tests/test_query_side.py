@@ -141,6 +141,10 @@ def test_linear_map_selection_uses_only_the_training_slice():
     # the kept map is the best of the curve, and the slice's score of it is what was recorded
     assert stats.val_best == pytest.approx(max(v for e, v in stats.val_curve if e > 0))
     assert stats.beats_live == (stats.val_best > stats.val_live)
+    # the slice's queries whose positives no training query shares are reported on their own
+    seen = {k for i in stats.train_indices for k in pos[i]}
+    assert stats.val_new_docs == sum(not seen & set(pos[i]) for i in stats.val_indices) > 0
+    assert [e for e, _ in stats.val_curve_new_docs] == [e for e, _ in stats.val_curve]
     import torch
 
     row = {k: i for i, k in enumerate(keys)}
@@ -308,6 +312,22 @@ def test_encoder_time_budget_stops_training(live, pairs, stored):
     _, stats = train_query_encoder(live, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
     assert stats.stopped_by == "time" and stats.steps == 1
     assert stats.epochs_run < 1 and not stats.refit
+
+
+def test_encoder_on_an_asymmetric_live_model_tunes_its_query_route(live, pairs, stored):
+    rng = np.random.default_rng(2)
+    w1 = (np.eye(384) + 0.05 * rng.normal(size=(384, 384))).astype(np.float32)
+    first = build_asymmetric_model(live, linear=w1)  # live after a linear-map promotion
+    cfg = QuerySideConfig(max_steps=1, batch_size=8, val_fraction=0.0, refit=False)
+    tuned, stats = train_query_encoder(first, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
+    assert stats.steps == 1 and not is_asymmetric(tuned)
+    assert len(list(tuned.children())) == len(query_route(first))  # transformer, pooling, normalize, dense, normalize
+    second = build_asymmetric_model(first, tuned_query_model=tuned)
+    docs = second.encode_document(pairs["passages"][:5], convert_to_numpy=True, show_progress_bar=False)
+    np.testing.assert_allclose(docs, stored[:5], atol=1e-5)
+    got = second.encode_query(pairs["queries"][:5], convert_to_numpy=True, show_progress_bar=False)
+    want = tuned.encode(pairs["queries"][:5], convert_to_numpy=True, show_progress_bar=False)
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -138,6 +138,9 @@ class QuerySideStats:
         val_live: its value for the live model on the slice.
         val_best: its value for the kept checkpoint on the slice (selection run).
         val_curve: ``[epoch, value]`` after each evaluation.
+        val_new_docs: slice queries none of whose positives is a positive of a training query.
+        val_curve_new_docs: ``[epoch, value]`` on those queries alone (reported, not selected on): whether
+            the gain reaches documents training never pointed at, or only re-finds known ones.
         epoch_loss: mean training loss per epoch of the selection run.
         refit: True when the returned model was retrained on all training queries.
         refit_epochs: epochs of that refit.
@@ -168,6 +171,8 @@ class QuerySideStats:
     val_live: float | None = None
     val_best: float | None = None
     val_curve: list[list[float]] = field(default_factory=list)
+    val_new_docs: int = 0
+    val_curve_new_docs: list[list[float]] = field(default_factory=list)
     epoch_loss: list[float] = field(default_factory=list)
     refit: bool = False
     refit_epochs: float = 0.0
@@ -184,6 +189,7 @@ class QuerySideStats:
             if isinstance(v, float):
                 out[k] = round(v, 4)
         out["val_curve"] = [[round(e, 3), round(v, 4)] for e, v in self.val_curve]
+        out["val_curve_new_docs"] = [[round(e, 3), round(v, 4)] for e, v in self.val_curve_new_docs]
         out["epoch_loss"] = [round(v, 4) for v in self.epoch_loss]
         return out
 
@@ -330,6 +336,14 @@ def _split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
     n_val = 0 if frac <= 0 else min(n - 1, max(1, int(round(frac * n))))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _new_doc_mask(data: _Data, tr: np.ndarray, va: np.ndarray) -> np.ndarray:
+    """Which slice queries have no positive that a training query also has."""
+    seen: set[int] = set()
+    for i in tr:
+        seen.update(int(x) for x in data.pos_rows[i])
+    return np.array([not seen.intersection(int(x) for x in data.pos_rows[i]) for i in va], dtype=bool)
 
 
 # ----------------------------------------------------------------------------- loss and metric
@@ -577,16 +591,21 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
         val_rows = [data.pos_rows[i] for i in va]
         val_gain = [data.pos_gain[i] for i in va]
 
-        def score(model) -> float:
-            if not len(va):
-                return 0.0
-            return float(_ndcg10(_embed_eval(model, val_texts), data.corpus, val_rows, val_gain).mean())
+        new_docs = _new_doc_mask(data, tr, va)
+        stats.val_new_docs = int(new_docs.sum())
+
+        def score(model) -> tuple[float, float | None]:
+            per = _ndcg10(_embed_eval(model, val_texts), data.corpus, val_rows, val_gain)
+            return float(per.mean()), (float(per[new_docs].mean()) if new_docs.any() else None)
 
         model = copy.deepcopy(base)
         best_state = None
         if len(va):
-            stats.val_live = stats.val_best = score(model)
+            stats.val_live, new = score(model)
+            stats.val_best = stats.val_live
             stats.val_curve.append([0.0, stats.val_live])
+            if new is not None:
+                stats.val_curve_new_docs.append([0.0, new])
         run = _run(model, tr, data, texts_all, cfg, cfg.epochs, deadline, stats, score if len(va) else None)
         best_state = run["best_state"]
         stats.epochs_run, stats.stopped_by = run["epochs"], run["stopped_by"]
@@ -675,8 +694,10 @@ def _run(model, positions: np.ndarray, data: _Data, texts_all: list[str], cfg: Q
             if step % per_epoch == 0:
                 out["epoch_seconds"] = (time.perf_counter() - t_epoch) / (step / per_epoch)
             if score is not None:
-                value = score(model)
+                value, new = score(model)
                 stats.val_curve.append([out["epochs"], value])
+                if new is not None:
+                    stats.val_curve_new_docs.append([out["epochs"], new])
                 if out["best_value"] is None or value > out["best_value"]:
                     out["best_value"], out["best_epoch"] = value, out["epochs"]
                     out["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -739,11 +760,14 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
         t0 = time.perf_counter()
         deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
 
-        def score(w) -> float:
+        new_docs = _new_doc_mask(data, tr, va)
+        stats.val_new_docs = int(new_docs.sum())
+
+        def score(w) -> tuple[float, float | None]:
             with torch.no_grad():
                 q = torch.nn.functional.normalize(q_all[va] @ w.T, dim=-1)
-                return float(_ndcg10(q, data.corpus, [data.pos_rows[i] for i in va],
-                                     [data.pos_gain[i] for i in va]).mean())
+                per = _ndcg10(q, data.corpus, [data.pos_rows[i] for i in va], [data.pos_gain[i] for i in va])
+            return float(per.mean()), (float(per[new_docs].mean()) if new_docs.any() else None)
 
         def run(positions: np.ndarray, epochs: int, weight: float, select: bool) -> tuple[torch.Tensor, dict]:
             torch.manual_seed(cfg.seed)
@@ -752,7 +776,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
             opt = torch.optim.Adam([w], lr=cfg.linear_lr)
             per_epoch = max(1, math.ceil(len(positions) / cfg.batch_size))
             best = {"w": eye.clone(), "epoch": 0, "value": None, "epochs": 0, "stopped_by": "epochs",
-                    "curve": [[0.0, stats.val_live]] if select else [], "loss": []}
+                    "curve": [[0.0, stats.val_live]] if select else [], "loss": [],
+                "curve_new": [[0.0, live_new]] if select and live_new is not None else []}
             done = 0
             for epoch in range(1, epochs + 1):
                 order = positions[rng.permutation(len(positions))]
@@ -775,8 +800,10 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
                 best["epochs"] = epoch if len(losses) == per_epoch else epoch - 1 + len(losses) / per_epoch
                 best["loss"].append(float(np.mean(losses)))
                 if select:
-                    value = score(w.detach())
+                    value, new = score(w.detach())
                     best["curve"].append([float(epoch), value])
+                    if new is not None:
+                        best["curve_new"].append([float(epoch), new])
                     if best["value"] is None or value > best["value"]:
                         best.update(w=w.detach().clone(), epoch=epoch, value=value)
                 if cfg.max_steps > 0 and done >= cfg.max_steps:
@@ -790,8 +817,9 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
             return best["w"], best
 
         weights = _identity_weights(cfg)
+        live_new = None
         if len(va):
-            stats.val_live = score(eye)
+            stats.val_live, live_new = score(eye)
         # strongest pull first: a weaker one is kept only when it is strictly better on the slice
         w, info, chosen = None, None, weights[0]
         for weight in weights:
@@ -805,6 +833,7 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
         stats.identity_weight = chosen
         stats.epochs_run, stats.stopped_by = float(info["epochs"]), info["stopped_by"]
         stats.val_curve, stats.epoch_loss = info["curve"], info["loss"]
+        stats.val_curve_new_docs = info["curve_new"]
         if len(va) and info["value"] is not None:
             stats.chosen_epoch, stats.val_best = float(info["epoch"]), info["value"]
             stats.beats_live = stats.val_best > stats.val_live
