@@ -116,7 +116,9 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
         "vectune.feedback.log_many")
 
-    tuned = settings.model_copy(update={"mode": "query", "max_seq_length": min(settings.max_seq_length, 256)})
+    tuned = settings.model_copy(update={"mode": "query", "max_seq_length": min(settings.max_seq_length, 256),
+                                        # the demo's budget: the best epoch so far is kept when time runs out
+                                        "query_time_budget_s": min(settings.query_time_budget_s, 300)})
     say("3/6 one cycle: the newest 30% of the feedback is the golden set, the older rest trains the query side "
         "against the stored vectors (nothing re-encoded) ...")
     rep = cycle.run(tuned, alias).to_dict()
