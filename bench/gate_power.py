@@ -106,16 +106,7 @@ TRUTH_SAMPLES = 2000  # bench/quality.py's delta_ci
 
 
 # ----------------------------------------------------------------------------- data and candidates
-def corpus_texts(beir: dict) -> tuple[list[str], list[str]]:
-    """Keys and passage texts, ``title. text`` as ``vectune index --with-title`` stores them."""
-    keys, texts = [], []
-    for r in read_jsonl(beir["corpus"]):
-        text = r.get("text") or ""
-        if isinstance(r.get("title"), str) and r["title"].strip():
-            text = f"{r['title'].strip()}. {text}"
-        keys.append(str(r["_id"]))
-        texts.append(text)
-    return keys, texts
+from query_side import corpus_texts  # noqa: E402 - bench/query_side.py: passages as `index --with-title` stores them
 
 
 def stored_vectors(name: str, keys: list[str], texts: list[str], live, work: Path) -> np.ndarray:

@@ -444,11 +444,7 @@ def query_route(model) -> list:
     Returns:
         Its query modules, in order (the model's own objects, not copies).
     """
-    router = _router(model)
-    if router is None:
-        return list(model.children())
-    route = router._resolve_route(task="query")
-    return list(router.sub_modules[route]) + list(model.children())[1:]
+    return _route(model, "query")
 
 
 def document_route(model) -> list:
@@ -460,10 +456,14 @@ def document_route(model) -> list:
     Returns:
         Its document modules, in order (the model's own objects, not copies).
     """
+    return _route(model, "document")
+
+
+def _route(model, task: str) -> list:
     router = _router(model)
     if router is None:
         return list(model.children())
-    route = router._resolve_route(task="document")
+    route = router._resolve_route(task=task)
     return list(router.sub_modules[route]) + list(model.children())[1:]
 
 
