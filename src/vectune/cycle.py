@@ -208,8 +208,9 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
                        f"{settings.candidate_kinds} (set VECTUNE_QUERY_CANDIDATES or --mode full)")
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
+        live_side: dict = {}  # the live model's scores: computed once, shared by every candidate
         outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings, golden, held,
-                                               reencode=c.reencodes) for c in cands}
+                                               reencode=c.reencodes, live=live_side) for c in cands}
     verdict = judge(cands, outcomes, evidence, settings)
     cand, outcome, decision = verdict.candidate, verdict.outcome, verdict.decision
     rep.candidate_model, rep.evaluation, rep.gate = cand.tag, outcome.to_dict(), decision.to_dict()

@@ -113,7 +113,7 @@ class EvalOutcome:
 
 
 def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic",
-                       reencode: bool = True) -> EvalOutcome:
+                       reencode: bool = True, live: dict | None = None) -> EvalOutcome:
     """Score live and candidate on the held-out (and golden) queries against one corpus.
 
     The live side scores against the vectors stored in Qdrant; the candidate encodes the
@@ -131,6 +131,8 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         held_name: what the held-out queries are (``synthetic`` or ``teacher``).
         reencode: the candidate encodes the corpus (full mode); False for a query-side candidate,
             which scores against the same stored vectors as the live model (nothing re-encoded).
+        live: a dict shared by the calls for one cycle's candidates: the live side (corpus vectors and
+            per-set results) is computed by the first call and reused by the others.
 
     Returns:
         The outcome per query set.
@@ -155,13 +157,17 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         sets["golden"] = gq
     corpus = eval_corpus(read.chunks, read.by_key, must, settings.eval_corpus_cap, settings.seed)
     keys = [c.key for c in corpus]
-    live_corpus = normalize(np.stack([c.vector for c in corpus]))
+    live = {} if live is None else live
+    if "corpus" not in live:
+        live["corpus"] = normalize(np.stack([c.vector for c in corpus]))
+    live_corpus = live["corpus"]
     cand_corpus = cand.encode_passages([c.text for c in corpus]) if reencode else live_corpus
     results = {}
     for name, qs in sets.items():
-        lr = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)
+        if name not in live:
+            live[name] = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)
         cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
-        results[name] = (lr, cr)
+        results[name] = (live[name], cr)
     counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
                              "cap": settings.eval_corpus_cap}
     return EvalOutcome(results, corpus, cand_corpus, counts)
