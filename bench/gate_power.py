@@ -34,10 +34,10 @@ encoded once with the live model and cached in ``bench/work/`` (the same cache a
    whether the gate would promote:
 
    * ``boot95`` — vectune's gate today: the 95% paired-bootstrap CI's low end above 0 (1000
-     resamples, seed 0 — the very index matrix ``vectune.gate.paired_bootstrap`` draws), i.e. a
+     resamples, seed 0 — the very index matrix ``vectune.pipeline.gate.paired_bootstrap`` draws), i.e. a
      one-sided test at 2.5%;
    * ``t`` — paired t-test; ``perm`` — paired randomization (sign-flip) test, 1000 seeded flips
-     (``vectune.gate.paired_permutation``'s);
+     (``vectune.pipeline.gate.paired_permutation``'s);
      ``wilcoxon`` — Wilcoxon signed-rank on the per-query deltas (``zero_method="wilcox"``:
      unchanged queries dropped); ``sign`` — sign test (wins vs losses, ties dropped); all one-sided
      at 2.5%, the level of today's gate;
@@ -45,7 +45,7 @@ encoded once with the live model and cached in ``bench/work/`` (the same cache a
      ``wilcoxon-pratt@5%`` (``zero_method="pratt"``: unchanged queries ranked, then dropped), ``sign@5%``;
    * the row ``ndcg@10 & r5≥0``: the nDCG@10 test, and the golden mean recall@5 must not fall.
 
-   Every test also requires mean delta ≥ ``min_delta``, as ``vectune.gate.decide`` does.
+   Every test also requires mean delta ≥ ``min_delta``, as ``vectune.pipeline.gate.decide`` does.
    Detection rate = share of draws promoting a winner; false-pass rate = share promoting a loser.
 
 3. **Golden queries needed** for 80% detection of a gain of +2 / +4 nDCG@10 points: the winning
@@ -88,7 +88,7 @@ GATE_ROWS = GATE_METRICS + (GUARDED,)
 TESTS = {"boot95": ("boot", 0.025), "t": ("t", 0.025), "perm": ("perm", 0.025), "wilcoxon": ("wilcoxon", 0.025),
          "sign": ("sign", 0.025), "boot90": ("boot", 0.05), "wilcoxon@5%": ("wilcoxon", 0.05),
          "wilcoxon-pratt@5%": ("wilcoxon-pratt", 0.05), "sign@5%": ("sign", 0.05)}
-PERM_SAMPLES = 1000  # as vectune.gate.paired_permutation with the default bootstrap_samples
+PERM_SAMPLES = 1000  # as vectune.pipeline.gate.paired_permutation with the default bootstrap_samples
 #: the default this study led to (settings: gate_metric="ndcg@10", gate_test="permutation"); the
 #: markdown reports how it fares. Why not the row with the fewest queries: see bench/RESULTS.md "Gate power".
 RECOMMENDED = ("ndcg@10", "perm")
@@ -150,7 +150,7 @@ class Context:
 
 
 def _cfg(ctx: Context, **over):
-    from vectune.query_side import QuerySideConfig
+    from vectune.pipeline.train.query.trainer import QuerySideConfig
 
     cfg = QuerySideConfig(seed=ctx.args.seed)
     for k, v in over.items():
@@ -159,7 +159,7 @@ def _cfg(ctx: Context, **over):
 
 
 def _encoder(ctx: Context, queries=None, positives=None, **over):
-    from vectune.query_side import train_query_encoder
+    from vectune.pipeline.train.query.trainer import train_query_encoder
 
     model, stats = train_query_encoder(ctx.live.model, queries or ctx.train_q, positives or ctx.train_pos,
                                        ctx.corpus, ctx.keys, cfg=_cfg(ctx, **over),
@@ -169,7 +169,7 @@ def _encoder(ctx: Context, queries=None, positives=None, **over):
 
 
 def _linear(ctx: Context) -> tuple[np.ndarray, dict]:
-    from vectune.query_side import train_linear_map
+    from vectune.pipeline.train.query.trainer import train_linear_map
 
     w, stats = train_linear_map(ctx.live_vecs("train"), ctx.train_pos, ctx.corpus, ctx.keys, cfg=_cfg(ctx))
     return w, stats.to_dict()
@@ -214,7 +214,7 @@ def make_candidate(name: str, ctx: Context) -> tuple[np.ndarray, np.ndarray, dic
         return (_unit(g + rng.normal(0, spec["sigma"], g.shape)), _unit(t + rng.normal(0, spec["sigma"], t.shape)),
                 {})
     if name in ("linear", "linear-mirrored"):
-        from vectune.query_side import apply_linear
+        from vectune.pipeline.train.query.trainer import apply_linear
 
         w, stats = _linear(ctx)
         if name == "linear-mirrored":
@@ -226,8 +226,8 @@ def make_candidate(name: str, ctx: Context) -> tuple[np.ndarray, np.ndarray, dic
         pos = [[ctx.keys[int(rng.integers(len(ctx.keys)))]] if rng.random() < share else p for p in ctx.train_pos]
         return _encoder(ctx, positives=pos, **spec)
     if name == "pseudo":
-        from vectune.chunks import Chunk
-        from vectune.generate.offline import OfflineGenerator
+        from vectune.core.chunks import Chunk
+        from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
 
         rng = np.random.default_rng(seed)
         rows = sorted(rng.choice(len(ctx.keys), size=min(spec.pop("pseudo"), len(ctx.keys)), replace=False).tolist())
@@ -247,16 +247,16 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
 
     The cycle's steps with the stored vectors in memory: a seeded sample of ``chunks`` chunks
     (the held-out share set aside as the cycle does), ``queries_per_chunk`` offline queries on
-    the budget's chunks, hard negatives mined by :func:`vectune.negatives.mine` against the
-    stored vectors, :func:`vectune.train.train_local` on a fresh copy of the live model, then
+    the budget's chunks, hard negatives mined by :func:`vectune.pipeline.pairs.negatives.mine` against the
+    stored vectors, :func:`vectune.pipeline.train.stage.train_local` on a fresh copy of the live model, then
     the whole corpus re-encoded with the candidate (as a full promotion would).
     """
-    from vectune.chunks import Chunk, sample, split
-    from vectune.generate.offline import OfflineGenerator
-    from vectune.models import load_encoder
-    from vectune.negatives import mine
-    from vectune.settings import BUNDLED_MODEL, Settings
-    from vectune.train import train_local
+    from vectune.core.chunks import Chunk, sample, split
+    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
+    from vectune.models.encoder import load_encoder
+    from vectune.pipeline.pairs.negatives import mine
+    from vectune.config.settings import BUNDLED_MODEL, Settings
+    from vectune.pipeline.train.stage import train_local
 
     settings = Settings(seed=ctx.args.seed)
     titles = {str(r["_id"]): (r.get("title") or "").strip() for r in read_jsonl(ctx.beir["corpus"])}
@@ -274,7 +274,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     pv = ctx.corpus[[row[q.chunk_id] for q in queries]]
 
     def search(vecs, limit):
-        from vectune.evaluate import rank
+        from vectune.pipeline.evaluate import rank
 
         top = rank(np.asarray(vecs, np.float32), ctx.corpus, limit)
         return [[(ctx.keys[j], float(v @ ctx.corpus[j])) for j in r] for v, r in zip(vecs, top)]
@@ -300,8 +300,8 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
 
 
 def per_query(ctx: Context, golden_vecs: np.ndarray, test_vecs: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-query metrics (vectune.evaluate, the gate's own scoring) on the golden pool and the test queries."""
-    from vectune.evaluate import EvalQuery, evaluate
+    """Per-query metrics (vectune.pipeline.evaluate, the gate's own scoring) on the golden pool and the test queries."""
+    from vectune.pipeline.evaluate import EvalQuery, evaluate
 
     corpus = getattr(ctx, "candidate_corpus", None)
     if corpus is None:
@@ -349,7 +349,7 @@ _COUNTS: dict[int, np.ndarray] = {}
 
 
 def boot_counts(n: int) -> np.ndarray:
-    """(BOOT_SAMPLES, n) resample counts of the index matrix ``vectune.gate.paired_bootstrap`` draws (seed 0)."""
+    """(BOOT_SAMPLES, n) resample counts of the index matrix ``vectune.pipeline.gate.paired_bootstrap`` draws (seed 0)."""
     if n not in _COUNTS:
         idx = np.random.default_rng(0).integers(0, n, size=(BOOT_SAMPLES, n))
         c = np.zeros((BOOT_SAMPLES, n), dtype=np.float64)
@@ -362,7 +362,7 @@ _FLIPS: dict[int, np.ndarray] = {}
 
 
 def flips(n: int) -> np.ndarray:
-    """(PERM_SAMPLES, n) random ±1 signs: the very ones ``vectune.gate.paired_permutation`` draws (seed 0)."""
+    """(PERM_SAMPLES, n) random ±1 signs: the very ones ``vectune.pipeline.gate.paired_permutation`` draws (seed 0)."""
     if n not in _FLIPS:
         _FLIPS[n] = np.where(np.random.default_rng(0).random((PERM_SAMPLES, n)) < 0.5, -1.0, 1.0)
     return _FLIPS[n]
@@ -371,7 +371,7 @@ def flips(n: int) -> np.ndarray:
 def gate_passes(d: np.ndarray, min_delta: float) -> dict[str, np.ndarray]:
     """Whether each row of per-query deltas ``d`` (draws × n) passes each test.
 
-    Every test also requires ``mean(d) >= min_delta`` (as ``vectune.gate.decide`` does).
+    Every test also requires ``mean(d) >= min_delta`` (as ``vectune.pipeline.gate.decide`` does).
 
     Args:
         d: per-query deltas (candidate − live), one draw per row.
@@ -401,7 +401,7 @@ def gate_passes(d: np.ndarray, min_delta: float) -> dict[str, np.ndarray]:
                 p[name][nz] = np.nan_to_num(
                     stats.wilcoxon(d[nz], zero_method=zm, alternative="greater", axis=1).pvalue, nan=1.0)
             # scipy picks one method for a whole array; a row without unchanged queries may get the
-            # exact distribution when tested alone (as vectune.gate does): test those rows alone
+            # exact distribution when tested alone (as vectune.pipeline.gate does): test those rows alone
             for i in np.flatnonzero((d != 0).all(axis=1)):
                 p[name][i] = np.nan_to_num(stats.wilcoxon(d[i], zero_method=zm, alternative="greater").pvalue,
                                            nan=1.0)
@@ -417,9 +417,9 @@ def gate_passes(d: np.ndarray, min_delta: float) -> dict[str, np.ndarray]:
 
 def check_against_gate(deltas: dict[str, np.ndarray], live: dict[str, np.ndarray], min_delta: float,
                        draws: int, seed: int) -> dict:
-    """How often the vectorised boot95, perm and wilcoxon agree with ``vectune.gate.decide`` itself (sampled draws)."""
-    from vectune.evaluate import EvalResult
-    from vectune.gate import decide
+    """How often the vectorised boot95, perm and wilcoxon agree with ``vectune.pipeline.gate.decide`` itself (sampled draws)."""
+    from vectune.pipeline.evaluate import EvalResult
+    from vectune.pipeline.gate import decide
 
     rng = np.random.default_rng(seed + 7)
     agree = {"boot95": 0, "perm": 0, "wilcoxon": 0}
@@ -443,7 +443,7 @@ def check_against_gate(deltas: dict[str, np.ndarray], live: dict[str, np.ndarray
 
 # ----------------------------------------------------------------------------- the study
 def truth_of(test: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> dict:
-    from vectune.gate import paired_bootstrap
+    from vectune.pipeline.gate import paired_bootstrap
 
     out = {}
     for m in GATE_METRICS:
@@ -458,7 +458,7 @@ def truth_of(test: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> dict:
 
 
 def golden_summary(d: np.ndarray) -> dict:
-    from vectune.gate import paired_bootstrap
+    from vectune.pipeline.gate import paired_bootstrap
 
     out = {}
     for j, m in enumerate(GATE_METRICS):
@@ -674,7 +674,7 @@ def markdown(r: dict) -> str:
                  + ", ".join(f"{c} → {cur['n80_winners'][c] or '>' + str(r['golden_queries'])}" for c in v["winners"])
                  + ").")
     gc = r["gate_check"]
-    lines += [f"- check: on {gc['draws_checked']} sampled draws, `vectune.gate.decide` with test=bootstrap / "
+    lines += [f"- check: on {gc['draws_checked']} sampled draws, `vectune.pipeline.gate.decide` with test=bootstrap / "
               f"permutation / wilcoxon agreed with this script's boot95 / perm / wilcoxon on "
               f"{gc['agree']['boot95']} / {gc['agree']['perm']} / {gc['agree']['wilcoxon']}.",
               f"- machine: {common.machine_line(r['machine'])}; date {r['date']}; analysis {r['analysis_s']} s"]
@@ -700,15 +700,15 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("vectune.query_side").setLevel(logging.INFO)
+    logging.getLogger("vectune.pipeline.train.query.trainer").setLevel(logging.INFO)
     import torch
 
     threads = args.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
 
-    from vectune.models import load_encoder
-    from vectune.settings import BUNDLED_MODEL, Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import BUNDLED_MODEL, Settings
 
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     bad = [c for c in names if c not in SPECS]

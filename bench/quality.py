@@ -49,7 +49,7 @@ PROTOCOLS = {
 }
 #: Makes `vectune run` promote whatever the gate says (for --counterfactual only).
 FORCE_PROMOTE = (
-    "import vectune.gate as c\n"
+    "import vectune.pipeline.gate as c\n"
     "_decide = c.decide\n"
     "def decide(*a, **k):\n"
     "    d = _decide(*a, **k)\n"
@@ -149,8 +149,8 @@ def score_alias(home: Path, qids: list[str], queries: dict[str, str], qrels: dic
     """Score whatever the alias points at, as an app would query it (resolve + query_points)."""
     from qdrant_client import QdrantClient
 
-    from vectune.resolve import resolve
-    from vectune.settings import Settings
+    from vectune.apps.resolve import resolve
+    from vectune.config.settings import Settings
 
     settings = Settings(home=home)
     client = QdrantClient(path=str(settings.resolved_qdrant_path))
@@ -193,7 +193,7 @@ def metrics_per_query(ranked: list[list[str]], relevant: list[set[str]]) -> dict
 
 
 def delta_ci(base: dict, tuned: dict, metric: str = "ndcg@10", samples: int = 2000) -> dict:
-    from vectune.gate import paired_bootstrap
+    from vectune.pipeline.gate import paired_bootstrap
 
     b = np.asarray(base["per_query"][metric])
     t = np.asarray(tuned["per_query"][metric])
@@ -258,8 +258,8 @@ def log_feedback(home: Path, sets: dict) -> None:
 
     from qdrant_client import QdrantClient
 
-    from vectune import feedback
-    from vectune.settings import Settings
+    from vectune.qdrant import feedback
+    from vectune.config.settings import Settings
 
     rows = []
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -353,7 +353,7 @@ def assemble(p, args, rep, rc, err, base_score, tuned, run_secs, total_secs, ind
                      "epochs": args.epochs or "vectune default (1)", "extra_vectune_args": args.vectune_arg or [],
                      "golden_queries": sets["n_golden"], "train_set_queries": sets["n_train"],
                      "corpus_docs": index_info.get("points"), "quick": bool(args.quick),
-                     "bootstrap": "paired, 2000 resamples, 95%, seed 0 (vectune.gate.paired_bootstrap)"},
+                     "bootstrap": "paired, 2000 resamples, 95%, seed 0 (vectune.pipeline.gate.paired_bootstrap)"},
         "date": common.now(),
     }
 
@@ -440,7 +440,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["auto", "query", "full"], default=None,
                     help="passed to vectune run (default: vectune's own, auto)")
     ap.add_argument("--feedback", action="store_true",
-                    help="protocol C through the feedback collection (vectune.feedback.log_many) instead of "
+                    help="protocol C through the feedback collection (vectune.qdrant.feedback.log_many) instead of "
                          "--train-set/--eval-set files")
     ap.add_argument("--vectune-arg", action="append", default=None,
                     help="extra argument for `vectune run` (repeat; e.g. --vectune-arg=--gate-metric=ndcg@10)")

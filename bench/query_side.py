@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Standalone measurement of the query-side learner (vectune.query_side) on a BEIR dataset.
+"""Standalone measurement of the query-side learner (vectune.pipeline.train.query.trainer) on a BEIR dataset.
 
     python bench/query_side.py --data ../shared/data/scifact
     python bench/query_side.py --data ../shared/data/scifact --which encoder --epochs 12 --no-refit
@@ -69,7 +69,7 @@ def stored_vectors(name: str, keys: list[str], texts: list[str], encoder, work: 
 
 
 def rank_keys(qv: np.ndarray, corpus: np.ndarray, keys: list[str]) -> list[list[str]]:
-    from vectune.evaluate import rank
+    from vectune.pipeline.evaluate import rank
 
     return [[keys[j] for j in row] for row in rank(np.asarray(qv, np.float32), corpus, 10)]
 
@@ -116,12 +116,11 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("vectune.query_side").setLevel(logging.INFO)
+    logging.getLogger("vectune.pipeline.train.query.trainer").setLevel(logging.INFO)
 
-    from vectune.models import load_encoder
-    from vectune.query_side import (QuerySideConfig, apply_linear, build_asymmetric_model, train_linear_map,
-                                    train_query_encoder)
-    from vectune.settings import BUNDLED_MODEL, Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.pipeline.train.query.trainer import (QuerySideConfig, apply_linear, build_asymmetric_model, train_linear_map, train_query_encoder)
+    from vectune.config.settings import BUNDLED_MODEL, Settings
 
     t_all = time.perf_counter()
     beir = load_beir(args.data)
@@ -231,7 +230,7 @@ def overlap_split(base: dict, cand: dict, qids: list[str], qrels: dict, train_po
 
 def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     """Tuning on the training half only: print each candidate's slice curve, never a test or golden score."""
-    from vectune.query_side import train_linear_map, train_query_encoder
+    from vectune.pipeline.train.query.trainer import train_linear_map, train_query_encoder
 
     if args.refit_check:
         return refit_check(args, cfg, live, corpus, keys, train_q, train_pos)
@@ -256,7 +255,7 @@ def refit_check(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     training half is held out, the learner runs on the rest with and without refit, the outer part is scored."""
     import copy
 
-    from vectune.query_side import apply_linear, train_linear_map, train_query_encoder
+    from vectune.pipeline.train.query.trainer import apply_linear, train_linear_map, train_query_encoder
 
     order = np.random.default_rng(args.seed + 1).permutation(len(train_q))
     outer, inner = order[: len(order) // 5], order[len(order) // 5:]

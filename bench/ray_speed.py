@@ -50,11 +50,11 @@ ESTIMATE_GPUS = (1, 2, 4, 8, 16, 32)
 def run(args) -> dict:
     import ray
 
-    from vectune.engines.ray_engine import build_ray
-    from vectune.models import load_encoder
-    from vectune.promote import build
-    from vectune.settings import BUNDLED_MODEL, load_settings
-    from vectune.store import Store
+    from vectune.promote.engines.ray_engine import build_ray
+    from vectune.models.encoder import load_encoder
+    from vectune.promote.build import build
+    from vectune.config.settings import BUNDLED_MODEL, load_settings
+    from vectune.qdrant.store import Store
 
     home = Path(args.home or tempfile.mkdtemp(prefix="ray-speed-", dir=common.BENCH / "work"
                                               if (common.BENCH / "work").exists() else None))

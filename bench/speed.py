@@ -6,7 +6,7 @@
 
 (a) reindex throughput: chunks/s of vectune's reindex path (promote.build + sync + verify from a source
     collection into a new one) / chunks/s of ``model.encode`` alone on the same texts and batch size [>= 0.9];
-(b) hard-negative mining: vectune.negatives.mine (live query encoder + vectors stored in Qdrant +
+(b) hard-negative mining: vectune.pipeline.pairs.negatives.mine (live query encoder + vectors stored in Qdrant +
     Store.search_batch) vs sentence-transformers' util.mine_hard_negatives on the same pairs and corpus with
     the same guard (relative_margin=0.05, 1 negative, depth 30) [ratio >= 5x], and overlap of the negatives;
 (c) memory: peak RSS of a reindex at two sizes (default 10k and 100k points), each in a fresh subprocess
@@ -62,7 +62,7 @@ def passages(n: int, data: Path | None, seed: int = 0) -> list[str]:
         if len(out) < n:
             sys.exit(f"{data} has only {len(out)} docs; asked for {n}")
         return out
-    from vectune.demo_corpus import demo_chunks
+    from vectune.demo.corpus import demo_chunks
 
     sents = sorted({s.strip() for c in demo_chunks() for s in re.split(r"(?<=[.!?])\s+|\n+", c["text"])
                     if 30 <= len(s.strip()) <= 300})
@@ -97,8 +97,10 @@ def fill_source(store, name: str, texts: list[str], vectors: np.ndarray | None, 
 
 # ----------------------------------------------------------------------------- (a) reindex throughput
 def bench_reindex(args, settings, enc, texts: list[str]) -> dict:
-    from vectune.promote import build, sync, verify
-    from vectune.store import Store
+    from vectune.promote.build import build
+    from vectune.promote.publish import verify
+    from vectune.promote.sync import sync
+    from vectune.qdrant.store import Store
 
     n = len(texts)
     bs = settings.encode_batch_size
@@ -145,10 +147,10 @@ def bench_mining(args, settings, enc, texts: list[str]) -> dict:
     from datasets import Dataset
     from sentence_transformers.util import mine_hard_negatives
 
-    from vectune.chunks import Chunk
-    from vectune.generate.offline import OfflineGenerator
-    from vectune.negatives import mine, texts_from_records
-    from vectune.store import Store, dense_of
+    from vectune.core.chunks import Chunk
+    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
+    from vectune.pipeline.pairs.negatives import mine, texts_from_records
+    from vectune.qdrant.store import Store, dense_of
 
     margin, depth = settings.relative_margin, settings.negatives_depth
     with Store(settings) as store:
@@ -267,9 +269,11 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
     """Runs in a fresh process; prints peak RSS of one reindex of ``n`` points."""
     import resource
 
-    from vectune.promote import build, sync, verify
-    from vectune.settings import Settings
-    from vectune.store import DenseSpec, Store
+    from vectune.promote.build import build
+    from vectune.promote.publish import verify
+    from vectune.promote.sync import sync
+    from vectune.config.settings import Settings
+    from vectune.qdrant.store import DenseSpec, Store
 
     settings = Settings(home=home)
     enc = HashEncoder()
@@ -469,8 +473,8 @@ def main() -> None:
                             if not k.startswith("_")}}
     t_all = time.perf_counter()
     if parts & {"a", "b"}:
-        from vectune.models import load_encoder
-        from vectune.settings import BUNDLED_MODEL, Settings
+        from vectune.models.encoder import load_encoder
+        from vectune.config.settings import BUNDLED_MODEL, Settings
 
         settings = Settings(home=home / "ab")
         enc = load_encoder(os.environ.get("VECTUNE_BASE_MODEL", BUNDLED_MODEL), settings)

@@ -53,7 +53,7 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def corpus_records():
     """40 real passages (CPython reference topics), spread over many topics."""
-    from vectune.demo_corpus import demo_chunks
+    from vectune.demo.corpus import demo_chunks
 
     chunks = [c for c in demo_chunks() if 200 <= len(c["text"]) <= 700]
     step = max(1, len(chunks) // 40)
@@ -83,8 +83,8 @@ def invoke(*args, expect: int | None = 0):
 @contextmanager
 def qdrant():
     """A Qdrant client on the same store the CLI uses (close it before the next CLI call)."""
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     store = Store(load_settings())
     try:
@@ -132,7 +132,7 @@ PERMISSIVE = ["--allow-synthetic-gate", "--min-delta", "-1", "--no-bootstrap"]
 @pytest.fixture
 def settings(home):
     """Settings as the CLI would load them, all state under the temp home."""
-    from vectune.settings import load_settings
+    from vectune.config.settings import load_settings
 
     return load_settings()
 
@@ -140,7 +140,7 @@ def settings(home):
 @pytest.fixture
 def store(settings):
     """A real embedded Qdrant (on disk, in the temp home); closed after the test."""
-    from vectune.store import Store
+    from vectune.qdrant.store import Store
 
     s = Store(settings)
     yield s
@@ -150,8 +150,8 @@ def store(settings):
 @pytest.fixture(scope="session")
 def bundled_encoder():
     """The bundled MiniLM, loaded once per session (read-only use: do not train it)."""
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import Settings
 
     return load_encoder("bundled:all-MiniLM-L6-v2", Settings(max_seq_length=96))
 

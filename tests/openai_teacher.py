@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vectune.chunks import Chunk
-from vectune.generate.cache import CACHE_FILE
-from vectune.generate.openai import OpenAIGenerator
-from vectune.settings import OpenAITeacher
+from vectune.core.chunks import Chunk
+from vectune.pipeline.pairs.teachers.cache import CACHE_FILE
+from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
+from vectune.config.settings import OpenAITeacher
 
 from fake_openai_server import FakeOpenAI, chunk_texts
 

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from vectune.chunks import Chunk, ReadStats, extract_text, filter_chunks, get_field, sample, split, text_hash
-from vectune.settings import Settings
+from vectune.core.chunks import Chunk, ReadStats, extract_text, filter_chunks, get_field, sample, split, text_hash
+from vectune.config.settings import Settings
 
 
 @pytest.mark.parametrize("preset,payload", [

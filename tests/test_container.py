@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from vectune.schedule import Cron
+from vectune.ops.schedule import Cron
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "deploy" / "smoke"

@@ -73,8 +73,8 @@ def test_full_cycle_promote_status_query_rollback(indexed, home, corpus_records)
     assert new in text and "rollback target" in text
 
     # apps querying through the alias use the new vectors and the new model
-    from vectune import resolve
-    from vectune.settings import Settings
+    from vectune.apps import resolve
+    from vectune.config.settings import Settings
 
     with qdrant() as c:
         coll, enc = resolve(c, "docs", Settings())

@@ -25,7 +25,7 @@ import pytest
 
 yaml = pytest.importorskip("yaml", reason="pyyaml is needed to read the deployment files")
 
-from vectune.schedule import Cron  # noqa: E402
+from vectune.ops.schedule import Cron  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -34,7 +34,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_EMBEDDED = ROOT / "docker-compose.embedded.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 ENV_EXAMPLE = DEPLOY / "vectune.env.example"
-SETTINGS_PY = ROOT / "src" / "vectune" / "settings.py"
+SETTINGS_PY = ROOT / "src" / "vectune" / "config" / "settings.py"
 ERRORS_PY = ROOT / "src" / "vectune" / "errors.py"
 
 # The CLI's subcommands, read from the click group itself.
@@ -116,7 +116,7 @@ def settings_env_names() -> dict[str, set[str]]:
     """Env names of every Settings field: {field: {NAME, ...}}."""
     from pydantic import AliasChoices
 
-    from vectune.settings import Settings
+    from vectune.config.settings import Settings
 
     out: dict[str, set[str]] = {}
     for name, field in Settings.model_fields.items():
@@ -133,7 +133,7 @@ def settings_env_names() -> dict[str, set[str]]:
 
 def extra_env_names() -> set[str]:
     """Env names settings.py reads directly (teacher config: its table of flat names, and direct reads)."""
-    from vectune.settings import OPENAI_TEACHER_ENV
+    from vectune.config.settings import OPENAI_TEACHER_ENV
 
     text = SETTINGS_PY.read_text()
     direct = set(re.findall(r"(?:os\.environ\.get|_env_secret)\(\"([A-Z][A-Z0-9_]*)\"", text))

@@ -1,4 +1,4 @@
-"""The Ray engine (``vectune.engines.ray_engine.build_ray``) against the local one (``promote.build``).
+"""The Ray engine (``vectune.promote.engines.ray_engine.build_ray``) against the local one (``promote.build``).
 
 A real local Ray cluster (2 CPUs, module-scoped), the real bundled MiniLM and the real
 embedded Qdrant. Embedded Qdrant is single-process, so these tests run the engine's
@@ -17,12 +17,12 @@ import pytest
 ray = pytest.importorskip("ray", reason="the Ray engine is optional (pip install 'vectune[ray]'); Ray is not installed")
 pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data (pip install 'ray[data]')")
 
-from vectune.engines import ray_engine  # noqa: E402
-from vectune.engines.ray_engine import PROGRESS_FILE, Progress, build_ray, embed_partition, plan_partitions  # noqa: E402
-from vectune.models import load_encoder  # noqa: E402
-from vectune.promote import build  # noqa: E402
-from vectune.settings import load_settings  # noqa: E402
-from vectune.store import Store, point_id_for  # noqa: E402
+from vectune.promote.engines import ray_engine  # noqa: E402
+from vectune.promote.engines.ray_engine import PROGRESS_FILE, Progress, build_ray, embed_partition, plan_partitions  # noqa: E402
+from vectune.models.encoder import load_encoder  # noqa: E402
+from vectune.promote.build import build  # noqa: E402
+from vectune.config.settings import load_settings  # noqa: E402
+from vectune.qdrant.store import Store, point_id_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_resume_processes_only_missing_partitions(ray_cluster, job):
 
     The model is a model-store tag (as after training) shipped to the actors through the object
     store, as on a multi-node cluster where only the driver has the model volume."""
-    from vectune.models import save_model
+    from vectune.models.encoder import save_model
 
     store, live, spec, tf = job["store"], job["live"], job["spec"], job["settings"].text_field
     save_model(job["enc"], "tuned-tag", job["settings"], {"note": "test"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vectune.chunks import Chunk
-from vectune.evaluate import EvalQuery, eval_corpus, evaluate
+from vectune.core.chunks import Chunk
+from vectune.pipeline.evaluate import EvalQuery, eval_corpus, evaluate
 
 
 def test_metrics_on_a_known_ranking():

@@ -18,7 +18,7 @@ import json
 import numpy as np
 import pytest
 
-from vectune import faults
+from vectune.core import faults
 
 ALIAS = "docs"
 DENSE = "dense"
@@ -63,8 +63,8 @@ def app_text(n: int) -> str:
 
 @pytest.fixture(scope="module")
 def models():
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import Settings
 
     base = load_encoder("bundled:all-MiniLM-L6-v2", Settings(), max_seq_length=64)
     perm = np.random.default_rng(7).permutation(base.dim)
@@ -97,8 +97,8 @@ class World:
     def __init__(self, models, texts, named: bool = True, seed: int = 0):
         from qdrant_client import models as qm
 
-        from vectune.settings import load_settings
-        from vectune.store import DenseSpec, Store
+        from vectune.config.settings import load_settings
+        from vectune.qdrant.store import DenseSpec, Store
 
         self.models = models
         self.store = Store(load_settings(qdrant_path=":memory:"))
@@ -437,7 +437,7 @@ NEEDS_HELPER |= {("delete", "overwrite_payload")}
 
 
 def _cross(models, texts, flow, window_kind, dual: bool, named: bool = True):
-    from vectune.dualwrite import DualWriter
+    from vectune.apps.dualwrite import DualWriter
 
     w = World(models, texts, named=named)
     f = Flow(flow, w)
@@ -545,7 +545,7 @@ def test_dual_write_aba_restores(models, texts):
     """With the helper, restoring a point after the swap to exactly its state before the window wins,
     vectors included (without it, a vector the window changed and the app restored bit for bit reads as
     untouched)."""
-    from vectune.dualwrite import DualWriter
+    from vectune.apps.dualwrite import DualWriter
 
     w = World(models, texts)
     f = Flow("promote", w)

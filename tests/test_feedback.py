@@ -11,8 +11,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from vectune import feedback as fb
-from vectune.store import Store, point_id_for
+from vectune.qdrant import feedback as fb
+from vectune.qdrant.store import Store, point_id_for
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
@@ -23,7 +23,7 @@ def ts(minutes: float) -> str:
 
 @pytest.fixture
 def store():
-    from vectune.settings import Settings
+    from vectune.config.settings import Settings
 
     s = Store(Settings(qdrant_path=":memory:"))
     yield s
@@ -259,7 +259,7 @@ def test_deleted_points_are_dropped_and_counted(store):
 
 
 def test_negative_feedback_becomes_explicit_hard_negatives(store):
-    from vectune.negatives import Example
+    from vectune.pipeline.pairs.negatives import Example
 
     make_live(store, 60)
     log_queries(store, 30, start=100)  # newest: the golden side

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vectune.evaluate import EvalQuery, evaluate, score
-from vectune.gate import decide, paired_bootstrap
+from vectune.pipeline.evaluate import EvalQuery, evaluate, score
+from vectune.pipeline.gate import decide, paired_bootstrap
 
 
 def test_metrics_on_a_known_ranking():
@@ -63,8 +63,8 @@ def test_paired_bootstrap_interval_contains_the_mean_difference():
 def test_choose_cheapest_passing_unless_a_costlier_one_is_significantly_better():
     import numpy as np
 
-    from vectune.evaluate import EvalResult
-    from vectune.gate import Decision, choose
+    from vectune.pipeline.evaluate import EvalResult
+    from vectune.pipeline.gate import Decision, choose
 
     def res(vals):
         a = np.asarray(vals, dtype=float)

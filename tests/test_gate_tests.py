@@ -7,8 +7,8 @@ import pytest
 from scipy import stats
 
 from vectune.errors import BadInput
-from vectune.evaluate import EvalResult
-from vectune.gate import GATE_TESTS, choose, decide, paired_permutation, paired_wilcoxon
+from vectune.pipeline.evaluate import EvalResult
+from vectune.pipeline.gate import GATE_TESTS, choose, decide, paired_permutation, paired_wilcoxon
 
 
 def _res(values, metric="ndcg@10"):

@@ -1,4 +1,4 @@
-"""The teacher's reply cache (vectune.generate.cache): reuse across runs, torn lines, resume after SIGKILL."""
+"""The teacher's reply cache (vectune.pipeline.pairs.teachers.cache): reuse across runs, torn lines, resume after SIGKILL."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vectune.chunks import Chunk, text_hash
-from vectune.generate.cache import CACHE_FILE, CacheEntry, ReplyCache
+from vectune.core.chunks import Chunk, text_hash
+from vectune.pipeline.pairs.teachers.cache import CACHE_FILE, CacheEntry, ReplyCache
 
 from fake_openai_server import FakeOpenAI, chunk_texts
 from openai_teacher import SRC, cache_lines, make_chunks, make_gen
@@ -64,9 +64,9 @@ _KILL_SCRIPT = textwrap.dedent(
     import sys
     sys.path[:0] = [{src!r}, {tests!r}]
     from fake_openai_server import chunk_texts
-    from vectune.chunks import Chunk
-    from vectune.generate.openai import OpenAIGenerator
-    from vectune.settings import OpenAITeacher
+    from vectune.core.chunks import Chunk
+    from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
+    from vectune.config.settings import OpenAITeacher
     url, cache = sys.argv[1], sys.argv[2]
     chunks = [Chunk(key=f"c{{i}}", point_id=i, text=t) for i, t in enumerate(chunk_texts(30))]
     cfg = OpenAITeacher(model="fake-model", base_url=url, api_key="k", concurrency=2, timeout_s=10)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vectune.chunks import Chunk
-from vectune.generate.offline import OfflineGenerator, sentences
+from vectune.core.chunks import Chunk
+from vectune.pipeline.pairs.teachers.offline import OfflineGenerator, sentences
 
 TEXT = ("Aspirin lowers MI risk. In a randomised trial of 2000 patients, daily aspirin reduced myocardial infarction "
         "by a fifth. Bleeding events rose slightly in the treated arm. The effect held across age groups.")

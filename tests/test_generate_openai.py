@@ -1,4 +1,4 @@
-"""The OpenAI-compatible teacher (vectune.generate.openai) against a real loopback HTTP server and the real client:
+"""The OpenAI-compatible teacher (vectune.pipeline.pairs.teachers.openai) against a real loopback HTTP server and the real client:
 reply shapes, retries and timeouts, JSON mode, budgets, secrets, calling contexts."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from vectune.chunks import Chunk
+from vectune.core.chunks import Chunk
 from vectune.errors import BadInput
-from vectune.generate.openai import OpenAIGenerator
-from vectune.settings import OpenAITeacher
+from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
+from vectune.config.settings import OpenAITeacher
 
 from fake_openai_server import FakeOpenAI, chunk_texts
 from openai_teacher import KEY, make_chunks, make_gen

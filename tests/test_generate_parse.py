@@ -1,4 +1,4 @@
-"""Parsing a teacher's reply into questions (vectune.generate.parse)."""
+"""Parsing a teacher's reply into questions (vectune.pipeline.pairs.teachers.parse)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from vectune.generate.parse import parse_questions
+from vectune.pipeline.pairs.teachers.parse import parse_questions
 
 
 # --------------------------------------------------------------------------- parsing

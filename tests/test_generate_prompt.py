@@ -1,4 +1,4 @@
-"""The teacher's prompt (vectune.generate.prompt): injection containment, braces, prompt files, domain hint."""
+"""The teacher's prompt (vectune.pipeline.pairs.teachers.prompt): injection containment, braces, prompt files, domain hint."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections import Counter
 
 import pytest
 
-from vectune.chunks import Chunk
+from vectune.core.chunks import Chunk
 from vectune.errors import BadInput
-from vectune.generate.openai import OpenAIGenerator
-from vectune.generate.prompt import Prompt, neutralise
-from vectune.settings import OpenAITeacher
+from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
+from vectune.pipeline.pairs.teachers.prompt import Prompt, neutralise
+from vectune.config.settings import OpenAITeacher
 
 from fake_openai_server import chunk_texts, passage_of
 from openai_teacher import make_chunks, make_gen

@@ -1,12 +1,12 @@
-"""The round-trip filter (vectune.generate.roundtrip): a query is kept only if it retrieves its own chunk."""
+"""The round-trip filter (vectune.pipeline.pairs.teachers.roundtrip): a query is kept only if it retrieves its own chunk."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vectune.generate.base import Query
-from vectune.generate.roundtrip import roundtrip_filter
+from vectune.pipeline.pairs.teachers.base import Query
+from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
 
 
 # --------------------------------------------------------------------------- round trip

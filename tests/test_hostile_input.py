@@ -23,8 +23,8 @@ UNUSABLE = {
 def _collection_with(extra_payloads, corpus_records, alias="fz"):
     from qdrant_client import models
 
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import Settings
 
     enc = load_encoder("bundled:all-MiniLM-L6-v2", Settings())
     texts = [r["text"] for r in corpus_records[:24]]

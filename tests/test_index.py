@@ -1,4 +1,4 @@
-"""Bootstrap indexing (vectune.index.index) of tiny JSONL and BEIR corpora into embedded Qdrant."""
+"""Bootstrap indexing (vectune.ops.index.index) of tiny JSONL and BEIR corpora into embedded Qdrant."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from vectune.errors import BadInput
-from vectune.index import corpus_file, index, iter_records
-from vectune.store import point_id_for
+from vectune.ops.index import corpus_file, index, iter_records
+from vectune.qdrant.store import point_id_for
 
 DOCS = [
     {"_id": "doc-a", "title": "Sorting", "text": "Python's sort is a stable hybrid of merge sort and insertion sort."},
@@ -38,7 +38,7 @@ def test_index_jsonl_ids_payload_and_vectors(settings, store, tmp_path, bundled_
     summary = index(settings, _jsonl(tmp_path / "c.jsonl", DOCS), "docs")
     assert summary == {"alias": "docs", "collection": "docs--all-minilm-l6-v2", "points": 3, "skipped_records": 1,
                        "model": "bundled:all-MiniLM-L6-v2"}
-    from vectune.store import Store
+    from vectune.qdrant.store import Store
 
     with Store(settings) as s:
         assert s.aliases() == {"docs": "docs--all-minilm-l6-v2"}
@@ -59,8 +59,8 @@ def test_index_jsonl_ids_payload_and_vectors(settings, store, tmp_path, bundled_
 
 def test_index_beir_folder_with_title_and_named_vector(home, tmp_path, monkeypatch):
     monkeypatch.setenv("VECTUNE_VECTOR_NAME", "dense")
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     beir = tmp_path / "beir"
     beir.mkdir()
@@ -102,7 +102,7 @@ def test_bad_corpus_inputs(settings, tmp_path):
     notext = _jsonl(tmp_path / "notext.jsonl", [{"_id": "x", "body": "no text field"}, {"id": 3, "text": ""}])
     with pytest.raises(BadInput, match="no record in .* has a non-empty 'text' field"):
         index(settings, notext, "docs")
-    from vectune.store import Store
+    from vectune.qdrant.store import Store
 
     with Store(settings) as s:
         assert s.collections() == [] and s.aliases() == {}  # the empty collection was removed

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from vectune.errors import BadInput
-from vectune.jsonl import iter_objects, write_atomic, write_json_atomic
+from vectune.core.jsonl import iter_objects, write_atomic, write_json_atomic
 
 
 def test_iter_objects_plain_and_gzip(tmp_path):

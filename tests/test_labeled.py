@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from vectune.errors import BadInput
-from vectune.labeled import LabeledQuery, load
-from vectune.store import point_id_for
+from vectune.pipeline.pairs.labeled import LabeledQuery, load
+from vectune.qdrant.store import point_id_for
 
 
 def _write(path, rows):

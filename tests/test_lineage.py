@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vectune import lineage
+from vectune.qdrant import lineage
 
 
 def _rec(alias, tag, **kw):

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from vectune.errors import LockHeld, QdrantUnavailable
-from vectune.lock import AliasLock, LockLost, default_owner
+from vectune.qdrant.lease import AliasLock, LockLost, default_owner
 
 
 class Clock:
@@ -33,8 +33,8 @@ class Clock:
 
 @pytest.fixture
 def store(home):
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     with Store(load_settings()) as s:
         yield s
@@ -202,7 +202,7 @@ def test_heartbeat_survives_transient_renew_failures(store, alias, monkeypatch, 
     a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=3, heartbeat_s=0.1, clock_skew_s=0).acquire()
     first = a.expires_at
     calls = _fail(store, monkeypatch, "lease_update", times=3)
-    with caplog.at_level(logging.WARNING, logger="vectune.lock"):
+    with caplog.at_level(logging.WARNING, logger="vectune.qdrant.lease"):
         a.start_heartbeat()
         try:
             assert _wait_for(lambda: calls["n"] >= 6 and a.expires_at > first + 0.5), calls
@@ -218,7 +218,7 @@ def test_heartbeat_survives_transient_renew_failures(store, alias, monkeypatch, 
 def test_heartbeat_gives_up_loudly_before_the_lease_expires(store, alias, monkeypatch, caplog):
     a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=1, heartbeat_s=0.1, clock_skew_s=0).acquire()
     calls = _fail(store, monkeypatch, "lease_update", times=None)
-    with caplog.at_level(logging.WARNING, logger="vectune.lock"):
+    with caplog.at_level(logging.WARNING, logger="vectune.qdrant.lease"):
         a.start_heartbeat()
         assert _wait_for(lambda: a.lost, timeout=5)
     gave_up = [r for r in caplog.records if r.levelno == logging.ERROR and "gives up" in r.getMessage()]
@@ -236,7 +236,7 @@ def test_heartbeat_gives_up_loudly_before_the_lease_expires(store, alias, monkey
 
 def test_heartbeat_notices_an_intruder(store, alias, caplog):
     a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=2, heartbeat_s=0.1, clock_skew_s=0).acquire()
-    with caplog.at_level(logging.WARNING, logger="vectune.lock"):
+    with caplog.at_level(logging.WARNING, logger="vectune.qdrant.lease"):
         a.start_heartbeat()
         try:
             # a host whose clock is far ahead sees the lease as long expired and takes it

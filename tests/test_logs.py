@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from vectune import logs
-from vectune.logs import RedactingFilter, Redactor, progress, setup_logging
-from vectune.settings import OpenAITeacher, Settings
+from vectune.observe import logs
+from vectune.observe.logs import RedactingFilter, Redactor, progress, setup_logging
+from vectune.config.settings import OpenAITeacher, Settings
 
 QKEY = "qdrant-secret-key-123456"
 OKEY = "sk-proj-ABCDEFGHIJKLMNOP1234567890"
@@ -230,7 +230,7 @@ def test_add_secrets_after_setup() -> None:
 def test_progress_logs_when_not_a_tty(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = iter(float(i) for i in range(1000))
     monkeypatch.setattr(logs.time, "monotonic", lambda: next(ticks))
-    with caplog.at_level(logging.INFO, logger="vectune.logs"):
+    with caplog.at_level(logging.INFO, logger="vectune.observe.logs"):
         items = list(progress(range(10), desc="encoding", every_s=3.0, stream=io.StringIO()))
     assert items == list(range(10))
     msgs = [r.getMessage() for r in caplog.records]
@@ -243,7 +243,7 @@ def test_progress_unknown_total(caplog: pytest.LogCaptureFixture) -> None:
     def gen() -> Iterator[int]:
         yield from range(5)
 
-    with caplog.at_level(logging.INFO, logger="vectune.logs"):
+    with caplog.at_level(logging.INFO, logger="vectune.observe.logs"):
         assert list(progress(gen(), desc="scroll", every_s=0.0, stream=io.StringIO())) == list(range(5))
     assert "scroll: 1 items" in caplog.records[0].getMessage()
 

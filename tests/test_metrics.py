@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vectune import metrics
-from vectune.metrics import export, push, render, textfile_path, write_textfile
+from vectune.observe import metrics
+from vectune.observe.metrics import export, push, render, textfile_path, write_textfile
 
 REPORT = {
     "alias": "docs",

@@ -1,4 +1,4 @@
-"""Hard-negative mining (vectune.negatives.mine) with hand-made vectors and a scripted search."""
+"""Hard-negative mining (vectune.pipeline.pairs.negatives.mine) with hand-made vectors and a scripted search."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from vectune.generate.base import Query
-from vectune.negatives import count_sources, mine
+from vectune.pipeline.pairs.teachers.base import Query
+from vectune.pipeline.pairs.negatives import count_sources, mine
 
 
 def _unit(n: int, dim: int = 4) -> np.ndarray:
@@ -182,7 +182,7 @@ def test_no_negatives_wanted_gives_plain_pairs_without_searching():
 def test_texts_from_records_skips_unusable_payloads():
     from types import SimpleNamespace as R
 
-    from vectune.negatives import texts_from_records
+    from vectune.pipeline.pairs.negatives import texts_from_records
 
     recs = [R(id=1, payload={"text": " one "}), R(id="u", payload={"text": ""}), R(id=3, payload=None),
             R(id=4, payload={"meta": {"text": "nested"}})]

@@ -12,8 +12,8 @@ pytestmark = pytest.mark.slow  # adopt + train + promote per test
 
 
 def _encode(texts):
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import Settings
 
     return load_encoder("bundled:all-MiniLM-L6-v2", Settings()).encode_passages(texts)
 

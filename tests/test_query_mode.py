@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import PERMISSIVE, invoke, qdrant
 
-from vectune import faults
+from vectune.core import faults
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def _latest(home):
 @pytest.fixture
 def passage_calls(monkeypatch):
     """Count passage encodings per stage (the cycle announces each stage through faults.point)."""
-    from vectune.models import Encoder
+    from vectune.models.encoder import Encoder
 
     calls: dict[str, int] = {}
     current = {"stage": "-"}
@@ -86,9 +86,9 @@ def test_query_mode_never_encodes_passages_and_copies_writes_verbatim(indexed, h
 
 
 def test_resolve_gives_new_query_encoder_and_apps_keep_writing_with_the_passage_model(indexed, home, monkeypatch):
-    from vectune.models import load_encoder
-    from vectune.resolve import resolve
-    from vectune.settings import load_settings
+    from vectune.models.encoder import load_encoder
+    from vectune.apps.resolve import resolve
+    from vectune.config.settings import load_settings
 
     monkeypatch.setenv("VECTUNE_MODE", "query")
     invoke("run", "--alias", "docs", *PERMISSIVE)
@@ -112,7 +112,7 @@ def test_resolve_gives_new_query_encoder_and_apps_keep_writing_with_the_passage_
 
 
 def test_chains_query_after_full_keeps_its_passages_full_after_query_starts_from_them(indexed, home, monkeypatch):
-    from vectune.lineage import passage_model
+    from vectune.qdrant.lineage import passage_model
 
     monkeypatch.setenv("VECTUNE_MODE", "full")
     invoke("run", "--alias", "docs", *PERMISSIVE)

@@ -1,4 +1,4 @@
-"""Query-side candidates (vectune.query_side): the learner, its selection, its budget and its packaging.
+"""Query-side candidates (vectune.pipeline.train.query.trainer): the learner, its selection, its budget and its packaging.
 
 Real parts only: the bundled MiniLM, real (tiny) passages and their real encodings as the
 "stored vectors". The linear-map tests run on synthetic vectors (no model) and take well under
@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from vectune.errors import BadInput
-from vectune.query_side import (QuerySideConfig, _loss, _ndcg10, apply_linear, build_asymmetric_model,
-                                document_route, is_asymmetric, query_route, train_linear_map, train_query_encoder)
+from vectune.pipeline.train.query.trainer import (QuerySideConfig, _loss, _ndcg10, apply_linear, build_asymmetric_model, document_route, is_asymmetric, query_route, train_linear_map, train_query_encoder)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -21,8 +20,8 @@ def live():
     """The bundled MiniLM as a SentenceTransformer (short truncation: the test passages are short)."""
     from sentence_transformers import SentenceTransformer
 
-    from vectune.models import model_path
-    from vectune.settings import BUNDLED_MODEL, Settings
+    from vectune.models.encoder import model_path
+    from vectune.config.settings import BUNDLED_MODEL, Settings
 
     model = SentenceTransformer(model_path(BUNDLED_MODEL, Settings()), device="cpu", trust_remote_code=False,
                                 model_kwargs={"use_safetensors": True})
@@ -260,7 +259,7 @@ def test_encoder_training_never_encodes_a_passage_and_leaves_the_document_route(
                                                                                 tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from vectune.models import Encoder
+    from vectune.models.encoder import Encoder
 
     before = _state(live)
     calls = {"document": 0, "passages": 0, "encode": 0}

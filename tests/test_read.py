@@ -6,12 +6,12 @@ import pytest
 
 from conftest import qdrant
 from vectune.errors import BadInput
-from vectune.settings import load_settings
-from vectune.store import Store
+from vectune.config.settings import load_settings
+from vectune.qdrant.store import Store
 
 
 def test_read_samples_with_vectors_and_fingerprints(indexed, corpus_records):
-    from vectune.read import read
+    from vectune.pipeline.read import read
 
     s = load_settings()
     with Store(s) as store:
@@ -25,7 +25,7 @@ def test_read_samples_with_vectors_and_fingerprints(indexed, corpus_records):
 
 
 def test_fingerprint_changes_with_content(indexed):
-    from vectune.read import read
+    from vectune.pipeline.read import read
 
     s = load_settings()
     with Store(s) as store:
@@ -37,7 +37,7 @@ def test_fingerprint_changes_with_content(indexed):
 
 
 def test_unusable_points_refuse_before_anything_else(indexed):
-    from vectune.read import read
+    from vectune.pipeline.read import read
 
     s = load_settings()
     with Store(s) as store:
@@ -49,7 +49,7 @@ def test_unusable_points_refuse_before_anything_else(indexed):
 
 
 def test_no_lineage_is_a_clear_error(home):
-    from vectune.read import read
+    from vectune.pipeline.read import read
 
     s = load_settings()
     with qdrant() as client:
@@ -63,7 +63,7 @@ def test_no_lineage_is_a_clear_error(home):
 
 
 def test_ensure_fetches_chunks_outside_the_sample(indexed):
-    from vectune.read import read
+    from vectune.pipeline.read import read
 
     s = load_settings(max_train_chunks=5, eval_corpus_cap=10)
     with Store(s) as store:

@@ -1,12 +1,12 @@
-"""Crash recovery (vectune.resume.recover): left-over checkpoints, in-flight markers and orphan collections."""
+"""Crash recovery (vectune.promote.checkpoint.recover): left-over checkpoints, in-flight markers and orphan collections."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vectune import lineage
-from vectune.promote import payload_hash
-from vectune.resume import Checkpoint, InFlight, recover
+from vectune.qdrant import lineage
+from vectune.promote.promotion import payload_hash
+from vectune.promote.checkpoint import Checkpoint, InFlight, recover
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
 

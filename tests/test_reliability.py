@@ -1,7 +1,7 @@
 """Nothing lost, nothing half-promoted: writes during the reindex, kills at every stage, locks.
 
 Writes "during" the reindex are made by hooks at the operator's own checkpoints
-(``vectune.faults``): between reindex pages, before verify, before the final pass,
+(``vectune.core.faults``): between reindex pages, before verify, before the final pass,
 in the window before the swap and right after it. That is deterministic in
 embedded mode (one process) and the same code runs against a server.
 """
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from conftest import PERMISSIVE, invoke, qdrant
 
-from vectune import faults
+from vectune.core import faults
 
 
 def _alias(alias="docs", c=None):
@@ -64,7 +64,7 @@ class AppWriter:
     def __call__(self, store, **_):
         from qdrant_client import models
 
-        from vectune.store import point_id_for
+        from vectune.qdrant.store import point_id_for
 
         c = store.client
         pts = []
@@ -133,8 +133,8 @@ def test_writes_during_reindex_are_not_lost_or_resurrected(indexed, corpus_recor
         assert live_now == expected, "payloads differ from the live data"
         assert not set(live_now) & (writer.deleted - set(writer.after_written))
         # changed points carry the tuned model's encoding of their *new* text
-        from vectune import resolve
-        from vectune.settings import Settings
+        from vectune.apps import resolve
+        from vectune.config.settings import Settings
 
         coll, enc = resolve(c, "docs", Settings())
         assert coll == new
@@ -229,9 +229,9 @@ def test_kill_at_each_stage_then_rerun(indexed, failpoint, after, monkeypatch, h
 
 
 def test_second_operator_on_same_alias_exits_with_clear_message(indexed, home):
-    from vectune.lock import AliasLock
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.qdrant.lease import AliasLock
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     with Store(load_settings()) as store:
         AliasLock(store, "docs", "nightly-pod-1:123:run-x", ttl_s=3600).acquire()
@@ -244,9 +244,9 @@ def test_lock_lease_semantics(indexed):
     import time
 
     from vectune.errors import LockHeld
-    from vectune.lock import AliasLock
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.qdrant.lease import AliasLock
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     with Store(load_settings()) as store:
         a = AliasLock(store, "docs", "a", ttl_s=1).acquire()
@@ -265,8 +265,8 @@ def test_lock_lease_semantics(indexed):
 
 @pytest.mark.slow
 def test_embedded_store_in_use_is_a_lock_error(indexed):
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     with Store(load_settings()):
         out = _run_cli("run", "--alias", "docs")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from vectune.report import RunReport, latest, summary, write
+from vectune.observe.report import RunReport, latest, summary, write
 
 
 def _report(**kw) -> RunReport:

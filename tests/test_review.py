@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from vectune import review
-from vectune.generate.base import Query
-from vectune.labeled import LabeledQuery
-from vectune.negatives import Example
+from vectune.pipeline.pairs import review
+from vectune.pipeline.pairs.teachers.base import Query
+from vectune.pipeline.pairs.labeled import LabeledQuery
+from vectune.pipeline.pairs.negatives import Example
 
 
 def examples(n: int = 30) -> list[Example]:
@@ -156,8 +156,8 @@ def run(*args, expect: int = 0):
 def make_alias(alias: str = "docs", n: int = 10) -> None:
     from qdrant_client import models
 
-    from vectune.settings import load_settings
-    from vectune.store import Store, point_id_for
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store, point_id_for
 
     with Store(load_settings()) as store:
         store.create_collection(f"{alias}-live", 4)
@@ -209,7 +209,7 @@ def test_cli_import_of_only_bad_rows_is_bad_input(home, tmp_path):
 
 
 def test_cli_pairs_show_export_and_reject(home, tmp_path):
-    from vectune.settings import load_settings
+    from vectune.config.settings import load_settings
 
     res = run("pairs", "--alias", "docs", expect=3)
     assert "no training-pair sample for alias 'docs' yet" in res.output

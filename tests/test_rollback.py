@@ -32,9 +32,9 @@ def _promote():
 def test_rollback_syncs_writes_made_after_the_promotion(indexed, home):
     from qdrant_client import models
 
-    from vectune import resolve
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+    from vectune.apps import resolve
+    from vectune.models.encoder import load_encoder
+    from vectune.config.settings import Settings
 
     base = _alias()
     rep = _promote()
@@ -119,7 +119,7 @@ def _live_states():
 
 
 def _run_dir():
-    from vectune.settings import load_settings
+    from vectune.config.settings import load_settings
 
     return load_settings().run_dir("docs")
 
@@ -166,8 +166,8 @@ def test_a_rollback_killed_at_each_stage_is_finished_by_the_next_one(indexed, ho
             assert _no_markers(c, target) and _no_markers(c, other)
             meta = c.get_collection(target).config.metadata["vectune"]
         enc_ref = meta.get("passage_model") or meta["model_ref"]
-        from vectune.models import load_encoder
-        from vectune.settings import Settings
+        from vectune.models.encoder import load_encoder
+        from vectune.config.settings import Settings
 
         enc = load_encoder(enc_ref if enc_ref.startswith("bundled:") else str(home / "models" / enc_ref), Settings(),
                            max_seq_length=meta.get("max_seq_length"))
@@ -181,12 +181,12 @@ def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, ho
     run's recovery carries the window's writes over and marks exactly one collection live."""
     from qdrant_client import models
 
-    from vectune import faults
+    from vectune.core import faults
     from vectune.errors import QdrantUnavailable
-    from vectune.lock import AliasLock
-    from vectune.resume import Checkpoint, recover
-    from vectune.settings import load_settings
-    from vectune.store import Store
+    from vectune.qdrant.lease import AliasLock
+    from vectune.promote.checkpoint import Checkpoint, recover
+    from vectune.config.settings import load_settings
+    from vectune.qdrant.store import Store
 
     base = _alias()
     _promote()
@@ -232,7 +232,7 @@ def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, ho
 def test_a_swapped_promotion_whose_model_is_gone_is_not_dropped(indexed, home):
     """A crash after a promotion's swap, then the model disappears: recovery refuses loudly and keeps
     the checkpoint (the window's writes need it); once the model is back it finishes."""
-    from vectune import faults
+    from vectune.core import faults
     from vectune.errors import QdrantUnavailable
 
     state = {}

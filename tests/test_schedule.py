@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from vectune.schedule import Cron, CronError, next_fire, serve
+from vectune.ops.schedule import Cron, CronError, next_fire, serve
 
 UTC = timezone.utc
 

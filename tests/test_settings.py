@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vectune.settings import OpenAITeacher, Settings, load_settings
+from vectune.config.settings import OpenAITeacher, Settings, load_settings
 
 
 def test_recorded_text_field_applies_when_none_is_set(home):

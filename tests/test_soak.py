@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from test_exact import ALIAS, KINDS, Flow, World, app_text, models, texts  # noqa: F401 - fixtures
 
-from vectune import faults
+from vectune.core import faults
 
 WRITES_PER_STOP = 32
 EDITS = ("update_vectors_named", "update_vectors_sparse", "set_payload", "overwrite_payload", "delete_payload",
@@ -25,7 +25,7 @@ EDITS = ("update_vectors_named", "update_vectors_sparse", "set_payload", "overwr
 
 
 def _soak(models, texts, dual: bool, seed: int) -> tuple[int, list[str]]:
-    from vectune.dualwrite import DualWriter
+    from vectune.apps.dualwrite import DualWriter
 
     rng = np.random.default_rng(seed)
     w = World(models, texts, seed=seed)

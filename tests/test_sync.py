@@ -1,4 +1,4 @@
-"""Delta sync, build and post-swap reconciliation (vectune.promote) on embedded Qdrant with the real MiniLM."""
+"""Delta sync, build and post-swap reconciliation (vectune.promote.promotion) on embedded Qdrant with the real MiniLM."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from vectune.errors import BadInput
-from vectune.promote import SyncStats, build, delta, payload_hash, reconcile, sync_once
-from vectune.store import DenseSpec
+from vectune.promote.promotion import SyncStats, delta, payload_hash, reconcile, sync_once
+from vectune.promote.build import build
+from vectune.qdrant.store import DenseSpec
 
 SPEC = DenseSpec("", 384, "Cosine")
 TEXTS = {

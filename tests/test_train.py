@@ -1,4 +1,4 @@
-"""Fine-tuning (vectune.train) on a handful of tiny examples with the bundled MiniLM."""
+"""Fine-tuning (vectune.pipeline.train.stage) on a handful of tiny examples with the bundled MiniLM."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from vectune.errors import BadInput
-from vectune.negatives import Example
-from vectune.settings import Settings
+from vectune.pipeline.pairs.negatives import Example
+from vectune.config.settings import Settings
 
 TOPICS = ["sorting lists", "garbage collection", "dictionaries", "generators", "decorators", "the GIL",
           "asyncio tasks", "context managers", "f-strings", "dataclasses", "type hints", "pathlib",
@@ -28,14 +28,14 @@ def _settings(**kw) -> Settings:
 
 
 def _fresh_model(settings):
-    from vectune.models import load_encoder
+    from vectune.models.encoder import load_encoder
 
     return load_encoder("bundled:all-MiniLM-L6-v2", settings)
 
 
 @pytest.mark.slow
 def test_train_local_two_steps_changes_weights_and_reports_sane_stats():
-    from vectune.train import train_local
+    from vectune.pipeline.train.stage import train_local
 
     settings = _settings()
     enc = _fresh_model(settings)
@@ -57,7 +57,7 @@ def test_train_local_two_steps_changes_weights_and_reports_sane_stats():
 
 
 def test_train_needs_two_examples(bundled_encoder):
-    from vectune.train import train
+    from vectune.pipeline.train.stage import train
 
     with pytest.raises(BadInput, match="only 1 training pairs"):
         train(bundled_encoder, _examples()[:1], _settings())

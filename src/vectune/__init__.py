@@ -2,11 +2,11 @@
 
 Apps resolve the alias to the live collection and the query encoder that made it::
 
-    from vectune import resolve
+    from vectune.apps import resolve
     collection, encoder = resolve(client, "docs")
 """
 
-from vectune.resolve import resolve
+from vectune.apps.resolve import resolve
 
 __version__ = "0.1.0"
 

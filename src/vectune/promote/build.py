@@ -1,7 +1,7 @@
 """Build: stream every point of the live collection into a new collection, re-embedded.
 
 Constant memory, resumable from a scroll offset; the Ray engine (``VECTUNE_ENGINE=ray``)
-does the same on a cluster (:mod:`vectune.engines.ray_engine`). Every point written carries
+does the same on a cluster (:mod:`vectune.promote.engines.ray_engine`). Every point written carries
 vectune's marker (:mod:`vectune.promote.mark`): the fingerprint of the source state it was
 made from, so the catch-up passes find every later change of payload or vectors exactly.
 """
@@ -14,15 +14,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vectune import faults
+from vectune.core import faults
 
-from vectune.chunks import extract_text
+from vectune.core.chunks import extract_text
 from vectune.errors import BadInput
-from vectune.models import Encoder
+from vectune.models.encoder import Encoder
 from vectune.promote.mark import Shape, with_marker
 from vectune.promote.stats import SyncStats
-from vectune.lock import NO_FENCE
-from vectune.store import DenseSpec, Store, copy_point, point_with_vector
+from vectune.qdrant.lease import NO_FENCE
+from vectune.qdrant.store import DenseSpec, Store, copy_point, point_with_vector
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from vectune.logs import Progress
+    from vectune.observe.logs import Progress
 
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)

@@ -1,7 +1,7 @@
 """Point fingerprints and vectune's revision marker.
 
 **Fingerprint.** A point's fingerprint covers its whole state as an app sees it: the payload
-(:func:`vectune.hashing.payload_hash`, vectune's marker left out) and a hash of every vector
+(:func:`vectune.core.hashing.payload_hash`, vectune's marker left out) and a hash of every vector
 vectune does not manage — other named dense vectors, sparse vectors, multivectors — plus, in
 *copy* mode (``encoder=None``: every vector copied verbatim), the managed dense vector too.
 Fingerprints are computed on the fly while streaming (``scroll`` with vectors, keep only the
@@ -24,7 +24,7 @@ changed after the swap. An app ``upsert`` or ``overwrite_payload`` replaces the 
 it the marker; ``set_payload``, ``delete_payload`` and ``update_vectors`` keep it. Markers are
 removed once the promotion's window is reconciled.
 
-The dual-write helper (:mod:`vectune.dualwrite`) writes ``_vectune`` = ``{"dw": <target>, "n":
+The dual-write helper (:mod:`vectune.apps.dualwrite`) writes ``_vectune`` = ``{"dw": <target>, "n":
 <nonce>}`` instead: "an app wrote this point to both collections".
 """
 
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from vectune.hashing import payload_hash
+from vectune.core.hashing import payload_hash
 
 #: The payload key vectune reserves for its marker.
 MARK = "_vectune"

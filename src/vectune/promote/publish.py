@@ -21,16 +21,16 @@ import logging
 import time
 from typing import Callable
 
-from vectune import faults
+from vectune.core import faults
 
 from vectune.errors import VerificationFailed
-from vectune.lock import NO_FENCE, LockLost
-from vectune.models import Encoder
+from vectune.qdrant.lease import NO_FENCE, LockLost
+from vectune.models.encoder import Encoder
 from vectune.promote.mark import MARK, dw_nonce
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import Syncer
 from vectune.promote.window import announce, reconcile, withdraw
-from vectune.store import DenseSpec, Store, dense_of, point_id_for
+from vectune.qdrant.store import DenseSpec, Store, dense_of, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def publish(store: Store, encoder: Encoder | None, source: str, target: str, ali
             ``snapshot`` (``info["snapshot"]``: the :class:`~vectune.promote.window.Snapshot`, to
             persist for crash recovery), ``live`` (swapped).
         lock: the alias lease; fenced before every delete, the swap and the reconciliation, so an
-            operator that lost its lease changes nothing more (:class:`vectune.lock.LockLost`).
+            operator that lost its lease changes nothing more (:class:`vectune.qdrant.lease.LockLost`).
 
     Returns:
         Sync statistics (with the window of risk) and the verification result.

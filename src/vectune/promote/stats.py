@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vectune.stats import Stats
+from vectune.core.stats import Stats
 
 
 @dataclass

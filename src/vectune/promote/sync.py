@@ -28,15 +28,15 @@ import time
 from typing import Any, NamedTuple
 
 from vectune.errors import VerificationFailed
-from vectune.hashing import payload_hash
-from vectune.lock import NO_FENCE
-from vectune.models import Encoder
+from vectune.core.hashing import payload_hash
+from vectune.qdrant.lease import NO_FENCE
+from vectune.models.encoder import Encoder
 from vectune.promote.build import embed_and_upsert, marked_points
 from vectune.promote.mark import (MARK, Shape, any_of, dw_nonce, fingerprint, fp_str, key_hashes, only_if,
                                   parse_fp, payload_of, same_vector, seen_mark, vectors_of, vectors_sketch)
 from vectune.promote.stats import SyncStats
 from vectune.promote.window import Snapshot, reconcile
-from vectune.store import DenseSpec, Store
+from vectune.qdrant.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ the same point through the alias after the swap (the newer write wins, key by ke
 
 Every carried-over write is conditional on the marker the decision saw (a filter on the marker,
 evaluated by Qdrant as it applies the write), so an app write that replaces the point meanwhile
-is never overwritten. Points written through the dual-write helper (:mod:`vectune.dualwrite`) in
+is never overwritten. Points written through the dual-write helper (:mod:`vectune.apps.dualwrite`) in
 the window are already in the new collection and are left alone.
 
 What cannot be exact without the helper (README, "Writes during a promotion"): a point created in
@@ -44,15 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vectune.chunks import extract_text
+from vectune.core.chunks import extract_text
 from vectune.errors import BadInput
-from vectune.hashing import payload_hash
-from vectune.lock import NO_FENCE
+from vectune.core.hashing import payload_hash
+from vectune.qdrant.lease import NO_FENCE
 from vectune.promote.mark import (MARK, NONE, Shape, any_of, dw_nonce, has_marker, only_if, payload_of,
                                   same_sketch, seen_mark, split_vh, value_hash, vector_hash, vector_sketch,
                                   vectors_of)
 from vectune.promote.stats import SyncStats
-from vectune.store import DenseSpec, Store
+from vectune.qdrant.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Snapshot:
     def __init__(self, source: str | None, target: str | None, shape: Shape | None,
                  points: dict[str, list], legacy: bool = False):
         self.source, self.target, self.shape, self.points, self.legacy = source, target, shape, points, legacy
-        #: Where reconciliation records its progress (set by :class:`vectune.resume.Checkpoint`).
+        #: Where reconciliation records its progress (set by :class:`vectune.promote.checkpoint.Checkpoint`).
         self.journal: Path | None = None
 
     def __len__(self) -> int:

@@ -1,0 +1,73 @@
+"""``vectune check``: fast readiness checks for containers and cron.
+
+Loads no model and takes no lock. Against embedded Qdrant the storage folder is
+only inspected, not opened, since a running cycle holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+
+from vectune.config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def run_checks(settings: Settings, alias: str | None = None) -> dict[str, tuple[bool, str, int]]:
+    """Run every check.
+
+    Args:
+        settings: the settings to check.
+        alias: also check that this alias resolves.
+
+    Returns:
+        ``{name: (ok, detail, exit_code_if_failed)}`` in check order.
+    """
+    out: dict[str, tuple[bool, str, int]] = {"settings": (True, "", 2)}
+    if settings.qdrant_url:
+        try:
+            from qdrant_client import QdrantClient
+
+            key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+            client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=min(10, settings.qdrant_timeout_s))
+            aliases = {a.alias_name for a in client.get_aliases().aliases}
+            out["qdrant"] = (True, settings.qdrant_url, 4)
+            if alias:
+                out["alias"] = (alias in aliases, alias if alias in aliases else f"'{alias}' does not exist", 3)
+            client.close()
+        except Exception as e:  # noqa: BLE001
+            out["qdrant"] = (False, f"cannot reach {settings.qdrant_url}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}", 4)
+    else:
+        path = settings.resolved_qdrant_path
+        ok = path.exists() or _writable(path.parent)
+        out["qdrant"] = (ok, f"embedded at {path}", 4)
+    for name, path in (("model_store", settings.resolved_model_dir), ("work_dir", settings.resolved_work_dir)):
+        out[name] = (_writable(path), str(path), 3)
+    if settings.teacher.kind == "openai":
+        out["teacher"] = _check_teacher(settings)
+    return out
+
+
+def _writable(path) -> bool:
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def _check_teacher(settings: Settings) -> tuple[bool, str, int]:
+    t = settings.teacher
+    try:
+        import openai
+
+        client = openai.OpenAI(base_url=t.base_url, api_key=(t.api_key.get_secret_value() if t.api_key else "none"),
+                               timeout=10, max_retries=0)
+        client.models.list()
+        return True, t.base_url or "api.openai.com", 4
+    except Exception as e:  # noqa: BLE001
+        return False, f"teacher endpoint unreachable: {type(e).__name__}", 4

@@ -1,0 +1,193 @@
+"""Evaluate stage: live vs candidate on the same queries against the same corpus.
+
+Exact search (a matrix product) over a capped corpus, per-query metric values so
+the gate can run a paired bootstrap. The live side scores against the vectors
+stored in Qdrant (no re-encoding); the candidate encodes the same corpus, and those
+embeddings are kept for the reindex when the corpus is the whole collection.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+
+
+@dataclass
+class EvalQuery:
+    """A query with the keys of the chunks that answer it."""
+
+    text: str
+    relevant: set[str]
+    source: str = ""
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics plus per-query values (for the bootstrap)."""
+
+    means: dict[str, float]
+    per_query: dict[str, np.ndarray] = field(repr=False)
+    queries: int = 0
+    corpus: int = 0
+
+    def to_dict(self) -> dict:
+        return {"queries": self.queries, "corpus": self.corpus, **{k: round(v, 4) for k, v in self.means.items()}}
+
+
+def rank(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int = 10) -> np.ndarray:
+    """Indices of the top-k corpus rows per query, best first (exact inner product)."""
+    k = min(k, corpus_vectors.shape[0])
+    out = np.empty((query_vectors.shape[0], k), dtype=np.int64)
+    for i in range(0, query_vectors.shape[0], 256):
+        scores = query_vectors[i:i + 256] @ corpus_vectors.T
+        part = np.argpartition(-scores, kth=k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+        out[i:i + 256] = np.take_along_axis(part, order, axis=1)
+    return out
+
+
+def score(top: np.ndarray, corpus_keys: list[str], queries: list[EvalQuery]) -> EvalResult:
+    """Compute recall@1/5/10, MRR@10 and nDCG@10 per query from ranked indices.
+
+    Args:
+        top: ``rank()`` output.
+        corpus_keys: key of each corpus row.
+        queries: the queries, in the same order as ``top``'s rows.
+
+    Returns:
+        The result with means and per-query arrays.
+    """
+    n = len(queries)
+    per = {m: np.zeros(n, dtype=np.float64) for m in METRICS}
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    for i, q in enumerate(queries):
+        hits = np.array([corpus_keys[j] in q.relevant for j in top[i][:10]], dtype=bool)
+        nrel = max(1, len(q.relevant))
+        for k in (1, 5, 10):
+            per[f"recall@{k}"][i] = hits[:k].sum() / nrel
+        first = np.flatnonzero(hits)
+        per["mrr@10"][i] = 1.0 / (first[0] + 1) if first.size else 0.0
+        dcg = float((hits * discounts[: hits.size]).sum())
+        idcg = float(discounts[: min(nrel, 10)].sum())
+        per["ndcg@10"][i] = dcg / idcg if idcg else 0.0
+    means = {m: float(v.mean()) if n else 0.0 for m, v in per.items()}
+    return EvalResult(means=means, per_query=per, queries=n, corpus=len(corpus_keys))
+
+
+def evaluate(query_vectors: np.ndarray, corpus_vectors: np.ndarray, corpus_keys: list[str],
+             queries: list[EvalQuery]) -> EvalResult:
+    """Rank and score in one call."""
+    if not queries:
+        return EvalResult(means={m: 0.0 for m in METRICS}, per_query={m: np.zeros(0) for m in METRICS},
+                          queries=0, corpus=len(corpus_keys))
+    return score(rank(query_vectors, corpus_vectors, 10), corpus_keys, queries)
+
+
+# ----------------------------------------------------------------------------- the evaluate stage
+@dataclass
+class EvalOutcome:
+    """Live vs candidate on every query set, against the same corpus.
+
+    Attributes:
+        results: ``{set name: (live result, candidate result)}``; set names are ``golden``,
+            ``synthetic`` or ``teacher``.
+        corpus: the evaluation corpus (chunks, sorted by key).
+        candidate_corpus: the candidate's passage embeddings of ``corpus`` (reused at promotion).
+        counts: ``eval_set`` and ``eval_corpus`` counts for the run report.
+    """
+
+    results: dict[str, tuple[EvalResult, EvalResult]]
+    corpus: list = field(repr=False)
+    candidate_corpus: np.ndarray | None = field(default=None, repr=False)
+    counts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """``{set: {"live": ..., "candidate": ...}}`` as the run report shows it."""
+        return {name: {"live": lr.to_dict(), "candidate": cr.to_dict()} for name, (lr, cr) in self.results.items()}
+
+
+def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic",
+                       reencode: bool = True, live: dict | None = None) -> EvalOutcome:
+    """Score live and candidate on the held-out (and golden) queries against one corpus.
+
+    The live side scores against the vectors stored in Qdrant; the candidate encodes the
+    same corpus. The corpus holds every chunk a query points at, plus sampled chunks up
+    to ``eval_corpus_cap``.
+
+    Args:
+        store: Qdrant access (to fetch chunks golden queries point at).
+        read: the read stage's result (:class:`vectune.pipeline.read.ReadResult`).
+        pairs: the pairs stage's result (its held-out queries).
+        live_enc: the live model.
+        cand: the candidate model.
+        settings: the cap, the seed.
+        golden: real labeled queries that decide, if any.
+        held_name: what the held-out queries are (``synthetic`` or ``teacher``).
+        reencode: the candidate encodes the corpus (full mode); False for a query-side candidate,
+            which scores against the same stored vectors as the live model (nothing re-encoded).
+        live: a dict shared by the calls for one cycle's candidates: the live side (corpus vectors and
+            per-set results) is computed by the first call and reused by the others.
+
+    Returns:
+        The outcome per query set.
+
+    Raises:
+        BadInput: no golden query points at a chunk of the collection.
+    """
+    from vectune.errors import BadInput
+    from vectune.core.vectors import normalize
+
+    counts: dict = {}
+    must = {k for q in pairs.eval_queries for k in q.relevant}
+    sets = {held_name: pairs.eval_queries}
+    if golden:
+        unknown = read.ensure(store, {k for q in golden for k in q.relevant})
+        gq = [EvalQuery(q.text, q.relevant & set(read.by_key), "golden") for q in golden]
+        gq = [q for q in gq if q.relevant]
+        counts["eval_set"] = {"queries": len(golden), "usable": len(gq), "unknown_ids": unknown}
+        if not gq:
+            raise BadInput("no query of the eval set points at a chunk of this collection")
+        must |= {k for q in gq for k in q.relevant}
+        sets["golden"] = gq
+    corpus = eval_corpus(read.chunks, read.by_key, must, settings.eval_corpus_cap, settings.seed)
+    keys = [c.key for c in corpus]
+    live = {} if live is None else live
+    if "corpus" not in live:
+        live["corpus"] = normalize(np.stack([c.vector for c in corpus]))
+    live_corpus = live["corpus"]
+    cand_corpus = cand.encode_passages([c.text for c in corpus]) if reencode else live_corpus
+    results = {}
+    for name, qs in sets.items():
+        if name not in live:
+            live[name] = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)
+        cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
+        results[name] = (live[name], cr)
+    counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
+                             "cap": settings.eval_corpus_cap}
+    return EvalOutcome(results, corpus, cand_corpus, counts)
+
+
+def eval_corpus(chunks: list, by_key: dict, must: set[str], cap: int, seed: int) -> list:
+    """The evaluation corpus: every chunk in ``must``, then sampled chunks up to ``cap``, sorted by key."""
+    import random
+
+    required = [by_key[k] for k in sorted(must) if k in by_key]
+    sampled = {c.key for c in chunks}
+    if len(sampled | must) <= cap:
+        out = {c.key: c for c in chunks}
+        out.update({c.key: c for c in required})
+        return [out[k] for k in sorted(out)]
+    rest = [c for c in chunks if c.key not in must]
+    random.Random(seed + 7).shuffle(rest)
+    picked = {c.key: c for c in required}
+    for c in rest:
+        if len(picked) >= cap:
+            break
+        picked[c.key] = c
+    return [picked[k] for k in sorted(picked)]

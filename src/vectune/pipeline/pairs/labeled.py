@@ -1,0 +1,56 @@
+"""Real labeled queries: golden eval sets (``--eval-set``) and query logs (``--train-set``).
+
+Format: JSONL, one query per line::
+
+    {"query": "what is MI?", "relevant": ["doc-17", "doc-18"]}
+
+``text`` may stand for ``query``; ``relevant_ids``/``doc_ids``/``ids`` for
+``relevant``. Ids are the external ids given at ``vectune index`` time (kept in the
+payload) or Qdrant point ids: both map to the same point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vectune.errors import BadInput
+from vectune.qdrant.store import point_id_for
+
+QUERY_KEYS = ("query", "text", "question")
+RELEVANT_KEYS = ("relevant", "relevant_ids", "doc_ids", "ids", "positive_ids")
+
+
+@dataclass
+class LabeledQuery:
+    text: str
+    relevant: set[str]
+
+
+def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:
+    """Read a labeled query file.
+
+    Args:
+        path: JSONL file.
+        what: name used in error messages.
+
+    Returns:
+        The queries, relevant ids as point-id strings.
+
+    Raises:
+        BadInput: missing file, bad JSON, or a line without query/relevant ids.
+    """
+    from vectune.core.jsonl import iter_objects
+
+    out = []
+    for n, obj in iter_objects(path, what):
+        text = next((obj.get(k) for k in QUERY_KEYS if isinstance(obj.get(k), str)), None)
+        rel = next((obj.get(k) for k in RELEVANT_KEYS if obj.get(k) is not None), None)
+        if isinstance(rel, (str, int)):
+            rel = [rel]
+        if not text or not text.strip() or not isinstance(rel, list) or not rel:
+            raise BadInput(f"{what} {path}:{n}: needs a 'query' string and a non-empty 'relevant' id list")
+        out.append(LabeledQuery(text.strip(), {str(point_id_for(r)) for r in rel}))
+    if not out:
+        raise BadInput(f"{what} {path} holds no queries")
+    return out

@@ -1,0 +1,200 @@
+"""Pairs stage: split the chunks, ask the teacher for queries, add labeled queries, mine hard negatives.
+
+The split is by chunk (a held-out chunk never trains). Eval queries are generated
+first, so a teacher's budget cuts training pairs, not the evidence. Hard negatives
+come from the live collection's stored vectors (see :mod:`vectune.pipeline.pairs.negatives`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vectune.core.chunks import Chunk, sample, split
+from vectune.errors import BadInput
+from vectune.pipeline.evaluate import EvalQuery
+from vectune.pipeline.pairs.teachers.base import Query, QueryGenerator
+from vectune.pipeline.pairs.labeled import LabeledQuery
+from vectune.models.encoder import Encoder
+from vectune.pipeline.pairs.negatives import Example
+from vectune.pipeline.read import ReadResult
+from vectune.config.settings import Settings
+from vectune.qdrant.store import Store, point_id_for
+from vectune.core.vectors import normalize
+
+logger = logging.getLogger(__name__)
+
+#: Query sources that are real labels (never sampled away by the pair budget).
+LABELED = ("train-set", "feedback")
+
+
+@dataclass
+class Split:
+    """Chunks for training and held-out chunks for the teacher's eval queries."""
+
+    pool: list[Chunk]
+    train: list[Chunk]
+    held: list[Chunk]
+
+    def counts(self) -> dict:
+        return {"sampled": len(self.pool), "train_chunks": len(self.train), "eval_chunks": len(self.held)}
+
+
+@dataclass
+class Pairs:
+    """What the pairs stage made.
+
+    Attributes:
+        queries: the training queries (teacher and labeled), each pointing at one chunk.
+        eval_queries: the teacher's held-out queries (synthetic or teacher evidence).
+        examples: training examples with hard negatives.
+        teacher: the generator's name.
+        counts: per-step counts for the run report.
+    """
+
+    queries: list[Query]
+    eval_queries: list[EvalQuery]
+    teacher: str
+    examples: list[Example] = field(default_factory=list)
+    relevant: dict[str, set[str]] = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+
+
+def split_chunks(read: ReadResult, settings: Settings) -> Split:
+    """Sample at most ``max_train_chunks`` chunks and split them by chunk, seeded.
+
+    Training chunks are cut to what the pair budget can use (no teacher calls for pairs
+    the budget would drop anyway).
+    """
+    pool = sample(read.chunks, settings.max_train_chunks, settings.seed)
+    train_chunks, held = split(pool, settings.eval_fraction, settings.seed)
+    budget_chunks = -(-settings.max_train_pairs // settings.queries_per_chunk)
+    if len(train_chunks) > budget_chunks:
+        train_chunks = sample(train_chunks, budget_chunks, settings.seed)
+    return Split(pool, train_chunks, held)
+
+
+def make_queries(store: Store, read: ReadResult, split_: Split, generator: QueryGenerator, live_enc: Encoder,
+                 settings: Settings, trainset: list[LabeledQuery] | None = None, label_source: str = "train-set",
+                 rejections=None, teacher_train: bool = True) -> Pairs:
+    """Generate queries, add labeled ones, cap to the budget (hard negatives: :func:`add_negatives`).
+
+    Args:
+        store: Qdrant access (nearest neighbours in the live collection).
+        read: the read stage's result.
+        split_: the chunk split.
+        generator: the teacher.
+        live_enc: the live model (query side for mining and the round-trip filter).
+        settings: all settings.
+        trainset: real labeled queries to train on, if any.
+        label_source: where they came from (``train-set`` or ``feedback``).
+        rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.review.Rejections`): never trained on.
+        teacher_train: ask the teacher for training queries (False when only the query side learns
+            from real labels: it would not use them).
+
+    Returns:
+        The training queries and the eval queries.
+
+    Raises:
+        BadInput: fewer than two training queries.
+    """
+    counts: dict = {}
+    search = _searcher(store, read)
+    gen_eval = generator.generate(split_.held, 1)
+    gen_train = generator.generate(split_.train if teacher_train else [], settings.queries_per_chunk)
+    train_queries: list[Query] = list(gen_train.queries)
+    eval_generated: list[Query] = list(gen_eval.queries)
+    roundtrip = None
+    if settings.roundtrip_filter and generator.name.startswith("openai"):
+        from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
+
+        def keys_only(vecs, k):
+            return [[key for key, _ in hits] for hits in search(vecs, k)]
+
+        train_queries, dropped_t = roundtrip_filter(train_queries, live_enc.encode_queries, keys_only,
+                                                    settings.roundtrip_top_k)
+        eval_generated, dropped_e = roundtrip_filter(eval_generated, live_enc.encode_queries, keys_only,
+                                                     settings.roundtrip_top_k)
+        roundtrip = {"top_k": settings.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
+                     "dropped": dropped_t + dropped_e}
+    counts["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict(),
+                          "roundtrip_filter": roundtrip}
+    relevant: dict[str, set[str]] = {}
+    vetoed_labels = 0
+    if trainset and rejections is not None and len(rejections):
+        trainset, vetoed_labels = rejections.filter(trainset)  # vetoed answers leave the labels too
+    if trainset:
+        missing = read.ensure(store, {k for q in trainset for k in q.relevant})
+        used = 0
+        for q in trainset:
+            keys = [k for k in sorted(q.relevant) if k in read.by_key]
+            relevant[q.text] = set(q.relevant)
+            for k in keys[:1]:
+                train_queries.append(Query(q.text, k, label_source))
+                used += 1
+        counts["train_set" if label_source == "train-set" else "feedback_pairs"] = {
+            "queries": len(trainset), "pairs": used, "unknown_ids": missing}
+    if rejections is not None and len(rejections):
+        train_queries, dropped_t = rejections.filter(train_queries)
+        eval_generated, dropped_e = rejections.filter(eval_generated)
+        counts["rejected"] = {"train": dropped_t, "eval": dropped_e, "labeled_queries": vetoed_labels,
+                              "kept_rejections": rejections.counts()}
+    held_keys = {c.key for c in split_.held}
+    eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
+    eval_queries = eval_queries[: settings.max_eval_queries]
+    if len(train_queries) > settings.max_train_pairs:
+        # keep every real labeled pair; sample the synthetic ones down to the budget
+        real = [q for q in train_queries if q.source in LABELED]
+        synth = [q for q in train_queries if q.source not in LABELED]
+        keep = max(0, settings.max_train_pairs - len(real))
+        synth = random.Random(settings.seed + 3).sample(synth, min(keep, len(synth)))
+        counts["train_pairs_capped"] = {"cap": settings.max_train_pairs,
+                                        "dropped": len(train_queries) - len(real) - len(synth)}
+        train_queries = real + synth
+    if len(train_queries) < 2:
+        raise BadInput(f"only {len(train_queries)} training queries could be made from {len(split_.train)} chunks")
+    return Pairs(train_queries, eval_queries, generator.name, relevant=relevant, counts=counts)
+
+
+def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encoder, settings: Settings,
+                  explicit: dict[str, list[str]] | None = None) -> Pairs:
+    """Mine hard negatives for every training query: the live query encoder against the stored vectors.
+
+    Users' explicit negatives (``explicit``: query text → passage texts they rejected) go first.
+
+    Returns:
+        ``pairs`` with its training examples (and their counts) filled in.
+    """
+    from vectune.pipeline.pairs.negatives import count_sources, mine, texts_from_records
+
+    qv = live_enc.encode_queries([q.text for q in pairs.queries])
+    pv = normalize(np.stack([read.by_key[q.chunk_id].vector for q in pairs.queries]))
+
+    def fetch(keys):
+        return texts_from_records(store.retrieve(read.live, [point_id_for(k) for k in keys]),
+                                  read.settings.text_field)
+
+    examples, mstats = mine(pairs.queries, qv, pv, {k: c.text for k, c in read.by_key.items()},
+                            _searcher(store, read), fetch, num_negatives=settings.hard_negatives,
+                            depth=settings.negatives_depth, skip_top=settings.negatives_skip_top,
+                            relative_margin=settings.relative_margin, relevant=pairs.relevant, seed=settings.seed)
+    if explicit:
+        from vectune.qdrant.feedback import merge_negatives
+
+        examples, applied = merge_negatives(examples, explicit, settings.hard_negatives)
+        mstats.explicit = applied
+    pairs.examples = examples
+    pairs.counts["pairs"] = {"examples": len(examples), "by_source": count_sources(examples)}
+    pairs.counts["negatives"] = mstats.to_dict()
+    return pairs
+
+
+def _searcher(store: Store, read: ReadResult):
+    def search(vecs, limit):
+        hits = store.search_batch(read.live, vecs, limit, using=read.spec.name)
+        return [[(str(pid), s) for pid, s in h] for h in hits]
+
+    return search

@@ -1,0 +1,121 @@
+"""Lineage: which model made which collection, and what happened to an alias.
+
+Each collection vectune builds (or adopts) carries a record in its Qdrant
+collection metadata (key ``vectune``): alias, model tag and reference, parent
+model and collection, evaluation numbers, data counts, time and state
+(``building`` → ``verified`` → ``live``/``retired``). Two models per collection:
+``passage_model`` made its stored vectors (apps keep writing with it) and
+``query_model`` (= ``model_ref``) encodes queries; they differ after a query-side
+promotion, whose saved model routes queries and passages to different modules. Events (promotions,
+rejections, rollbacks) are appended to ``<work_dir>/history/<alias>.jsonl``
+and the latest is also kept on the collection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vectune.config.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def record(*, alias: str, model_ref: str, model_tag: str, created_by: str, dense_vector: str,
+           query_prompt: str = "", base_model: str | None = None, parent_model: str | None = None,
+           parent_collection: str | None = None, evaluation: dict | None = None, data: dict | None = None,
+           state: str = "building", **extra: Any) -> dict:
+    """A lineage record for a collection's metadata."""
+    return {
+        "alias": alias,
+        "model_ref": model_ref,
+        "query_model": extra.pop("query_model", None) or model_ref,
+        "passage_model": extra.pop("passage_model", None) or model_ref,
+        "mode": extra.pop("mode", None) or "full",
+        "model_tag": model_tag,
+        "base_model": base_model or model_ref,
+        "parent_model": parent_model,
+        "parent_collection": parent_collection,
+        "created_by": created_by,
+        "created_at": now(),
+        "dense_vector": dense_vector,
+        "query_prompt": query_prompt,
+        "eval": evaluation or {},
+        "data": data or {},
+        "state": state,
+        **extra,
+    }
+
+
+def passage_model(meta: dict) -> str | None:
+    """The model whose passage vectors a collection holds (what apps write with)."""
+    return meta.get("passage_model") or meta.get("model_ref")
+
+
+def query_model(meta: dict) -> str | None:
+    """The model apps encode their queries with for a collection (its ``model_ref``)."""
+    return meta.get("query_model") or meta.get("model_ref")
+
+
+def set_state(store, name: str, state: str, **fields: Any) -> dict:
+    """Record a collection's new state (``live``, ``retired``...) and extra facts in its lineage."""
+    meta = store.metadata(name)
+    meta.update(state=state, **fields)
+    store.set_metadata(name, meta)
+    return meta
+
+
+def collection_name(alias: str, model_tag: str) -> str:
+    """``<alias>--<model-tag>``: the collection built for a model."""
+    return f"{alias}--{model_tag}"
+
+
+def versions(store, alias: str) -> list[tuple[str, dict]]:
+    """All collections vectune knows for an alias, oldest first, with their records."""
+    out = []
+    for name in store.collections():
+        try:
+            meta = store.metadata(name)
+        except Exception:  # noqa: BLE001 - a collection deleted meanwhile is simply not a version
+            continue
+        if meta.get("alias") == alias:
+            out.append((name, meta))
+    out.sort(key=lambda x: (x[1].get("created_at", ""), x[0]))
+    return out
+
+
+def history_file(settings: Settings, alias: str) -> Path:
+    return settings.resolved_work_dir / "history" / f"{alias}.jsonl"
+
+
+def append_event(settings: Settings, alias: str, event: dict) -> dict:
+    """Append an event (promotion, rejection, rollback...) to the alias's history."""
+    path = history_file(settings, alias)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    event = {"time": now(), "alias": alias, **event}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return event
+
+
+def read_history(settings: Settings, alias: str) -> list[dict]:
+    path = history_file(settings, alias)
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a torn last line after a crash
+    return out
