@@ -263,12 +263,12 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     chunks = [Chunk(key=k, point_id=k, text=t, payload={"title": titles.get(k, "")}) for k, t in
               zip(ctx.keys, ctx.texts)]
     pool = sample(chunks, spec["chunks"], settings.seed)
-    train_chunks, _held = split(pool, settings.eval_fraction, settings.seed)
-    budget = -(-spec["pairs"] // settings.queries_per_chunk)
+    train_chunks, _held = split(pool, settings.pairs.eval_fraction, settings.seed)
+    budget = -(-spec["pairs"] // settings.pairs.queries_per_chunk)
     if len(train_chunks) > budget:
         train_chunks = sample(train_chunks, budget, settings.seed)
     queries = OfflineGenerator(method=spec["method"], seed=settings.seed).generate(
-        train_chunks, settings.queries_per_chunk).queries[: spec["pairs"]]
+        train_chunks, settings.pairs.queries_per_chunk).queries[: spec["pairs"]]
     row = {k: i for i, k in enumerate(ctx.keys)}
     qv = ctx.live.encode_queries([q.text for q in queries])
     pv = ctx.corpus[[row[q.chunk_id] for q in queries]]
@@ -281,8 +281,8 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
 
     text_of = dict(zip(ctx.keys, ctx.texts))
     examples, mstats = mine(queries, qv, pv, text_of, search, lambda ks: {k: text_of[k] for k in ks},
-                            num_negatives=settings.hard_negatives, depth=settings.negatives_depth,
-                            skip_top=settings.negatives_skip_top, relative_margin=settings.relative_margin,
+                            num_negatives=settings.negatives.per_query, depth=settings.negatives.depth,
+                            skip_top=settings.negatives.skip_top, relative_margin=settings.negatives.relative_margin,
                             seed=settings.seed)
     cand = load_encoder(BUNDLED_MODEL, settings)
     tstats = train_local(cand.model, cand.query_prompt, examples, settings)

@@ -153,7 +153,7 @@ def score_alias(home: Path, qids: list[str], queries: dict[str, str], qrels: dic
     from vectune.config.settings import Settings
 
     settings = Settings(home=home)
-    client = QdrantClient(path=str(settings.resolved_qdrant_path))
+    client = QdrantClient(path=str(settings.qdrant_path))
     try:
         collection, encoder = resolve(client, ALIAS, settings)
         vectors = client.get_collection(collection).config.params.vectors

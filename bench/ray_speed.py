@@ -61,7 +61,7 @@ def run(args) -> dict:
     shutil.rmtree(home, ignore_errors=True)
     settings = load_settings(home=home, upsert_batch=args.batch)
     texts = short_texts(args.points)
-    out: dict = {"points": args.points, "page_size": args.batch, "encode_batch_size": settings.encode_batch_size,
+    out: dict = {"points": args.points, "page_size": args.batch, "encode_batch_size": settings.model.encode_batch_size,
                  "actors": args.actors, "partitions": args.partitions}
     with Store(settings) as store:
         fill_source(store, "src", texts, None)

@@ -103,8 +103,8 @@ def bench_reindex(args, settings, enc, texts: list[str]) -> dict:
     from vectune.qdrant.store import Store
 
     n = len(texts)
-    bs = settings.encode_batch_size
-    page = settings.upsert_batch
+    bs = settings.model.encode_batch_size
+    page = settings.promote.upsert_batch
     with Store(settings) as store:
         fill_source(store, "src", texts, None)
         spec = store.dense_spec("src")
@@ -121,7 +121,7 @@ def bench_reindex(args, settings, enc, texts: list[str]) -> dict:
         t1 = time.perf_counter()
         s = sync(store, enc, "src", "dst", spec, "text", page)
         t2 = time.perf_counter()
-        v = verify(store, "src", "dst", spec, settings.verify_sample)
+        v = verify(store, "src", "dst", spec, settings.promote.verify_sample)
         t3 = time.perf_counter()
         t4 = time.perf_counter()
         for i in range(0, n, page):  # the same pages build() encodes
@@ -152,7 +152,7 @@ def bench_mining(args, settings, enc, texts: list[str]) -> dict:
     from vectune.pipeline.pairs.negatives import mine, texts_from_records
     from vectune.qdrant.store import Store, dense_of
 
-    margin, depth = settings.relative_margin, settings.negatives_depth
+    margin, depth = settings.negatives.relative_margin, settings.negatives.depth
     with Store(settings) as store:
         spec = store.dense_spec("dst")  # written by (a) with the model's vectors
         rng = random.Random(1)
@@ -180,7 +180,7 @@ def bench_mining(args, settings, enc, texts: list[str]) -> dict:
     ds = Dataset.from_dict({"anchor": [q.text for q in queries], "positive": [by_key[q.chunk_id].text for q in queries]})
     t0 = time.perf_counter()
     st = mine_hard_negatives(ds, enc.model, corpus=list(texts), range_max=depth, relative_margin=margin,
-                             num_negatives=1, sampling_strategy="top", batch_size=settings.encode_batch_size,
+                             num_negatives=1, sampling_strategy="top", batch_size=settings.model.encode_batch_size,
                              output_format="triplet", verbose=False)
     stt = time.perf_counter() - t0
     st_neg = {a: n for a, n in zip(st["anchor"], st["negative"])}
@@ -284,7 +284,7 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
         out["rss_before_kb"] = rss_kb()
         st = StreamStore(n)
         t0 = time.perf_counter()
-        b = build(st, enc, "src", "dst", DenseSpec("", DIM, "Cosine"), "text", settings.upsert_batch)
+        b = build(st, enc, "src", "dst", DenseSpec("", DIM, "Cosine"), "text", settings.promote.upsert_batch)
         out.update(seconds=round(time.perf_counter() - t0, 2), upserted=b.upserted)
     elif mode == "prepare":
         with Store(settings) as store:
@@ -298,9 +298,9 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
                 store.delete_collection("dst")
             store.create_like("src", "dst", spec, DIM, {"model_ref": "hash"})
             t0 = time.perf_counter()
-            b = build(store, enc, "src", "dst", spec, "text", settings.upsert_batch)
-            s = sync(store, enc, "src", "dst", spec, "text", settings.upsert_batch)
-            v = verify(store, "src", "dst", spec, settings.verify_sample)
+            b = build(store, enc, "src", "dst", spec, "text", settings.promote.upsert_batch)
+            s = sync(store, enc, "src", "dst", spec, "text", settings.promote.upsert_batch)
+            v = verify(store, "src", "dst", spec, settings.promote.verify_sample)
             out.update(seconds=round(time.perf_counter() - t0, 2), upserted=b.upserted, synced=s.upserted,
                        verified=v["points"])
             out["rss_after_kb"] = rss_kb()

@@ -18,14 +18,14 @@ from vectune.config.settings import Settings
     ("llamaindex", {"_node_content": json.dumps({"id_": "n1", "text": "plain text"})}),
 ])
 def test_presets_resolve_to_their_field(preset, payload):
-    field = Settings(text_field=preset).text_field
+    field = Settings(text_field=preset).collection.text_field
     assert extract_text(payload, field) == ("plain text", None)
 
 
 def test_preset_names_map_to_payload_fields():
-    assert Settings(text_field="langchain").text_field == "page_content"
-    assert Settings(text_field="llamaindex").text_field == "_node_content"
-    assert Settings(text_field="body").text_field == "body"
+    assert Settings(text_field="langchain").collection.text_field == "page_content"
+    assert Settings(text_field="llamaindex").collection.text_field == "_node_content"
+    assert Settings(text_field="body").collection.text_field == "body"
 
 
 def test_dotted_paths():

@@ -113,21 +113,13 @@ def env_example_names() -> set[str]:
 
 
 def settings_env_names() -> dict[str, set[str]]:
-    """Env names of every Settings field: {field: {NAME, ...}}."""
-    from pydantic import AliasChoices
+    """Env names of every setting: {flat name: {NAME, ...}} (flat, conventional and top-level names)."""
+    from vectune.config.settings import CONVENTIONAL_ENV, FLAT, TOP_LEVEL, env_name
 
-    from vectune.config.settings import Settings
-
-    out: dict[str, set[str]] = {}
-    for name, field in Settings.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names = {c for c in alias.choices if isinstance(c, str) and c.isupper()}
-        elif isinstance(alias, str):
-            names = {alias.upper()}
-        else:
-            names = set()
-        out[name] = names or {f"VECTUNE_{name.upper()}"}
+    out: dict[str, set[str]] = {name: {env_name(name)} for name in TOP_LEVEL}
+    for flat in FLAT:
+        out[flat] = {env_name(flat), *CONVENTIONAL_ENV.get(flat, ())}
+    out["teacher"] = {"VECTUNE_TEACHER", "VECTUNE_TEACHER_CONFIG", "VECTUNE_OFFLINE_METHOD"}
     return out
 
 

@@ -43,7 +43,7 @@ def job(indexed, tmp_path):
     kwargs = {"query_prompt": meta.get("query_prompt"), "max_seq_length": meta.get("max_seq_length")}
     enc = load_encoder(meta["model_ref"], settings, **kwargs)
     _create(store, live, spec, "t-local")
-    build(store, enc, live, "t-local", spec, settings.text_field, batch=8)
+    build(store, enc, live, "t-local", spec, settings.collection.text_field, batch=8)
     j = dict(settings=settings, store=store, live=live, spec=spec, ref=meta["model_ref"], kwargs=kwargs, enc=enc,
              progress=tmp_path / "progress")
     try:

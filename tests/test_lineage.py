@@ -61,7 +61,7 @@ def test_history_round_trip_and_torn_last_line(settings):
     e2 = lineage.append_event(settings, "docs", {"event": "rollback", "to": "docs--b"})
     lineage.append_event(settings, "other", {"event": "adopt"})
     path = lineage.history_file(settings, "docs")
-    assert path == settings.resolved_work_dir / "history" / "docs.jsonl"
+    assert path == settings.work_dir / "history" / "docs.jsonl"
     assert e1["alias"] == "docs" and "time" in e1
     assert lineage.read_history(settings, "docs") == [e1, e2]
     with open(path, "a", encoding="utf-8") as f:

@@ -9,16 +9,16 @@ from vectune.config.settings import OpenAITeacher, Settings, load_settings
 
 def test_recorded_text_field_applies_when_none_is_set(home):
     s = Settings()
-    assert s.text_field == "text"
-    assert s.for_collection({"text_field": "page_content"}).text_field == "page_content"
+    assert s.collection.text_field == "text"
+    assert s.for_collection({"text_field": "page_content"}).collection.text_field == "page_content"
 
 
 def test_explicit_text_field_wins_over_the_recorded_one(home, monkeypatch):
-    assert Settings(text_field="body").for_collection({"text_field": "page_content"}).text_field == "body"
+    assert Settings(text_field="body").for_collection({"text_field": "page_content"}).collection.text_field == "body"
     monkeypatch.setenv("VECTUNE_TEXT_FIELD", "langchain")
     s = Settings()
-    assert s.text_field == "page_content"  # preset resolved
-    assert s.for_collection({"text_field": "content"}).text_field == "page_content"
+    assert s.collection.text_field == "page_content"  # preset resolved
+    assert s.for_collection({"text_field": "content"}).collection.text_field == "page_content"
 
 
 def test_no_recorded_field_keeps_settings(home):
@@ -51,9 +51,9 @@ def test_nested_env_sets_teacher_fields(home, monkeypatch):
 
 def test_cli_overrides_env(home, monkeypatch):
     monkeypatch.setenv("VECTUNE_MIN_DELTA", "0.2")
-    assert load_settings().min_delta == pytest.approx(0.2)
-    assert load_settings(min_delta=0.3).min_delta == pytest.approx(0.3)
-    assert load_settings(min_delta=None).min_delta == pytest.approx(0.2)
+    assert load_settings().gate.min_delta == pytest.approx(0.2)
+    assert load_settings(min_delta=0.3).gate.min_delta == pytest.approx(0.3)
+    assert load_settings(min_delta=None).gate.min_delta == pytest.approx(0.2)
 
 
 def test_dead_settings_are_gone():

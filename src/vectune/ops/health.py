@@ -26,24 +26,24 @@ def run_checks(settings: Settings, alias: str | None = None) -> dict[str, tuple[
         ``{name: (ok, detail, exit_code_if_failed)}`` in check order.
     """
     out: dict[str, tuple[bool, str, int]] = {"settings": (True, "", 2)}
-    if settings.qdrant_url:
+    if settings.qdrant.url:
         try:
             from qdrant_client import QdrantClient
 
-            key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-            client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=min(10, settings.qdrant_timeout_s))
+            key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+            client = QdrantClient(url=settings.qdrant.url, api_key=key, timeout=min(10, settings.qdrant.timeout_s))
             aliases = {a.alias_name for a in client.get_aliases().aliases}
-            out["qdrant"] = (True, settings.qdrant_url, 4)
+            out["qdrant"] = (True, settings.qdrant.url, 4)
             if alias:
                 out["alias"] = (alias in aliases, alias if alias in aliases else f"'{alias}' does not exist", 3)
             client.close()
         except Exception as e:  # noqa: BLE001
-            out["qdrant"] = (False, f"cannot reach {settings.qdrant_url}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}", 4)
+            out["qdrant"] = (False, f"cannot reach {settings.qdrant.url}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}", 4)
     else:
-        path = settings.resolved_qdrant_path
+        path = settings.qdrant_path
         ok = path.exists() or _writable(path.parent)
         out["qdrant"] = (ok, f"embedded at {path}", 4)
-    for name, path in (("model_store", settings.resolved_model_dir), ("work_dir", settings.resolved_work_dir)):
+    for name, path in (("model_store", settings.model_dir), ("work_dir", settings.work_dir)):
         out[name] = (_writable(path), str(path), 3)
     if settings.teacher.kind == "openai":
         out["teacher"] = _check_teacher(settings)

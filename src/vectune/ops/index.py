@@ -52,19 +52,19 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
         settings: connection, model store, text field, batch sizes.
         corpus: JSONL file or BEIR folder.
         alias: alias to create.
-        model: model reference (defaults to ``settings.base_model``).
+        model: model reference (defaults to ``settings.model.base``).
         with_title: store ``"<title>. <text>"`` as the text (BEIR style).
         replace: allow re-pointing an existing alias.
 
     Returns:
         A summary: collection, points, model.
     """
-    model = model or settings.base_model
+    model = model or settings.model.base
     corpus_file(corpus)  # fail before loading a model
     enc = load_encoder(model, settings)
     tag = safe_tag(model)
     name = lineage.collection_name(alias, tag)
-    field = settings.text_field
+    field = settings.collection.text_field
     with Store(settings) as store:
         if alias in store.aliases() and not replace:
             raise BadInput(f"alias '{alias}' already exists (-> {store.aliases()[alias]}); "
@@ -74,9 +74,9 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
                 raise BadInput(f"'{name}' is live behind '{alias}': refusing to overwrite it")
             store.delete_collection(name)
         rec = lineage.record(alias=alias, model_ref=model, model_tag=tag, created_by="index",
-                             dense_vector=settings.vector_name or "", query_prompt=enc.query_prompt,
+                             dense_vector=settings.collection.vector_name or "", query_prompt=enc.query_prompt,
                              source=str(corpus), max_seq_length=enc.max_seq_length, text_field=field)
-        store.create_collection(name, enc.dim, "Cosine", rec, vector_name=settings.vector_name or "")
+        store.create_collection(name, enc.dim, "Cosine", rec, vector_name=settings.collection.vector_name or "")
         batch: list[tuple[str, dict]] = []
         total = skipped = 0
 
@@ -84,7 +84,7 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
             nonlocal total
             texts = [r[field] for _, r in batch]
             emb = enc.encode_passages(texts)
-            spec = DenseSpec(settings.vector_name or "", enc.dim, "Cosine")
+            spec = DenseSpec(settings.collection.vector_name or "", enc.dim, "Cosine")
             pts = [new_point(point_id_for(rid), v, r, spec) for (rid, r), v in zip(batch, emb)]
             store.upsert(name, pts)
             total += len(pts)
@@ -93,7 +93,7 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
 
         for rid, r in iter_records(corpus):
             r = {k: v for k, v in r.items() if k != "_id"}
-            r.setdefault(settings.id_field, rid)
+            r.setdefault(settings.collection.id_field, rid)
             text = r.get(field)
             if not isinstance(text, str) or not text.strip():
                 skipped += 1
@@ -101,7 +101,7 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
             if with_title and isinstance(r.get("title"), str) and r["title"].strip():
                 r[field] = f"{r['title'].strip()}. {text}"
             batch.append((rid, r))
-            if len(batch) >= settings.upsert_batch:
+            if len(batch) >= settings.promote.upsert_batch:
                 flush()
         if batch:
             flush()
@@ -132,7 +132,7 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
         current = store.aliases().get(alias)
         if current and current != collection and not force:
             raise BadInput(f"alias '{alias}' already points at '{current}' (use --force to re-point it)")
-        spec = store.dense_spec(collection, settings.vector_name)
+        spec = store.dense_spec(collection, settings.collection.vector_name)
         if spec.size != enc.dim:
             raise BadInput(f"'{collection}' holds {spec.size}-d vectors but model {model!r} makes {enc.dim}-d ones")
         mean = None
@@ -140,17 +140,17 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
             page, _ = next(store.scroll(collection, vectors=spec.selector, batch=64))
             stats = ReadStats()
             chunks = list(filter_chunks(((r.id, r.payload, dense_of(r, spec)) for r in page),
-                                        settings.text_field, 1, 10**9, stats))
+                                        settings.collection.text_field, 1, 10**9, stats))
             chunks = [c for c in chunks if c.vector is not None]
             if not chunks:
-                raise BadInput(f"no point of '{collection}' has text in payload field '{settings.text_field}' "
+                raise BadInput(f"no point of '{collection}' has text in payload field '{settings.collection.text_field}' "
                                "(choose it with --text-field, e.g. page_content for LangChain)")
             mean = check_live_vectors(enc, chunks, collection)
         old = store.metadata(collection)
         rec = lineage.record(alias=alias, model_ref=model, model_tag=safe_tag(model), created_by="adopt",
                              dense_vector=spec.name, query_prompt=enc.query_prompt, state="live",
                              max_seq_length=enc.max_seq_length,
-                             text_field=settings.text_field, previous_metadata=old or None)
+                             text_field=settings.collection.text_field, previous_metadata=old or None)
         store.set_metadata(collection, rec)
         store.swap_alias(alias, collection)
     lineage.append_event(settings, alias, {"event": "adopt", "collection": collection, "model": model})

@@ -75,8 +75,8 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
         pending = Checkpoint(settings, alias).load() or {}
         if pending.get("kind") != "rollback":
             _target(store, alias, live, to)  # clear errors before waiting for the lock
-        with AliasLock(store, alias, default_owner(run_id), settings.lock_ttl_s,
-                       clock_skew_s=settings.lock_clock_skew_s) as lock:
+        with AliasLock(store, alias, default_owner(run_id), settings.lock.ttl_s,
+                       clock_skew_s=settings.lock.clock_skew_s) as lock:
             if store.on_server:
                 lock.start_heartbeat()
             if store.resolve_alias(alias) != live:
@@ -102,7 +102,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             syncable = copy or (bool(model) and has_model(model, settings))
             if not syncable and not force:
                 raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
-                               f"({settings.resolved_model_dir}), so points written since cannot be re-embedded "
+                               f"({settings.model_dir}), so points written since cannot be re-embedded "
                                "with it. Restore the model, or --force to swap without syncing (loses those writes)")
             stats = None
             if syncable:
@@ -166,8 +166,8 @@ def publish_rollback(store: Store, settings: Settings, alias: str, encoder, live
         state["stage"] = "swapped" if what == "live" else what
         ckpt.save(state)
 
-    stats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
-                           settings.verify_sample, mark=mark, lock=lock)
+    stats, vinfo = publish(store, encoder, live, target, alias, spec, settings.collection.text_field, settings.promote.upsert_batch,
+                           settings.promote.verify_sample, mark=mark, lock=lock)
     ckpt.clear()
     return stats, vinfo
 
@@ -195,8 +195,8 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
         store.resolve_alias(alias)  # a clear error for a missing alias
         # Plan and delete under the lock: a rollback that finishes meanwhile cannot make a doomed
         # collection live. Each delete re-reads the alias and the rollback target right before it.
-        lock = NO_FENCE if dry_run else AliasLock(store, alias, default_owner("prune"), settings.lock_ttl_s,
-                                                  clock_skew_s=settings.lock_clock_skew_s).acquire()
+        lock = NO_FENCE if dry_run else AliasLock(store, alias, default_owner("prune"), settings.lock.ttl_s,
+                                                  clock_skew_s=settings.lock.clock_skew_s).acquire()
         try:
             live = store.resolve_alias(alias)
             protected = {live}
@@ -233,7 +233,7 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
         if delete_models:
             for name, meta in versions:
                 ref = meta.get("model_ref")
-                path = settings.resolved_model_dir / str(ref)
+                path = settings.model_dir / str(ref)
                 if name in doomed and ref not in models_in_use and (path / "manifest.json").exists():
                     models_deleted.append(ref)
                     if not dry_run:

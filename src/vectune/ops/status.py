@@ -28,7 +28,7 @@ def status(settings: Settings, alias: str) -> dict:
             })
         live_meta = store.metadata(live)
         target = rollback_target(store, alias, live)
-    last = latest(settings.resolved_work_dir / "reports" / alias)
+    last = latest(settings.work_dir / "reports" / alias)
     last_run = None
     if last is not None:
         last_run = {k: getattr(last, k) for k in ("run_id", "status", "reason", "started_at", "duration_s",

@@ -33,16 +33,6 @@ from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
 
-#: Settings that change what a cycle would produce (for the no-op check).
-CONFIG_KEYS = ("text_field", "min_chars", "max_chars", "max_train_chunks", "queries_per_chunk", "max_train_pairs",
-               "eval_fraction",
-               "seed", "hard_negatives", "negatives_skip_top", "negatives_depth", "relative_margin", "epochs",
-               "batch_size", "learning_rate", "max_steps", "gate_metric", "min_delta", "bootstrap",
-               "allow_synthetic_gate", "eval_corpus_cap", "max_eval_queries", "gate_test", "mode", "auto_full", "query_epochs",
-               "query_max_steps", "query_learning_rate", "query_batch_size", "query_val_fraction", "query_refit",
-               "linear_epochs", "linear_learning_rate", "linear_identity_weight", "query_candidates")
-
-
 class Timings(dict):
     """Seconds per stage; ``on_stage`` is told when a stage starts (lock renewal, in-flight marker)."""
 
@@ -102,8 +92,8 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
     from vectune.promote.checkpoint import InFlight, recover
 
     live = store.resolve_alias(alias)  # a clear error for a missing alias before anything else
-    lock = AliasLock(store, alias, default_owner(rep.run_id), settings.lock_ttl_s,
-                     clock_skew_s=settings.lock_clock_skew_s).acquire()
+    lock = AliasLock(store, alias, default_owner(rep.run_id), settings.lock.ttl_s,
+                     clock_skew_s=settings.lock.clock_skew_s).acquire()
     if store.on_server:
         lock.start_heartbeat()
     inflight = InFlight(settings, alias)
@@ -151,16 +141,16 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     rep.dense_vector = rd.spec.name or "(default)"
     rep.counts["read"] = rd.stats.to_dict()
 
-    golden = labeled.load(settings.eval_set, "eval set") if settings.eval_set else None
-    trainset = labeled.load(settings.train_set, "train set") if settings.train_set else None
+    golden = labeled.load(settings.labels.eval_set, "eval set") if settings.labels.eval_set else None
+    trainset = labeled.load(settings.labels.train_set, "train set") if settings.labels.train_set else None
     fb = _feedback(store, alias, rd, settings, rep) if not (golden or trainset) else None
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
     examples = ()
-    if fb is not None and settings.few_shot:
+    if fb is not None and settings.pairs.few_shot:
         from vectune.qdrant.feedback import few_shot_examples
 
-        examples = few_shot_examples(fb, settings.few_shot, settings.seed)
+        examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed)
     generator = make_generator(settings, examples)
     fingerprint = _fingerprint(rd, generator, settings, fb)
     state_file = settings.run_dir(alias) / "last_cycle.json"
@@ -171,7 +161,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     split = split_chunks(rd, settings)
     rep.counts["split"] = split.counts()
     rep.evidence = evidence = "golden" if golden else ("synthetic" if generator.synthetic else "teacher")
-    if evidence == "synthetic" and not settings.allow_synthetic_gate and not rep.dry_run:
+    if evidence == "synthetic" and not settings.gate.allow_synthetic and not rep.dry_run:
         rep.end("kept", "no trusted evidence to promote on: the offline teacher's queries are synthetic and no "
                         "golden set was given. Pass --eval-set with real queries (recommended), accept the risk "
                         "with --allow-synthetic-gate, or use --dry-run to see synthetic scores. Training skipped.")
@@ -182,7 +172,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
     from vectune.pipeline.pairs.review import Rejections
 
-    full = settings.mode == "full" or (settings.mode == "auto" and (settings.auto_full or _cuda()))
+    full = settings.mode == "full" or (settings.mode == "auto" and (settings.full.in_auto or _cuda()))
     with timings.stage("generate"):
         pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
                              label_source="feedback" if fb is not None else "train-set",
@@ -224,7 +214,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
                                   f"{decision.reason}")
     if not decision.promote:
         rep.end("kept", decision.reason)
-        if settings.keep_candidate:
+        if settings.promote.keep_candidate:
             rep.candidate_saved = str(save_model(cand.encoder, cand.tag, settings, {
                 "parent_model": rd.meta["model_ref"], "parent_collection": rd.live, "alias": alias,
                 "state": "rejected", "eval": rep.gate, "teacher": generator.name}))
@@ -254,14 +244,14 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
     rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rep.duration_s = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
     try:
-        paths = report_mod.write(rep, settings.resolved_work_dir / "reports" / rep.alias)
+        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias)
         rep.report_files = {k: str(v) for k, v in paths.items()}
     except OSError as e:
         logger.warning("could not write the run report: %s", e)
-    if settings.metrics_dir or settings.pushgateway_url:
+    if settings.observe.metrics_dir or settings.observe.pushgateway_url:
         from vectune.observe import metrics
 
-        metrics.export(rep, textfile_dir=settings.metrics_dir, pushgateway_url=settings.pushgateway_url)
+        metrics.export(rep, textfile_dir=settings.observe.metrics_dir, pushgateway_url=settings.observe.pushgateway_url)
     if rep.status in ("promoted", "kept", "failed"):
         lineage.append_event(settings, rep.alias, {
             "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep.status],
@@ -272,13 +262,13 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
 
 def _feedback(store: Store, alias: str, rd, settings: Settings, rep: RunReport):
     """The alias's logged feedback as golden + training queries (None when feedback is off)."""
-    if not settings.feedback:
+    if not settings.labels.feedback:
         return None
     from vectune.qdrant.feedback import read_for_cycle
 
-    fb = read_for_cycle(store, alias, rd.live, golden_fraction=settings.feedback_golden_fraction,
-                        min_golden=settings.feedback_min_golden, min_train=settings.feedback_min_train,
-                        seed=settings.seed, collection=settings.feedback_collection)
+    fb = read_for_cycle(store, alias, rd.live, golden_fraction=settings.labels.golden_fraction,
+                        min_golden=settings.labels.min_golden, min_train=settings.labels.min_train,
+                        seed=settings.seed, collection=settings.labels.collection)
     rep.counts["feedback"] = fb.to_dict()
     if not fb.counts.get("rows"):
         rep.counts["feedback"] = {"rows": 0}
@@ -295,16 +285,16 @@ def _explicit_negatives(store: Store, rd, fb) -> dict:
         return {}
     from vectune.qdrant.feedback import negative_texts
 
-    return negative_texts(store, rd.live, fb, rd.settings.text_field)
+    return negative_texts(store, rd.live, fb, rd.settings.collection.text_field)
 
 
 def _pairs_sample(rd, pairs, settings: Settings, alias: str) -> list[dict]:
     """A seeded sample of the training pairs, kept with the run state for people to read and veto."""
-    if not settings.pairs_sample:
+    if not settings.pairs.sample:
         return []
     from vectune.pipeline.pairs.review import sample_pairs, write_run_sample
 
-    rows = sample_pairs(pairs.examples, settings.pairs_sample, settings.seed,
+    rows = sample_pairs(pairs.examples, settings.pairs.sample, settings.seed,
                         key_of={c.text: c.key for c in rd.by_key.values()})
     write_run_sample(settings.run_dir(alias), rows)
     return rows[:20]
@@ -312,9 +302,9 @@ def _pairs_sample(rd, pairs, settings: Settings, alias: str) -> list[dict]:
 
 def _fingerprint(rd, generator, settings: Settings, fb=None) -> str:
     """What this cycle would learn from: the collection's content and every setting that matters."""
-    cfg = {k: getattr(settings, k) for k in CONFIG_KEYS}
-    cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.eval_set),
-               train_set=file_hash(settings.train_set), base=rd.meta.get("base_model"))
+    cfg = settings.decisive()  # every setting that can change a decision (config.settings.NOT_DECISIVE: the rest)
+    cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.labels.eval_set),
+               train_set=file_hash(settings.labels.train_set), base=rd.meta.get("base_model"))
     if fb is not None:
         cfg["feedback"] = sorted((q.text, sorted(q.relevant)) for q in fb.golden + fb.train)
     return hashlib.sha256(json.dumps([rd.fingerprint, cfg], sort_keys=True, default=str).encode()).hexdigest()

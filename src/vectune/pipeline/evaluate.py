@@ -155,7 +155,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
             raise BadInput("no query of the eval set points at a chunk of this collection")
         must |= {k for q in gq for k in q.relevant}
         sets["golden"] = gq
-    corpus = eval_corpus(read.chunks, read.by_key, must, settings.eval_corpus_cap, settings.seed)
+    corpus = eval_corpus(read.chunks, read.by_key, must, settings.gate.eval_corpus_cap, settings.seed)
     keys = [c.key for c in corpus]
     live = {} if live is None else live
     if "corpus" not in live:
@@ -169,7 +169,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
         results[name] = (live[name], cr)
     counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
-                             "cap": settings.eval_corpus_cap}
+                             "cap": settings.gate.eval_corpus_cap}
     return EvalOutcome(results, corpus, cand_corpus, counts)
 
 

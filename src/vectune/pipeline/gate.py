@@ -283,17 +283,17 @@ def judge(candidates: list, outcomes: dict, evidence: str, settings) -> Verdict:
         The verdict.
     """
     decisions = {}
-    test = settings.gate_test
+    test = settings.gate.test
     for c in candidates:
         live, cand = outcomes[c.kind].results[evidence]
-        decisions[c.kind] = decide(live, cand, metric=settings.gate_metric, evidence=evidence,
-                                   min_delta=settings.min_delta, bootstrap=settings.bootstrap,
-                                   samples=settings.bootstrap_samples, confidence=settings.confidence,
-                                   allow_synthetic=settings.allow_synthetic_gate, test=test)
+        decisions[c.kind] = decide(live, cand, metric=settings.gate.metric, evidence=evidence,
+                                   min_delta=settings.gate.min_delta, bootstrap=settings.gate.require_significance,
+                                   samples=settings.gate.samples, confidence=settings.gate.confidence,
+                                   allow_synthetic=settings.gate.allow_synthetic, test=test)
     kinds = [c.kind for c in candidates]
     chosen, comparisons = choose(kinds, {k: outcomes[k].results[evidence] for k in kinds}, decisions,
-                                 metric=settings.gate_metric, samples=settings.bootstrap_samples,
-                                 confidence=settings.confidence, test=test)
+                                 metric=settings.gate.metric, samples=settings.gate.samples,
+                                 confidence=settings.gate.confidence, test=test)
     shown = chosen or max(kinds, key=lambda k: decisions[k].delta)
     cand = next(c for c in candidates if c.kind == shown)
     return Verdict(cand, outcomes[shown], decisions[shown], decisions, outcomes, list(candidates), chosen,

@@ -65,7 +65,7 @@ class ReadResult:
             recs = store.retrieve(self.live, [point_id_for(k) for k in batch], vectors=self.spec.selector)
             found = set()
             for r in recs:
-                text, _ = extract_text(r.payload, self.settings.text_field)
+                text, _ = extract_text(r.payload, self.settings.collection.text_field)
                 vec = dense_of(r, self.spec)
                 if text and vec is not None:
                     self.by_key[str(r.id)] = Chunk(str(r.id), r.id, text, r.payload or {}, vec)
@@ -94,18 +94,18 @@ def read(store: Store, alias: str, settings: Settings) -> ReadResult:
         raise BadInput(f"collection '{live}' has no vectune lineage (which model made it?): "
                        f"take it over first with `vectune adopt --collection {live} --alias {alias} --model <model>`")
     settings = settings.for_collection(meta)
-    spec = store.dense_spec(live, settings.vector_name or meta.get("dense_vector") or None)
-    keep = max(settings.max_train_chunks, min(settings.eval_corpus_cap, 50_000))
+    spec = store.dense_spec(live, settings.collection.vector_name or meta.get("dense_vector") or None)
+    keep = max(settings.read.max_train_chunks, min(settings.gate.eval_corpus_cap, 50_000))
     chunks, stats, fp = sample_collection(store, live, spec, settings, keep)
     if stats.points == 0:
         raise BadInput(f"collection '{live}' is empty: nothing to learn from")
     bad = {k: v for k, v in stats.skipped.items() if k in UNEMBEDDABLE or k in ("no_vector", "wrong_dimension")}
     if bad:
         raise BadInput(f"{sum(bad.values())} of {stats.points} points in '{live}' cannot be used "
-                       f"(payload field '{settings.text_field}': {bad}); a promotion would lose them. "
+                       f"(payload field '{settings.collection.text_field}': {bad}); a promotion would lose them. "
                        "Fix the payloads or choose the right --text-field")
-    if stats.usable < settings.min_train_chunks:
-        raise BadInput(f"only {stats.usable} usable chunks in '{live}' (need at least {settings.min_train_chunks} to train)")
+    if stats.usable < settings.read.min_train_chunks:
+        raise BadInput(f"only {stats.usable} usable chunks in '{live}' (need at least {settings.read.min_train_chunks} to train)")
     return ReadResult(live, meta, spec, settings, chunks, stats, fp, {c.key: c for c in chunks})
 
 
@@ -124,7 +124,7 @@ def sample_collection(store: Store, collection: str, spec: DenseSpec, settings: 
     seen = 0
 
     def points():
-        for records, _ in store.scroll(collection, vectors=spec.selector, batch=settings.scroll_batch):
+        for records, _ in store.scroll(collection, vectors=spec.selector, batch=settings.read.scroll_batch):
             for r in records:
                 vec = dense_of(r, spec)
                 if vec is None:
@@ -135,7 +135,7 @@ def sample_collection(store: Store, collection: str, spec: DenseSpec, settings: 
                     continue
                 yield r.id, r.payload, vec
 
-    for chunk in filter_chunks(points(), settings.text_field, settings.min_chars, settings.max_chars, stats):
+    for chunk in filter_chunks(points(), settings.collection.text_field, settings.read.min_chars, settings.read.max_chars, stats):
         fp.update(f"{chunk.key}:{chunk.text_hash};".encode())
         seen += 1
         if len(reservoir) < keep:

@@ -197,11 +197,11 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
                 raise BadInput(
                     f"the {kind} of run {state.get('run_id')} swapped '{alias}' to '{target}' and then stopped before "
                     f"carrying over the writes made in its window; that needs model {model!r} (to re-embed them), "
-                    f"which is not in the model store ({settings.resolved_model_dir}). Restore the model and run "
+                    f"which is not in the model store ({settings.model_dir}). Restore the model and run "
                     f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
                     f"'{target}'; they are still in '{parent}')")
             enc = None if (copy or finished) else load_lineage_encoder(store.metadata(target), settings, ref=model)
-            reconcile(store, enc, parent, target, spec, s2.text_field, snapshot, settings.upsert_batch, stats, lock)
+            reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot, settings.promote.upsert_batch, stats, lock)
             recovered["reconciled"] = stats.to_dict()
         else:
             logger.error("the %s of run %s swapped '%s' to '%s' but its snapshot is missing: the writes made in "

@@ -98,7 +98,7 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
                             passage_model=passages, mode="full" if cand.reencodes else "query", kind=cand.kind,
                             max_seq_length=(cand.encoder.max_seq_length if cand.reencodes
                                             else meta.get("max_seq_length") or cand.encoder.max_seq_length),
-                            text_field=settings.text_field)
+                            text_field=settings.collection.text_field)
     with stage("reindex"):
         store.create_like(live, target, spec, cand.encoder.dim, record)
         if cand.reencodes:
@@ -124,7 +124,7 @@ def build_and_publish(store: Store, settings: Settings, alias: str, encoder, liv
     lock = lock or NO_FENCE
     ckpt = ckpt or Checkpoint(settings, alias)
     state = {"run_id": run_id, "alias": alias, "target": target, "parent": live, "model_tag": record["model_ref"],
-             "dense_vector": spec.name, "text_field": settings.text_field, "offset": start_offset,
+             "dense_vector": spec.name, "text_field": settings.collection.text_field, "offset": start_offset,
              "done": 0, "stage": "building", "copy": encoder is None, **lock.stamp()}
     ckpt.save(state)
 
@@ -145,15 +145,15 @@ def build_and_publish(store: Store, settings: Settings, alias: str, encoder, liv
 def _build_with_engine(store, settings, alias, encoder, live, target, spec, record, precomputed, start_offset,
                        on_page, lock) -> SyncStats:
     """The engine choice: Ray Data on a cluster, or the local pipelined build (always, to copy vectors)."""
-    if settings.engine == "ray" and encoder is not None:
+    if settings.promote.engine == "ray" and encoder is not None:
         from vectune.promote.engines.ray_engine import build_ray
 
         # resumable through its own per-partition progress file in the run dir
         return build_ray(settings, record["model_ref"],
                          {"query_prompt": record.get("query_prompt"), "max_seq_length": record.get("max_seq_length")},
-                         live, target, spec, settings.text_field, settings.upsert_batch,
-                         partitions=settings.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
-    return build(store, encoder, live, target, spec, settings.text_field, settings.upsert_batch,
+                         live, target, spec, settings.collection.text_field, settings.promote.upsert_batch,
+                         partitions=settings.promote.ray_partitions, progress_dir=settings.run_dir(alias), store=store)
+    return build(store, encoder, live, target, spec, settings.collection.text_field, settings.promote.upsert_batch,
                  precomputed=precomputed, start_offset=start_offset, on_page=on_page, lock=lock)
 
 
@@ -175,8 +175,8 @@ def publish_checkpointed(store: Store, settings: Settings, alias: str, encoder, 
         state["stage"] = "swapped" if what == "live" else what
         ckpt.save(state)
 
-    sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.text_field, settings.upsert_batch,
-                            settings.verify_sample, mark=mark, lock=lock)
+    sstats, vinfo = publish(store, encoder, live, target, alias, spec, settings.collection.text_field, settings.promote.upsert_batch,
+                            settings.promote.verify_sample, mark=mark, lock=lock)
     ckpt.clear()
     return sstats, vinfo
 

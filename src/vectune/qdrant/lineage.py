@@ -93,7 +93,7 @@ def versions(store, alias: str) -> list[tuple[str, dict]]:
 
 
 def history_file(settings: Settings, alias: str) -> Path:
-    return settings.resolved_work_dir / "history" / f"{alias}.jsonl"
+    return settings.work_dir / "history" / f"{alias}.jsonl"
 
 
 def append_event(settings: Settings, alias: str, event: dict) -> dict:

@@ -74,16 +74,16 @@ class Store:
 
         self.settings = settings
         try:
-            if settings.qdrant_url:
-                key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-                self.client = QdrantClient(url=settings.qdrant_url, api_key=key, timeout=settings.qdrant_timeout_s)
+            if settings.qdrant.url:
+                key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
+                self.client = QdrantClient(url=settings.qdrant.url, api_key=key, timeout=settings.qdrant.timeout_s)
                 self.client.get_collections()  # fail fast, clearly
-                self.where = settings.qdrant_url
-            elif str(settings.qdrant_path) == ":memory:":  # throwaway, for experiments and benchmarks
+                self.where = settings.qdrant.url
+            elif str(settings.qdrant.path) == ":memory:":  # throwaway, for experiments and benchmarks
                 self.client = QdrantClient(location=":memory:")
                 self.where = "embedded:memory"
             else:
-                path = settings.resolved_qdrant_path
+                path = settings.qdrant_path
                 path.mkdir(parents=True, exist_ok=True)
                 self.client = QdrantClient(path=str(path))
                 self.where = f"embedded:{path}"
@@ -369,7 +369,7 @@ class Store:
         """True against a Qdrant server, False in embedded mode."""
         if self.settings is None:  # over an app's client
             return not str(self.where).startswith("embedded")
-        return bool(self.settings.qdrant_url)
+        return bool(self.settings.qdrant.url)
 
     def lease_collection(self, name: str, keyword_fields: Sequence[str] = ()) -> None:
         """Create a payload-only collection for leases unless it exists.
@@ -563,7 +563,7 @@ def dense_of(record, spec: DenseSpec) -> np.ndarray | None:
 
 
 def _where(settings: Settings) -> str:
-    return settings.qdrant_url or f"embedded path {settings.resolved_qdrant_path}"
+    return settings.qdrant.url or f"embedded path {settings.qdrant_path}"
 
 
 def _short(e: Exception) -> str:

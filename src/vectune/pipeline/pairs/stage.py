@@ -69,9 +69,9 @@ def split_chunks(read: ReadResult, settings: Settings) -> Split:
     Training chunks are cut to what the pair budget can use (no teacher calls for pairs
     the budget would drop anyway).
     """
-    pool = sample(read.chunks, settings.max_train_chunks, settings.seed)
-    train_chunks, held = split(pool, settings.eval_fraction, settings.seed)
-    budget_chunks = -(-settings.max_train_pairs // settings.queries_per_chunk)
+    pool = sample(read.chunks, settings.read.max_train_chunks, settings.seed)
+    train_chunks, held = split(pool, settings.pairs.eval_fraction, settings.seed)
+    budget_chunks = -(-settings.pairs.max_train_pairs // settings.pairs.queries_per_chunk)
     if len(train_chunks) > budget_chunks:
         train_chunks = sample(train_chunks, budget_chunks, settings.seed)
     return Split(pool, train_chunks, held)
@@ -104,21 +104,21 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     counts: dict = {}
     search = _searcher(store, read)
     gen_eval = generator.generate(split_.held, 1)
-    gen_train = generator.generate(split_.train if teacher_train else [], settings.queries_per_chunk)
+    gen_train = generator.generate(split_.train if teacher_train else [], settings.pairs.queries_per_chunk)
     train_queries: list[Query] = list(gen_train.queries)
     eval_generated: list[Query] = list(gen_eval.queries)
     roundtrip = None
-    if settings.roundtrip_filter and generator.name.startswith("openai"):
+    if settings.pairs.roundtrip_filter and generator.name.startswith("openai"):
         from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
 
         def keys_only(vecs, k):
             return [[key for key, _ in hits] for hits in search(vecs, k)]
 
         train_queries, dropped_t = roundtrip_filter(train_queries, live_enc.encode_queries, keys_only,
-                                                    settings.roundtrip_top_k)
+                                                    settings.pairs.roundtrip_top_k)
         eval_generated, dropped_e = roundtrip_filter(eval_generated, live_enc.encode_queries, keys_only,
-                                                     settings.roundtrip_top_k)
-        roundtrip = {"top_k": settings.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
+                                                     settings.pairs.roundtrip_top_k)
+        roundtrip = {"top_k": settings.pairs.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
                      "dropped": dropped_t + dropped_e}
     counts["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict(),
                           "roundtrip_filter": roundtrip}
@@ -144,14 +144,14 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
                               "kept_rejections": rejections.counts()}
     held_keys = {c.key for c in split_.held}
     eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
-    eval_queries = eval_queries[: settings.max_eval_queries]
-    if len(train_queries) > settings.max_train_pairs:
+    eval_queries = eval_queries[: settings.pairs.max_eval_queries]
+    if len(train_queries) > settings.pairs.max_train_pairs:
         # keep every real labeled pair; sample the synthetic ones down to the budget
         real = [q for q in train_queries if q.source in LABELED]
         synth = [q for q in train_queries if q.source not in LABELED]
-        keep = max(0, settings.max_train_pairs - len(real))
+        keep = max(0, settings.pairs.max_train_pairs - len(real))
         synth = random.Random(settings.seed + 3).sample(synth, min(keep, len(synth)))
-        counts["train_pairs_capped"] = {"cap": settings.max_train_pairs,
+        counts["train_pairs_capped"] = {"cap": settings.pairs.max_train_pairs,
                                         "dropped": len(train_queries) - len(real) - len(synth)}
         train_queries = real + synth
     if len(train_queries) < 2:
@@ -175,16 +175,16 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
 
     def fetch(keys):
         return texts_from_records(store.retrieve(read.live, [point_id_for(k) for k in keys]),
-                                  read.settings.text_field)
+                                  read.settings.collection.text_field)
 
     examples, mstats = mine(pairs.queries, qv, pv, {k: c.text for k, c in read.by_key.items()},
-                            _searcher(store, read), fetch, num_negatives=settings.hard_negatives,
-                            depth=settings.negatives_depth, skip_top=settings.negatives_skip_top,
-                            relative_margin=settings.relative_margin, relevant=pairs.relevant, seed=settings.seed)
+                            _searcher(store, read), fetch, num_negatives=settings.negatives.per_query,
+                            depth=settings.negatives.depth, skip_top=settings.negatives.skip_top,
+                            relative_margin=settings.negatives.relative_margin, relevant=pairs.relevant, seed=settings.seed)
     if explicit:
         from vectune.qdrant.feedback import merge_negatives
 
-        examples, applied = merge_negatives(examples, explicit, settings.hard_negatives)
+        examples, applied = merge_negatives(examples, explicit, settings.negatives.per_query)
         mstats.explicit = applied
     pairs.examples = examples
     pairs.counts["pairs"] = {"examples": len(examples), "by_source": count_sources(examples)}

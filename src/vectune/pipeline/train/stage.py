@@ -98,12 +98,12 @@ def query_side_config(settings: Settings):
     """The query-side learner's configuration from the settings."""
     from vectune.pipeline.train.query.trainer import QuerySideConfig
 
-    return QuerySideConfig(epochs=settings.query_epochs, max_steps=settings.query_max_steps,
-                           time_budget_s=settings.query_time_budget_s, lr=settings.query_learning_rate,
-                           batch_size=settings.query_batch_size, max_corpus_vectors=settings.query_corpus_max,
-                           val_fraction=settings.query_val_fraction, refit=settings.query_refit, seed=settings.seed,
-                           linear_epochs=settings.linear_epochs, linear_lr=settings.linear_learning_rate,
-                           identity_weight=settings.linear_identity_weight, device=settings.device or "")
+    return QuerySideConfig(epochs=settings.query.epochs, max_steps=settings.query.max_steps,
+                           time_budget_s=settings.query.time_budget_s, lr=settings.query.learning_rate,
+                           batch_size=settings.query.batch_size, max_corpus_vectors=settings.query.corpus_max,
+                           val_fraction=settings.query.val_fraction, refit=settings.query.refit, seed=settings.seed,
+                           linear_epochs=settings.query.linear_epochs, linear_lr=settings.query.linear_learning_rate,
+                           identity_weight=settings.query.identity_weight, device=settings.model.device or "")
 
 
 def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], live_enc: Encoder,
@@ -129,7 +129,7 @@ def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], liv
     from vectune.pipeline.train.query.trainer import build_asymmetric_model, train_linear_map, train_query_encoder
 
     texts, positives = _query_training_set(queries, relevant)
-    keys, vectors = _stored_corpus(read, positives, settings.query_corpus_max)
+    keys, vectors = _stored_corpus(read, positives, settings.query.corpus_max)
     cfg = query_side_config(settings)
     out = []
     for kind in kinds:
@@ -194,7 +194,7 @@ def train(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> 
     """
     if len(examples) < 2:
         raise BadInput(f"only {len(examples)} training pairs: need at least 2 to train")
-    if settings.train_processes > 1:
+    if settings.full.processes > 1:
         return _train_distributed(encoder, examples, settings)
     return train_local(encoder.model, encoder.query_prompt, examples, settings)
 
@@ -219,16 +219,16 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
         cols[f"negative_{i + 1}" if n_neg > 1 else "negative"] = [e.negatives[i] for e in examples]
     dataset = Dataset.from_dict(cols).shuffle(seed=settings.seed)
 
-    batch = min(settings.batch_size, len(examples))
+    batch = min(settings.full.batch_size, len(examples))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # a rank launched by torchrun
     with tempfile.TemporaryDirectory(prefix="vectune-train-") as tmp:
         args = SentenceTransformerTrainingArguments(
             output_dir=tmp,
-            num_train_epochs=settings.epochs,
-            max_steps=settings.max_steps,
+            num_train_epochs=settings.full.epochs,
+            max_steps=settings.full.max_steps,
             per_device_train_batch_size=batch,
-            learning_rate=settings.learning_rate,
-            **_warmup(settings.warmup_ratio),
+            learning_rate=settings.full.learning_rate,
+            **_warmup(settings.full.warmup_ratio),
             batch_sampler=BatchSamplers.NO_DUPLICATES,
             prompts={"anchor": query_prompt} if query_prompt else None,
             save_strategy="no",
@@ -248,8 +248,8 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
         import torch.distributed as dist
 
         gather = dist.is_available() and dist.is_initialized()
-        if settings.cached_mnrl:
-            loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.mini_batch_size,
+        if settings.full.cached_mnrl:
+            loss = losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=settings.full.mini_batch_size,
                                                              gather_across_devices=gather)
         else:
             loss = losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather)
@@ -266,7 +266,7 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
         steps=int(result.global_step),
         seconds=round(secs, 2),
         loss=round(float(result.training_loss), 5) if result.training_loss is not None else None,
-        examples_per_s=round(len(examples) * max(settings.epochs, 0) / secs, 2) if secs > 0 else 0.0,
+        examples_per_s=round(len(examples) * max(settings.full.epochs, 0) / secs, 2) if secs > 0 else 0.0,
         processes=int(dist.get_world_size()) if gather else 1,
     )
     logger.info("trained on %d examples in %.1fs (%d steps, loss %s)", stats.examples, secs, stats.steps, stats.loss)
@@ -315,8 +315,8 @@ def _train_distributed(encoder: Encoder, examples: Sequence[Example], settings: 
             json.dump({"settings": settings.model_dump(mode="json", exclude={"teacher", "qdrant_api_key"}),
                        "query_prompt": encoder.query_prompt, "start": start, "out": out}, f)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={settings.train_processes}", "-m", "vectune.pipeline.train.ddp", tmp]
-        logger.info("training on %d processes: %s", settings.train_processes, " ".join(cmd))
+               f"--nproc_per_node={settings.full.processes}", "-m", "vectune.pipeline.train.ddp", tmp]
+        logger.info("training on %d processes: %s", settings.full.processes, " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             logger.error("torchrun output:\n%s", (proc.stdout + proc.stderr)[-6000:])

@@ -221,7 +221,7 @@ class _Worker:
                 updates["model_dir"] = tmp
             else:
                 ref = str(tmp / name)
-        self.settings = settings.model_copy(update=updates)
+        self.settings = settings.replace(**updates)
         self.encoder = load_encoder(ref, self.settings, **encoder_kwargs)
         self.mode, self.source, self.target, self.spec = mode, source, target, spec
         self.text_field, self.batch, self.fault = text_field, batch, fault
@@ -277,7 +277,7 @@ def _model_blob(ref: str, settings: Settings) -> tuple[str, str, bytes] | None:
     """The model's files as a tar, when it lives only on the driver (a model-store tag or a local dir)."""
     if ref.startswith("bundled:"):
         return None
-    stored = settings.resolved_model_dir / ref
+    stored = settings.model_dir / ref
     if (stored / "manifest.json").exists():
         kind, path = "tag", stored
     elif Path(ref).is_dir():
@@ -357,7 +357,7 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
     own = store is None
     store = store or Store(settings)
     try:
-        mode = "server" if settings.qdrant_url else "embedded"
+        mode = "server" if settings.qdrant.url else "embedded"
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
         use_gpu = gpus > 0

@@ -25,7 +25,7 @@ def make_generator(settings, examples=()) -> QueryGenerator:
     if teacher.kind == "openai":
         from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
 
-        gen = OpenAIGenerator(teacher, cache_dir=settings.resolved_work_dir / "cache" / "teacher")
+        gen = OpenAIGenerator(teacher, cache_dir=settings.work_dir / "cache" / "teacher")
         if examples:
             gen.prompt = gen.prompt.with_examples(examples)
         return gen
