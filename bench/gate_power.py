@@ -253,7 +253,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     """
     from vectune.core.chunks import Chunk, sample, split
     from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.pipeline.pairs.negatives import mine
     from vectune.config.settings import BUNDLED_MODEL, Settings
     from vectune.pipeline.train.stage import train_local
@@ -284,7 +284,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
                             num_negatives=settings.negatives.per_query, depth=settings.negatives.depth,
                             skip_top=settings.negatives.skip_top, relative_margin=settings.negatives.relative_margin,
                             seed=settings.seed)
-    cand = load_encoder(BUNDLED_MODEL, settings)
+    cand = ModelStore.from_settings(settings).load(BUNDLED_MODEL)
     tstats = train_local(cand.model, cand.query_prompt, examples, settings)
     t0 = time.perf_counter()
     corpus = cand.encode_passages(ctx.texts)
@@ -707,7 +707,7 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
 
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import BUNDLED_MODEL, Settings
 
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
@@ -715,7 +715,7 @@ def main() -> None:
     if bad:
         sys.exit(f"unknown candidates {bad}")
     beir = load_beir(args.data)
-    live = load_encoder(BUNDLED_MODEL, Settings())
+    live = ModelStore.from_settings(Settings()).load(BUNDLED_MODEL)
     keys, texts = corpus_texts(beir)
     work = BENCH / "work"
     corpus = stored_vectors(args.data.resolve().name, keys, texts, live, work)

@@ -118,7 +118,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("vectune.pipeline.train.query.trainer").setLevel(logging.INFO)
 
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.pipeline.train.query.trainer import (QuerySideConfig, apply_linear, build_asymmetric_model, train_linear_map, train_query_encoder)
     from vectune.config.settings import BUNDLED_MODEL, Settings
 
@@ -127,7 +127,7 @@ def main() -> None:
     golden_ids, train_ids = split_train(beir["train"], args.seed)
     test_ids = sorted(beir["test"])
     queries = beir["queries"]
-    live = load_encoder(BUNDLED_MODEL, Settings())
+    live = ModelStore.from_settings(Settings()).load(BUNDLED_MODEL)
     keys, texts = corpus_texts(beir)
     corpus, enc_secs = stored_vectors(args.data.resolve().name, keys, texts, live, BENCH / "work")
     print(f"corpus {corpus.shape}, train {len(train_ids)}, golden {len(golden_ids)}, test {len(test_ids)}; "

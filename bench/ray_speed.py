@@ -51,7 +51,7 @@ def run(args) -> dict:
     import ray
 
     from vectune.promote.engines.ray_engine import build_ray
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.promote.build import build
     from vectune.config.settings import BUNDLED_MODEL, load_settings
     from vectune.qdrant.store import Store
@@ -68,7 +68,7 @@ def run(args) -> dict:
         spec = store.dense_spec("src")
 
         t0 = time.perf_counter()
-        enc = load_encoder(BUNDLED_MODEL, settings)
+        enc = ModelStore.from_settings(settings).load(BUNDLED_MODEL)
         load_s = time.perf_counter() - t0
         store.create_like("src", "dst-local", spec, enc.dim, {"model_ref": "bench"})
         t0 = time.perf_counter()

@@ -473,11 +473,11 @@ def main() -> None:
                             if not k.startswith("_")}}
     t_all = time.perf_counter()
     if parts & {"a", "b"}:
-        from vectune.models.encoder import load_encoder
+        from vectune.models.store import ModelStore
         from vectune.config.settings import BUNDLED_MODEL, Settings
 
         settings = Settings(home=home / "ab")
-        enc = load_encoder(os.environ.get("VECTUNE_BASE_MODEL", BUNDLED_MODEL), settings)
+        enc = ModelStore.from_settings(settings).load(os.environ.get("VECTUNE_BASE_MODEL", BUNDLED_MODEL))
         texts = passages(args.points, args.data)
         print(f"(a) reindex throughput on {len(texts)} chunks ({enc.model.device}) ...", flush=True)
         res["reindex"] = bench_reindex(args, settings, enc, texts)

@@ -150,10 +150,10 @@ def store(settings):
 @pytest.fixture(scope="session")
 def bundled_encoder():
     """The bundled MiniLM, loaded once per session (read-only use: do not train it)."""
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
 
-    return load_encoder("bundled:all-MiniLM-L6-v2", Settings(max_seq_length=96))
+    return ModelStore.from_settings(Settings(max_seq_length=96)).load("bundled:all-MiniLM-L6-v2")
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ pytest.importorskip("ray.data", reason="the Ray engine needs Ray Data (pip insta
 
 from vectune.promote.engines import ray_engine  # noqa: E402
 from vectune.promote.engines.ray_engine import PROGRESS_FILE, Progress, build_ray, embed_partition, plan_partitions  # noqa: E402
-from vectune.models.encoder import load_encoder  # noqa: E402
 from vectune.promote.build import build  # noqa: E402
 from vectune.config.settings import load_settings  # noqa: E402
 from vectune.qdrant.store import Store, point_id_for  # noqa: E402
@@ -41,7 +40,7 @@ def job(indexed, tmp_path):
     meta = store.metadata(live)
     spec = store.dense_spec(live)
     kwargs = {"query_prompt": meta.get("query_prompt"), "max_seq_length": meta.get("max_seq_length")}
-    enc = load_encoder(meta["model_ref"], settings, **kwargs)
+    enc = ModelStore.from_settings(settings).load(meta["model_ref"], **kwargs)
     _create(store, live, spec, "t-local")
     build(store, enc, live, "t-local", spec, settings.collection.text_field, batch=8)
     j = dict(settings=settings, store=store, live=live, spec=spec, ref=meta["model_ref"], kwargs=kwargs, enc=enc,
@@ -111,10 +110,10 @@ def test_resume_processes_only_missing_partitions(ray_cluster, job):
 
     The model is a model-store tag (as after training) shipped to the actors through the object
     store, as on a multi-node cluster where only the driver has the model volume."""
-    from vectune.models.encoder import save_model
+    from vectune.models.store import ModelStore
 
     store, live, spec, tf = job["store"], job["live"], job["spec"], job["settings"].text_field
-    save_model(job["enc"], "tuned-tag", job["settings"], {"note": "test"})
+    ModelStore.from_settings(job["settings"]).save(job["enc"], "tuned-tag", {"note": "test"})
     job["ref"] = "tuned-tag"
     _create(store, live, spec, "t-ray")
     parts = plan_partitions(store, live, 4)

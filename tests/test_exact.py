@@ -63,10 +63,10 @@ def app_text(n: int) -> str:
 
 @pytest.fixture(scope="module")
 def models():
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
 
-    base = load_encoder("bundled:all-MiniLM-L6-v2", Settings(), max_seq_length=64)
+    base = ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2", max_seq_length=64)
     perm = np.random.default_rng(7).permutation(base.dim)
     out = {"base": Memo(base), "cand": Memo(base, perm, ref="cand")}
     for m in out.values():  # every text an app writes in these tests, encoded in one batch

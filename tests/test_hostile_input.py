@@ -23,10 +23,10 @@ UNUSABLE = {
 def _collection_with(extra_payloads, corpus_records, alias="fz"):
     from qdrant_client import models
 
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
 
-    enc = load_encoder("bundled:all-MiniLM-L6-v2", Settings())
+    enc = ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2")
     texts = [r["text"] for r in corpus_records[:24]]
     vecs = enc.encode_passages(texts)
     pts = [models.PointStruct(id=i, vector=v.tolist(), payload={"text": t}) for i, (t, v) in enumerate(zip(texts, vecs))]

@@ -12,10 +12,10 @@ pytestmark = pytest.mark.slow  # adopt + train + promote per test
 
 
 def _encode(texts):
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
 
-    return load_encoder("bundled:all-MiniLM-L6-v2", Settings()).encode_passages(texts)
+    return ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2").encode_passages(texts)
 
 
 def test_langchain_payloads_with_sparse_vector_survive_promotion(home, corpus_records):

@@ -86,14 +86,14 @@ def test_query_mode_never_encodes_passages_and_copies_writes_verbatim(indexed, h
 
 
 def test_resolve_gives_new_query_encoder_and_apps_keep_writing_with_the_passage_model(indexed, home, monkeypatch):
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.apps.resolve import resolve
     from vectune.config.settings import load_settings
 
     monkeypatch.setenv("VECTUNE_MODE", "query")
     invoke("run", "--alias", "docs", *PERMISSIVE)
     s = load_settings()
-    base = load_encoder("bundled:all-MiniLM-L6-v2", s)
+    base = ModelStore.from_settings(s).load("bundled:all-MiniLM-L6-v2")
     with qdrant() as c:
         res = resolve(c, "docs", s)
         collection, enc = res

@@ -20,10 +20,10 @@ def live():
     """The bundled MiniLM as a SentenceTransformer (short truncation: the test passages are short)."""
     from sentence_transformers import SentenceTransformer
 
-    from vectune.models.encoder import model_path
+    from vectune.models.store import ModelStore
     from vectune.config.settings import BUNDLED_MODEL, Settings
 
-    model = SentenceTransformer(model_path(BUNDLED_MODEL, Settings()), device="cpu", trust_remote_code=False,
+    model = SentenceTransformer(ModelStore.from_settings(Settings()).path(BUNDLED_MODEL), device="cpu", trust_remote_code=False,
                                 model_kwargs={"use_safetensors": True})
     model.max_seq_length = 96
     return model

@@ -33,7 +33,7 @@ def test_rollback_syncs_writes_made_after_the_promotion(indexed, home):
     from qdrant_client import models
 
     from vectune.apps import resolve
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
 
     base = _alias()
@@ -60,7 +60,7 @@ def test_rollback_syncs_writes_made_after_the_promotion(indexed, home):
     with qdrant() as c:
         rolled = _points(c, "docs")
         assert {k: r.payload for k, r in rolled.items()} == live_now  # exactly the live id set and payloads
-        old_enc = load_encoder("bundled:all-MiniLM-L6-v2", Settings(),
+        old_enc = ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2",
                                max_seq_length=c.get_collection(base).config.metadata["vectune"]["max_seq_length"])
         # vectors from the OLD model, of the NEW text
         assert np.allclose(rolled[str(changed.id)].vector, old_enc.encode_passages([new_text])[0], atol=1e-3)
@@ -166,10 +166,10 @@ def test_a_rollback_killed_at_each_stage_is_finished_by_the_next_one(indexed, ho
             assert _no_markers(c, target) and _no_markers(c, other)
             meta = c.get_collection(target).config.metadata["vectune"]
         enc_ref = meta.get("passage_model") or meta["model_ref"]
-        from vectune.models.encoder import load_encoder
+        from vectune.models.store import ModelStore
         from vectune.config.settings import Settings
 
-        enc = load_encoder(enc_ref if enc_ref.startswith("bundled:") else str(home / "models" / enc_ref), Settings(),
+        enc = ModelStore.from_settings(Settings()).load(enc_ref if enc_ref.startswith("bundled:") else str(home / "models" / enc_ref),
                            max_seq_length=meta.get("max_seq_length"))
         edited = rolled[first]
         assert np.allclose(edited.vector, enc.encode_passages([edited.payload["text"]])[0], atol=1e-3)

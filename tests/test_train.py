@@ -28,9 +28,9 @@ def _settings(**kw) -> Settings:
 
 
 def _fresh_model(settings):
-    from vectune.models.encoder import load_encoder
+    from vectune.models.store import ModelStore
 
-    return load_encoder("bundled:all-MiniLM-L6-v2", settings)
+    return ModelStore.from_settings(settings).load("bundled:all-MiniLM-L6-v2")
 
 
 @pytest.mark.slow

@@ -110,11 +110,11 @@ class DualWriter:
             if self.encoder_for is not None:
                 self._encoders[target] = self.encoder_for(target, meta)
             else:
-                from vectune.models.encoder import load_lineage_encoder
+                from vectune.models.store import ModelStore
                 from vectune.config.settings import Settings
 
                 ref = meta.get("passage_model") or meta.get("model_ref")
-                self._encoders[target] = load_lineage_encoder(meta, self.settings or Settings(), ref=ref)
+                self._encoders[target] = ModelStore.from_settings(self.settings or Settings()).load_lineage(meta, ref=ref)
         return self._encoders[target]
 
     def _write(self, plain: Callable[[], Any], dual: Callable[[Route], Any]) -> Any:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from vectune.errors import BadInput
 from vectune.qdrant.lineage import passage_model, query_model
-from vectune.models.encoder import Encoder, load_lineage_encoder
+from vectune.models.encoder import Encoder
+from vectune.models.store import ModelStore
 from vectune.config.settings import Settings
 from vectune.qdrant.store import META_KEY
 
@@ -97,4 +98,4 @@ def resolve(client, alias: str, settings: Settings | None = None) -> Resolved:
     meta = (client.get_collection(name).config.metadata or {}).get(META_KEY) or {}
     if not meta.get("model_ref"):
         raise BadInput(f"collection '{name}' has no vectune lineage; adopt it first")
-    return Resolved(name, load_lineage_encoder(meta, settings), meta, alias)
+    return Resolved(name, ModelStore.from_settings(settings).load_lineage(meta), meta, alias)

@@ -140,7 +140,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
 
     from vectune.apps.resolve import resolve
     from vectune.pipeline.evaluate import EvalQuery, evaluate
-    from vectune.models.encoder import load_lineage_encoder
+    from vectune.models.store import ModelStore
 
     test = [q for q in load_labeled(scifact_path("test"), "test claims")]
     with Store(settings) as store:
@@ -166,7 +166,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
 
         corpus_vecs = normalize(np.asarray(vecs, dtype=np.float32))
         qs = [EvalQuery(t.text, set(t.relevant)) for t in test]
-        old = load_lineage_encoder(store.metadata(rep["live_collection"]), settings)
+        old = ModelStore.from_settings(settings).load_lineage(store.metadata(rep["live_collection"]))
         live_r = evaluate(old.encode_queries([x.text for x in qs]), corpus_vecs, keys, qs)
         new_r = evaluate(enc.encode_queries([x.text for x in qs]), corpus_vecs, keys, qs)
     from vectune.pipeline.gate import paired_bootstrap

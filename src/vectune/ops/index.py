@@ -15,7 +15,7 @@ from typing import Iterator
 
 from vectune.qdrant import lineage
 from vectune.errors import BadInput
-from vectune.models.encoder import load_encoder, safe_tag
+from vectune.models.store import ModelStore, safe_tag
 from vectune.config.settings import Settings
 from vectune.qdrant.store import DenseSpec, Store, new_point, point_id_for
 
@@ -61,7 +61,7 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
     """
     model = model or settings.model.base
     corpus_file(corpus)  # fail before loading a model
-    enc = load_encoder(model, settings)
+    enc = ModelStore.from_settings(settings).load(model)
     tag = safe_tag(model)
     name = lineage.collection_name(alias, tag)
     field = settings.collection.text_field
@@ -125,7 +125,7 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
     from vectune.pipeline.read import check_live_vectors
     from vectune.qdrant.store import dense_of
 
-    enc = load_encoder(model, settings)
+    enc = ModelStore.from_settings(settings).load(model)
     with Store(settings) as store:
         if not store.collection_exists(collection):
             raise BadInput(f"collection '{collection}' does not exist")

@@ -18,7 +18,7 @@ import uuid
 
 from vectune.qdrant import lineage
 from vectune.errors import BadInput
-from vectune.models.encoder import has_model, load_lineage_encoder
+from vectune.models.store import ModelStore
 from vectune.config.settings import Settings
 from vectune.qdrant.store import Store
 
@@ -99,14 +99,14 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             copy = bool(model) and model == passage_model(live_meta)
             spec = store.dense_spec(target, meta.get("dense_vector") or None)
             text_field = settings.for_collection(meta).text_field
-            syncable = copy or (bool(model) and has_model(model, settings))
+            syncable = copy or (bool(model) and ModelStore.from_settings(settings).has(model))
             if not syncable and not force:
                 raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
                                f"({settings.model_dir}), so points written since cannot be re-embedded "
                                "with it. Restore the model, or --force to swap without syncing (loses those writes)")
             stats = None
             if syncable:
-                enc = None if copy else load_lineage_encoder(meta, settings, ref=model)
+                enc = None if copy else ModelStore.from_settings(settings).load_lineage(meta, ref=model)
                 ckpt = Checkpoint(settings, alias)
                 state = {"kind": "rollback", "run_id": run_id, "alias": alias, "target": target, "parent": live,
                          "model_tag": model, "dense_vector": spec.name, "text_field": text_field,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from vectune.qdrant import lineage
-from vectune.models.encoder import has_model
+from vectune.models.store import ModelStore
 from vectune.observe.report import latest
 from vectune.ops.rollback import rollback_target
 from vectune.config.settings import Settings
@@ -23,7 +23,7 @@ def status(settings: Settings, alias: str) -> dict:
                 "passage_model": lineage.passage_model(meta), "mode": meta.get("mode", "full"),
                 "parent_collection": meta.get("parent_collection"),
                 "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
-                "points": store.count(name), "model_available": has_model(str(meta.get("model_ref")), settings),
+                "points": store.count(name), "model_available": ModelStore.from_settings(settings).has(str(meta.get("model_ref"))),
                 "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},
             })
         live_meta = store.metadata(live)

@@ -23,6 +23,7 @@ from vectune.pipeline.pairs import labeled
 from vectune.qdrant import lineage
 from vectune.observe import report as report_mod
 from vectune.errors import BadInput, LockHeld, VectuneError
+from vectune.models.device import cuda
 from vectune.qdrant.lease import LockLost
 from vectune.pipeline.gate import judge
 from vectune.core.hashing import file_hash
@@ -130,7 +131,7 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
 def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings, lock=None) -> None:
     from vectune.pipeline.evaluate import evaluate_candidate
     from vectune.pipeline.pairs.teachers import make_generator
-    from vectune.models.encoder import load_lineage_encoder, save_model
+    from vectune.models.store import ModelStore
     from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
     from vectune.pipeline.read import check_live_vectors, read
 
@@ -168,11 +169,11 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
         return _save_state(state_file, fingerprint, rep)
 
     with timings.stage("load_live_model"):
-        live_enc = load_lineage_encoder(rd.meta, settings)
+        live_enc = ModelStore.from_settings(settings).load_lineage(rd.meta)
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
     from vectune.pipeline.pairs.review import Rejections
 
-    full = settings.mode == "full" or (settings.mode == "auto" and (settings.full.in_auto or _cuda()))
+    full = settings.mode == "full" or (settings.mode == "auto" and (settings.full.in_auto or cuda()))
     with timings.stage("generate"):
         pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
                              label_source="feedback" if fb is not None else "train-set",
@@ -215,7 +216,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     if not decision.promote:
         rep.end("kept", decision.reason)
         if settings.promote.keep_candidate:
-            rep.candidate_saved = str(save_model(cand.encoder, cand.tag, settings, {
+            rep.candidate_saved = str(ModelStore.from_settings(settings).save(cand.encoder, cand.tag, {
                 "parent_model": rd.meta["model_ref"], "parent_collection": rd.live, "alias": alias,
                 "state": "rejected", "eval": rep.gate, "teacher": generator.name}))
         return _save_state(state_file, fingerprint, rep)
@@ -233,12 +234,6 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
 
 
 # --------------------------------------------------------------------------- the run's records
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
     """Write the report, export metrics, append the history event."""
     rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")

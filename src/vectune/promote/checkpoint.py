@@ -32,7 +32,7 @@ from pathlib import Path
 from vectune.qdrant import lineage
 from vectune.errors import BadInput
 from vectune.core.jsonl import write_atomic, write_json_atomic
-from vectune.models.encoder import has_model, load_lineage_encoder
+from vectune.models.store import ModelStore
 from vectune.config.settings import Settings
 from vectune.qdrant.store import Store
 
@@ -185,7 +185,7 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
     snapshot = ckpt.load_snapshot()
     copy = bool(state.get("copy")) or state.get("mode") == "copy" or bool(snapshot and snapshot.copy)
     model = str(state.get("model_tag"))
-    model_ok = copy or has_model(model, settings)
+    model_ok = copy or ModelStore.from_settings(settings).has(model)
     s2 = settings.for_collection({"text_field": state.get("text_field")})
     if exists and live == target:
         # Swapped before the crash: finish the post-swap reconciliation, whatever it takes.
@@ -200,7 +200,7 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
                     f"which is not in the model store ({settings.model_dir}). Restore the model and run "
                     f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
                     f"'{target}'; they are still in '{parent}')")
-            enc = None if (copy or finished) else load_lineage_encoder(store.metadata(target), settings, ref=model)
+            enc = None if (copy or finished) else ModelStore.from_settings(settings).load_lineage(store.metadata(target), ref=model)
             reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot, settings.promote.upsert_batch, stats, lock)
             recovered["reconciled"] = stats.to_dict()
         else:
@@ -226,7 +226,7 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
         logger.info("resuming the %s to %s (stage %s, %s points done)", kind, target, state.get("stage"),
                     state.get("done"))
         meta = store.metadata(target)
-        enc = None if copy else load_lineage_encoder(meta, settings, ref=model)
+        enc = None if copy else ModelStore.from_settings(settings).load_lineage(meta, ref=model)
         spec = store.dense_spec(target, state.get("dense_vector") or None)
         if kind == "rollback":
             from vectune.ops.rollback import publish_rollback

@@ -77,7 +77,7 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
     Returns:
         The new collection, the model's path and the reindex counts.
     """
-    from vectune.models.encoder import save_model
+    from vectune.models.store import ModelStore
 
     stage = stage or (lambda name: nullcontext())
     meta, live, spec = read.meta, read.live, read.spec
@@ -85,7 +85,7 @@ def promote(store: Store, settings: Settings, alias: str, read, cand, outcome, d
     # A query-side candidate keeps the live passage model: its vectors are copied, never re-encoded.
     passages = cand.tag if cand.reencodes else lineage.passage_model(meta)
     with stage("save_model"):
-        path = save_model(cand.encoder, cand.tag, settings, {
+        path = ModelStore.from_settings(settings).save(cand.encoder, cand.tag, {
             "parent_model": meta["model_ref"], "base_model": base, "parent_collection": live, "alias": alias,
             "eval": decision.to_dict(), "data": data, "teacher": teacher, "kind": cand.kind,
             "passage_model": passages})

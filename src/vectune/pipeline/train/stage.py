@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from vectune.errors import BadInput
+from vectune.models.device import bf16, cuda
 from vectune.models.encoder import Encoder
 from vectune.pipeline.pairs.negatives import Example
 from vectune.config.settings import Settings
@@ -86,10 +87,10 @@ def fine_tune(meta: dict, live_enc: Encoder, examples: Sequence[Example], settin
         The candidate, with a fresh model tag.
     """
     from vectune.qdrant.lineage import passage_model
-    from vectune.models.encoder import load_encoder, new_model_tag
+    from vectune.models.store import ModelStore, new_model_tag
 
     start = passage_model(meta)  # after query-side promotions: the passage model, not the routed one
-    cand = load_encoder(start, settings, query_prompt=live_enc.query_prompt)
+    cand = ModelStore.from_settings(settings).load(start, query_prompt=live_enc.query_prompt)
     stats = train(cand, examples, settings)
     return Candidate(cand, new_model_tag(meta["model_ref"]), stats, "full")
 
@@ -125,7 +126,7 @@ def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], liv
     Raises:
         BadInput: fewer than two queries have a positive among the stored vectors.
     """
-    from vectune.models.encoder import new_model_tag
+    from vectune.models.store import new_model_tag
     from vectune.pipeline.train.query.trainer import build_asymmetric_model, train_linear_map, train_query_encoder
 
     texts, positives = _query_training_set(queries, relevant)
@@ -239,9 +240,9 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
             disable_tqdm=not interactive(),  # a progress bar on a terminal; loss goes to the report
             # all_gather needs equal batches on every rank: drop the ragged last one under DDP
             dataloader_drop_last=distributed,
-            dataloader_pin_memory=_cuda(),
-            bf16=_cuda() and _bf16(),
-            ddp_backend="gloo" if distributed and not _cuda() else None,
+            dataloader_pin_memory=cuda(),
+            bf16=bf16(),
+            ddp_backend="gloo" if distributed and not cuda() else None,
         )
         # Creating the arguments set up torch.distributed under torchrun: gather in-batch negatives
         # from every rank, or DDP would shrink each rank's negatives to its own slice of the batch.
@@ -280,18 +281,6 @@ def _warmup(ratio: float) -> dict:
     if int(transformers.__version__.split(".")[0]) >= 5:
         return {"warmup_steps": ratio}
     return {"warmup_ratio": ratio}
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _bf16() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_bf16_supported())
 
 
 def _train_distributed(encoder: Encoder, examples: Sequence[Example], settings: Settings) -> TrainStats:

@@ -2,7 +2,7 @@
 
 Same contract as :func:`vectune.promote.build`: every point of ``source`` is written
 into ``target`` with the same id, payload and other named/sparse vectors, and the
-tuned dense vector re-embedded by the model ``load_encoder(encoder_ref, settings,
+tuned dense vector re-embedded by the model ``ModelStore.from_settings(settings).load(encoder_ref,
 **encoder_kwargs)``. It is meant for collections of tens of millions of points on
 several GPUs; on one machine the local engine is as fast (see bench/RESULTS.md).
 
@@ -206,7 +206,7 @@ class _Worker:
     def __init__(self, settings: Settings, encoder_ref: str, encoder_kwargs: dict, device: str, mode: str,
                  source: str, target: str, spec: DenseSpec, text_field: str, batch: int,
                  model_blob: list | None = None, fault: str | None = None):
-        from vectune.models.encoder import load_encoder
+        from vectune.models.store import ModelStore
 
         updates: dict[str, Any] = {"device": device}
         ref = encoder_ref
@@ -222,7 +222,7 @@ class _Worker:
             else:
                 ref = str(tmp / name)
         self.settings = settings.replace(**updates)
-        self.encoder = load_encoder(ref, self.settings, **encoder_kwargs)
+        self.encoder = ModelStore.from_settings(self.settings).load(ref, **encoder_kwargs)
         self.mode, self.source, self.target, self.spec = mode, source, target, spec
         self.text_field, self.batch, self.fault = text_field, batch, fault
         self.store = Store(self.settings) if mode == "server" else None
