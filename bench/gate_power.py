@@ -150,28 +150,26 @@ class Context:
 
 
 def _cfg(ctx: Context, **over):
-    from vectune.pipeline.train.query.trainer import QuerySideConfig
+    from vectune.config.sections import QueryConfig
 
-    cfg = QuerySideConfig(seed=ctx.args.seed)
-    for k, v in over.items():
-        setattr(cfg, k, v)
-    return cfg
+    return QueryConfig(**over)  # the product's defaults (vectune.config.sections), with overrides
 
 
 def _encoder(ctx: Context, queries=None, positives=None, **over):
-    from vectune.pipeline.train.query.trainer import train_query_encoder
+    from vectune.pipeline.train.query import train_query_encoder
 
     model, stats = train_query_encoder(ctx.live.model, queries or ctx.train_q, positives or ctx.train_pos,
                                        ctx.corpus, ctx.keys, cfg=_cfg(ctx, **over),
-                                       query_prompt=ctx.live.query_prompt)
+                                       query_prompt=ctx.live.query_prompt, seed=ctx.args.seed)
     g, t = ctx.encode_with(model)
     return g, t, stats.to_dict()
 
 
 def _linear(ctx: Context) -> tuple[np.ndarray, dict]:
-    from vectune.pipeline.train.query.trainer import train_linear_map
+    from vectune.pipeline.train.query import train_linear_map
 
-    w, stats = train_linear_map(ctx.live_vecs("train"), ctx.train_pos, ctx.corpus, ctx.keys, cfg=_cfg(ctx))
+    w, stats = train_linear_map(ctx.live_vecs("train"), ctx.train_pos, ctx.corpus, ctx.keys, cfg=_cfg(ctx),
+                                seed=ctx.args.seed)
     return w, stats.to_dict()
 
 
@@ -183,10 +181,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
 SPECS = {
     "live": ("the live model itself (null: every delta is 0)", {}),
     "noise": ("live query vectors + N(0, 0.015²) per dimension, renormalised", {"sigma": 0.015}),
-    "linear": ("linear map on the query embeddings, QuerySideConfig() defaults", {}),
+    "linear": ("linear map on the query embeddings, QueryConfig defaults", {}),
     "linear-mirrored": ("the linear map pushed the other way: 2I − W", {}),
     "encoder-1ep": ("query encoder, 1 epoch, no checkpoint selection", {"epochs": 1.0, "val_fraction": 0.0}),
-    "encoder": ("query encoder, QuerySideConfig() defaults (8-epoch budget, best epoch on a training slice, refit)",
+    "encoder": ("query encoder, QueryConfig defaults (8-epoch budget, best epoch on a training slice, refit)",
                 {}),
     "encoder-lr2e-4": ("query encoder, lr 2e-4 (10x), 4 epochs, no checkpoint selection",
                        {"lr": 2e-4, "epochs": 4.0, "val_fraction": 0.0}),
@@ -214,7 +212,7 @@ def make_candidate(name: str, ctx: Context) -> tuple[np.ndarray, np.ndarray, dic
         return (_unit(g + rng.normal(0, spec["sigma"], g.shape)), _unit(t + rng.normal(0, spec["sigma"], t.shape)),
                 {})
     if name in ("linear", "linear-mirrored"):
-        from vectune.pipeline.train.query.trainer import apply_linear
+        from vectune.pipeline.train.query import apply_linear
 
         w, stats = _linear(ctx)
         if name == "linear-mirrored":
@@ -248,7 +246,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     The cycle's steps with the stored vectors in memory: a seeded sample of ``chunks`` chunks
     (the held-out share set aside as the cycle does), ``queries_per_chunk`` offline queries on
     the budget's chunks, hard negatives mined by :func:`vectune.pipeline.pairs.negatives.mine` against the
-    stored vectors, :func:`vectune.pipeline.train.stage.train_local` on a fresh copy of the live model, then
+    stored vectors, :func:`vectune.pipeline.train.full.train_local` on a fresh copy of the live model, then
     the whole corpus re-encoded with the candidate (as a full promotion would).
     """
     from vectune.core.chunks import Chunk, sample, split
@@ -256,7 +254,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     from vectune.models.store import ModelStore
     from vectune.pipeline.pairs.negatives import mine
     from vectune.config.settings import BUNDLED_MODEL, Settings
-    from vectune.pipeline.train.stage import train_local
+    from vectune.pipeline.train.full import train_local
 
     settings = Settings(seed=ctx.args.seed)
     titles = {str(r["_id"]): (r.get("title") or "").strip() for r in read_jsonl(ctx.beir["corpus"])}
@@ -285,7 +283,7 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
                             skip_top=settings.negatives.skip_top, relative_margin=settings.negatives.relative_margin,
                             seed=settings.seed)
     cand = ModelStore.from_settings(settings).load(BUNDLED_MODEL)
-    tstats = train_local(cand.model, cand.query_prompt, examples, settings)
+    tstats = train_local(cand.model, cand.query_prompt, examples, settings.full, settings.seed)
     t0 = time.perf_counter()
     corpus = cand.encode_passages(ctx.texts)
     enc_s = time.perf_counter() - t0
@@ -700,7 +698,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("vectune.pipeline.train.query.trainer").setLevel(logging.INFO)
+    logging.getLogger("vectune.pipeline.train.query").setLevel(logging.INFO)
     import torch
 
     threads = args.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)

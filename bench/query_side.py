@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Standalone measurement of the query-side learner (vectune.pipeline.train.query.trainer) on a BEIR dataset.
+"""Standalone measurement of the query-side learner (vectune.pipeline.train.query) on a BEIR dataset.
 
     python bench/query_side.py --data ../shared/data/scifact
     python bench/query_side.py --data ../shared/data/scifact --which encoder --epochs 12 --no-refit
@@ -92,7 +92,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/)")
     ap.add_argument("--seed", type=int, default=42, help="train/golden split seed (as bench/quality.py) and training seed")
     ap.add_argument("--which", default="linear,encoder", help="comma list of candidates: linear, encoder")
-    ap.add_argument("--epochs", type=float, default=None, help="query encoder epoch budget (default: QuerySideConfig)")
+    ap.add_argument("--epochs", type=float, default=None, help="query encoder epoch budget (default: QueryConfig, the product's)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--val-fraction", type=float, default=None)
@@ -116,10 +116,12 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("vectune.pipeline.train.query.trainer").setLevel(logging.INFO)
+    logging.getLogger("vectune.pipeline.train.query").setLevel(logging.INFO)
 
     from vectune.models.store import ModelStore
-    from vectune.pipeline.train.query.trainer import (QuerySideConfig, apply_linear, build_asymmetric_model, train_linear_map, train_query_encoder)
+    from vectune.config.sections import QueryConfig
+    from vectune.pipeline.train.query import (apply_linear, build_asymmetric_model, train_linear_map,
+                                             train_query_encoder)
     from vectune.config.settings import BUNDLED_MODEL, Settings
 
     t_all = time.perf_counter()
@@ -133,10 +135,10 @@ def main() -> None:
     print(f"corpus {corpus.shape}, train {len(train_ids)}, golden {len(golden_ids)}, test {len(test_ids)}; "
           f"load {load_avg()}", flush=True)
 
-    cfg = QuerySideConfig(seed=args.seed)
-    for name, val in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size),
+    cfg = QueryConfig()  # the product's defaults (config.sections); flags override
+    for name, val in (("epochs", args.epochs), ("learning_rate", args.lr), ("batch_size", args.batch_size),
                       ("val_fraction", args.val_fraction), ("multi_positive", args.multi_positive),
-                      ("linear_epochs", args.linear_epochs), ("linear_lr", args.linear_lr),
+                      ("linear_epochs", args.linear_epochs), ("linear_learning_rate", args.linear_lr),
                       ("identity_weight", args.identity_weight), ("time_budget_s", args.time_budget),
                       ("threads", args.threads)):
         if val is not None:
@@ -161,7 +163,7 @@ def main() -> None:
     out = {"dataset": args.data.resolve().name, "protocol": "C (seeded half of train queries trains, other half "
            "golden: reported only; test scored)", "seed": args.seed, "train_queries": len(train_ids),
            "golden_queries": len(golden_ids), "test_queries": len(test_ids), "corpus": int(corpus.shape[0]),
-           "corpus_encode_s": round(enc_secs, 1), "config": dict(cfg.__dict__),
+           "corpus_encode_s": round(enc_secs, 1), "config": cfg.model_dump(),
            "live": {k: v["means"] for k, v in base.items()}, "candidates": {}, "machine": common.machine()}
     which = [w.strip() for w in args.which.split(",") if w.strip()]
     for kind in which:
@@ -169,13 +171,13 @@ def main() -> None:
         t0 = time.perf_counter()
         if kind == "linear":
             qv = live.encode_queries(train_q)
-            w, stats = train_linear_map(qv, train_pos, corpus, keys, cfg=cfg)
+            w, stats = train_linear_map(qv, train_pos, corpus, keys, cfg=cfg, seed=args.seed)
             wall = time.perf_counter() - t0
             cand_test = apply_linear(w, live_test)
             cand_gold = apply_linear(w, live_gold)
             asym = build_asymmetric_model(live.model, linear=w)
         elif kind == "encoder":
-            model, stats = train_query_encoder(live.model, train_q, train_pos, corpus, keys, cfg=cfg,
+            model, stats = train_query_encoder(live.model, train_q, train_pos, corpus, keys, cfg=cfg, seed=args.seed,
                                                query_prompt=live.query_prompt)
             wall = time.perf_counter() - t0
             kw = {"convert_to_numpy": True, "normalize_embeddings": True, "show_progress_bar": False}
@@ -230,19 +232,19 @@ def overlap_split(base: dict, cand: dict, qids: list[str], qrels: dict, train_po
 
 def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     """Tuning on the training half only: print each candidate's slice curve, never a test or golden score."""
-    from vectune.pipeline.train.query.trainer import train_linear_map, train_query_encoder
+    from vectune.pipeline.train.query import train_linear_map, train_query_encoder
 
     if args.refit_check:
         return refit_check(args, cfg, live, corpus, keys, train_q, train_pos)
     for kind in [w.strip() for w in args.which.split(",") if w.strip()]:
         load0, t0 = load_avg(), time.perf_counter()
         if kind == "linear":
-            _, stats = train_linear_map(live.encode_queries(train_q), train_pos, corpus, keys, cfg=cfg)
+            _, stats = train_linear_map(live.encode_queries(train_q), train_pos, corpus, keys, cfg=cfg, seed=args.seed)
         else:
-            _, stats = train_query_encoder(live.model, train_q, train_pos, corpus, keys, cfg=cfg,
+            _, stats = train_query_encoder(live.model, train_q, train_pos, corpus, keys, cfg=cfg, seed=args.seed,
                                            query_prompt=live.query_prompt)
         d = stats.to_dict()
-        print(json.dumps({"kind": kind, "config": {k: v for k, v in cfg.__dict__.items()}, "wall_s":
+        print(json.dumps({"kind": kind, "config": cfg.model_dump(), "wall_s":
                           round(time.perf_counter() - t0, 1), "load": load0, "chosen_epoch": d["chosen_epoch"],
                           "val_live": d["val_live"], "val_best": d["val_best"], "threads": d["threads"],
                           "examples_per_s": d["examples_per_s"], "curve": d["val_curve"], "loss": d["epoch_loss"],
@@ -255,7 +257,7 @@ def refit_check(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     training half is held out, the learner runs on the rest with and without refit, the outer part is scored."""
     import copy
 
-    from vectune.pipeline.train.query.trainer import apply_linear, train_linear_map, train_query_encoder
+    from vectune.pipeline.train.query import apply_linear, train_linear_map, train_query_encoder
 
     order = np.random.default_rng(args.seed + 1).permutation(len(train_q))
     outer, inner = order[: len(order) // 5], order[len(order) // 5:]
@@ -266,14 +268,14 @@ def refit_check(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     base = scores(live_out, corpus, keys, [str(i) for i in outer], rel)
     for kind in [w.strip() for w in args.which.split(",") if w.strip()]:
         for refit in (False, True):
-            c = copy.deepcopy(cfg)
+            c = cfg.model_copy(deep=True)
             c.refit = refit
             t0 = time.perf_counter()
             if kind == "linear":
-                w, stats = train_linear_map(live.encode_queries(in_q), in_pos, corpus, keys, cfg=c)
+                w, stats = train_linear_map(live.encode_queries(in_q), in_pos, corpus, keys, cfg=c, seed=args.seed)
                 vecs = apply_linear(w, live_out)
             else:
-                model, stats = train_query_encoder(live.model, in_q, in_pos, corpus, keys, cfg=c,
+                model, stats = train_query_encoder(live.model, in_q, in_pos, corpus, keys, cfg=c, seed=args.seed,
                                                    query_prompt=live.query_prompt)
                 vecs = model.encode([live.query_prompt + q for q in out_q], convert_to_numpy=True,
                                     normalize_embeddings=True, show_progress_bar=False)

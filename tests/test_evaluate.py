@@ -40,3 +40,34 @@ def test_eval_corpus_keeps_every_required_chunk_under_the_cap():
     assert len(out) == 10 and must <= set(keys) and keys == sorted(keys)
     assert [c.key for c in eval_corpus(chunks, by_key, must, cap=10, seed=1)] == keys  # seeded
     assert len(eval_corpus(chunks, by_key, must, cap=100, seed=1)) == 50
+
+
+def test_graded_ndcg_decides_where_binary_sees_no_difference():
+    """Grades 1/2 reach the gate: with both answers in the top 2, binary nDCG ties; graded prefers grade 2 first."""
+    from vectune.pipeline.gate import decide
+
+    corpus = np.eye(3, dtype=np.float32)
+    keys = ["a", "b", "c"]
+    live_q = np.tile([[0.5, 0.9, 0.0]], (40, 1)).astype(np.float32)  # ranks b (grade 1) before a (grade 2)
+    cand_q = np.tile([[0.9, 0.5, 0.0]], (40, 1)).astype(np.float32)  # ranks a before b
+    graded = [EvalQuery(f"q{i}", {"a", "b"}, "golden", {"a": 2.0, "b": 1.0}) for i in range(40)]
+    binary = [EvalQuery(f"q{i}", {"a", "b"}, "golden") for i in range(40)]
+
+    g_live, g_cand = evaluate(live_q, corpus, keys, graded), evaluate(cand_q, corpus, keys, graded)
+    b_live, b_cand = evaluate(live_q, corpus, keys, binary), evaluate(cand_q, corpus, keys, binary)
+    disc = 1 / np.log2(3)
+    assert b_live.means["ndcg@10"] == pytest.approx(1.0) == b_cand.means["ndcg@10"]
+    assert g_cand.means["ndcg@10"] == pytest.approx(1.0)
+    assert g_live.means["ndcg@10"] == pytest.approx((1 + 2 * disc) / (2 + disc))
+
+    kw = dict(metric="ndcg@10", evidence="golden", min_delta=0.005, test="permutation")
+    assert decide(g_live, g_cand, **kw).promote
+    assert not decide(b_live, b_cand, **kw).promote
+
+
+def test_ndcg_is_the_one_graded_definition():
+    from vectune.pipeline.evaluate import ndcg
+
+    assert ndcg([2, 1, 0], [2, 1]) == pytest.approx(1.0)
+    assert ndcg([1, 2, 0], [2, 1]) == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
+    assert ndcg([0, 0], [1]) == 0.0 and ndcg([1], []) == 0.0

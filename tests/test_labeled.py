@@ -58,7 +58,8 @@ def test_gzip_file(tmp_path):
     ({"query": 5, "relevant": ["a"]}, "needs a 'query' string"),
     ({"query": "q"}, "non-empty 'relevant' id list"),
     ({"query": "q", "relevant": []}, "non-empty 'relevant' id list"),
-    ({"query": "q", "relevant": {"a": 1}}, "non-empty 'relevant' id list"),
+    ({"query": "q", "relevant": {"a": 0}}, "non-empty 'relevant' id list"),
+    ({"query": "q", "relevant": {"a": "high"}}, "graded 'relevant' must map ids to numbers"),
     ("[1, 2]", "must be a JSON object"),
     ("{not json", "not valid JSON"),
 ])
@@ -75,3 +76,14 @@ def test_missing_and_empty_files(tmp_path):
         load(tmp_path / "nope.jsonl")
     with pytest.raises(BadInput, match="holds no queries"):
         load(_write(tmp_path / "empty.jsonl", ["", "  "]))
+
+
+def test_graded_labels_keep_their_grades(tmp_path):
+    from vectune.qdrant.store import point_id_for
+
+    path = tmp_path / "graded.jsonl"
+    path.write_text(json.dumps({"query": "what is MI?", "relevant": {"doc-1": 2, "doc-2": 1, "doc-3": 0}}) + "\n")
+    (q,) = load(path)
+    one, two = str(point_id_for("doc-1")), str(point_id_for("doc-2"))
+    assert q.relevant == {one, two}  # grade 0 is not relevant
+    assert q.grades == {one: 2.0, two: 1.0}

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from vectune.observe import logs
-from vectune.observe.logs import RedactingFilter, Redactor, progress, setup_logging
+from vectune.observe.logs import RedactingFilter, Redactor, setup_logging
+from vectune.observe import progress as progress_mod
+from vectune.observe.progress import progress
 from vectune.config.settings import OpenAITeacher, Settings
 
 QKEY = "qdrant-secret-key-123456"
@@ -229,8 +231,8 @@ def test_add_secrets_after_setup() -> None:
 
 def test_progress_logs_when_not_a_tty(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     ticks = iter(float(i) for i in range(1000))
-    monkeypatch.setattr(logs.time, "monotonic", lambda: next(ticks))
-    with caplog.at_level(logging.INFO, logger="vectune.observe.logs"):
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: next(ticks))
+    with caplog.at_level(logging.INFO, logger="vectune.observe.progress"):
         items = list(progress(range(10), desc="encoding", every_s=3.0, stream=io.StringIO()))
     assert items == list(range(10))
     msgs = [r.getMessage() for r in caplog.records]
@@ -243,7 +245,7 @@ def test_progress_unknown_total(caplog: pytest.LogCaptureFixture) -> None:
     def gen() -> Iterator[int]:
         yield from range(5)
 
-    with caplog.at_level(logging.INFO, logger="vectune.observe.logs"):
+    with caplog.at_level(logging.INFO, logger="vectune.observe.progress"):
         assert list(progress(gen(), desc="scroll", every_s=0.0, stream=io.StringIO())) == list(range(5))
     assert "scroll: 1 items" in caplog.records[0].getMessage()
 

@@ -1,4 +1,4 @@
-"""Query-side candidates (vectune.pipeline.train.query.trainer): the learner, its selection, its budget and its packaging.
+"""Query-side candidates (vectune.pipeline.train.query): the learner, its selection, its budget and its packaging.
 
 Real parts only: the bundled MiniLM, real (tiny) passages and their real encodings as the
 "stored vectors". The linear-map tests run on synthetic vectors (no model) and take well under
@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from vectune.errors import BadInput
-from vectune.pipeline.train.query.trainer import (QuerySideConfig, _loss, _ndcg10, apply_linear, build_asymmetric_model, document_route, is_asymmetric, query_route, train_linear_map, train_query_encoder)
+from vectune.config.sections import QueryConfig
+from vectune.pipeline.train.query import (apply_linear, build_asymmetric_model, document_route, is_asymmetric,
+                                         query_route, train_linear_map, train_query_encoder)
+from vectune.pipeline.train.query.loss import slice_ndcg10 as _ndcg10
+from vectune.pipeline.train.query.loss import softmax_loss as _loss
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -107,7 +112,7 @@ def test_ndcg_uses_grades_as_gains():
 # ----------------------------------------------------------------------------- linear map
 def test_linear_map_at_init_is_the_identity(live, pairs, stored):
     q = live.encode(pairs["queries"], convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
-    w, stats = train_linear_map(q, pairs["positives"], stored, pairs["keys"], cfg=QuerySideConfig(linear_epochs=0))
+    w, stats = train_linear_map(q, pairs["positives"], stored, pairs["keys"], cfg=QueryConfig(linear_epochs=0))
     assert np.array_equal(w, np.eye(q.shape[1], dtype=np.float32))
     assert stats.chosen_epoch == 0 and stats.steps == 0
     asym = build_asymmetric_model(live, linear=w)
@@ -117,7 +122,7 @@ def test_linear_map_at_init_is_the_identity(live, pairs, stored):
 
 def test_linear_map_learns_and_is_pulled_toward_identity():
     q, pos, corpus, keys = _synthetic()
-    cfg = QuerySideConfig(linear_epochs=40, linear_lr=1e-2, identity_weight=0.0, val_fraction=0.25, refit=False,
+    cfg = QueryConfig(linear_epochs=40, linear_learning_rate=1e-2, identity_weight=0.0, val_fraction=0.25, refit=False,
                           batch_size=16)
     w_free, stats = train_linear_map(q, pos, corpus, keys, cfg=cfg)
     assert stats.epoch_loss[-1] < stats.epoch_loss[0]  # the loss decreases
@@ -132,7 +137,7 @@ def test_linear_map_learns_and_is_pulled_toward_identity():
 def test_linear_map_selection_uses_only_the_training_slice():
     q, pos, corpus, keys = _synthetic(n_queries=80)
     golden = set(range(60, 80))  # held back by the caller: never passed in
-    cfg = QuerySideConfig(linear_epochs=25, linear_lr=1e-2, identity_weight=0.0, val_fraction=0.25, refit=False)
+    cfg = QueryConfig(linear_epochs=25, linear_learning_rate=1e-2, identity_weight=0.0, val_fraction=0.25, refit=False)
     w, stats = train_linear_map(q[:60], pos[:60], corpus, keys, cfg=cfg)
     assert set(stats.val_indices).isdisjoint(stats.train_indices)
     assert sorted(stats.val_indices + stats.train_indices) == list(range(60))
@@ -155,7 +160,7 @@ def test_linear_map_selection_uses_only_the_training_slice():
 
 def test_linear_map_with_refit_trains_on_every_query_for_the_chosen_epochs():
     q, pos, corpus, keys = _synthetic()
-    cfg = QuerySideConfig(linear_epochs=15, linear_lr=1e-2, identity_weight=0.0, val_fraction=0.25, refit=True)
+    cfg = QueryConfig(linear_epochs=15, linear_learning_rate=1e-2, identity_weight=0.0, val_fraction=0.25, refit=True)
     w, stats = train_linear_map(q, pos, corpus, keys, cfg=cfg)
     assert stats.refit and stats.refit_epochs == stats.chosen_epoch > 0
     per_epoch_sel = -(-len(stats.train_indices) // cfg.batch_size)
@@ -168,7 +173,7 @@ def test_multiple_and_graded_positives_are_accepted():
     multi = [p + [keys[(int(p[0][1:]) + 1) % len(keys)]] for p in pos]  # two positives each
     graded = [{keys[0]: 0.0, p[0]: 2.0, keys[(int(p[0][1:]) + 1) % len(keys)]: 1.0} for p in pos]
     for mode in ("each", "any"):
-        cfg = QuerySideConfig(linear_epochs=3, val_fraction=0.2, multi_positive=mode)
+        cfg = QueryConfig(linear_epochs=3, val_fraction=0.2, multi_positive=mode)
         _, s1 = train_linear_map(q, multi, corpus, keys, cfg=cfg)
         _, s2 = train_linear_map(q, graded, corpus, keys, cfg=cfg)
         assert s1.examples == s2.examples > 0  # grade 0 is not a positive: 2 positives per query both times
@@ -177,19 +182,19 @@ def test_multiple_and_graded_positives_are_accepted():
 
 def test_max_steps_stops_training():
     q, pos, corpus, keys = _synthetic()
-    _, stats = train_linear_map(q, pos, corpus, keys, cfg=QuerySideConfig(linear_epochs=50, max_steps=3, identity_weight=1.0,
+    _, stats = train_linear_map(q, pos, corpus, keys, cfg=QueryConfig(linear_epochs=50, max_steps=3, identity_weight=1.0,
                                                                           batch_size=8, refit=False))
     assert stats.steps == 3 and stats.stopped_by == "max_steps"
 
 
 def test_corpus_over_the_memory_cap_trains_against_a_pool():
     q, pos, corpus, keys = _synthetic(n_queries=30, n_corpus=500)
-    cfg = QuerySideConfig(linear_epochs=3, max_corpus_vectors=120, hard_negatives=2)
+    cfg = QueryConfig(linear_epochs=3, corpus_max=120, pool_negatives=2)
     w, stats = train_linear_map(q, pos, corpus, keys, negatives=[[keys[0]]] * 30, cfg=cfg)
     assert stats.pooled and stats.corpus_in_memory == 120
     assert w.shape == (16, 16)
-    with pytest.raises(BadInput, match="max_corpus_vectors"):
-        train_linear_map(q, pos, corpus, keys, cfg=QuerySideConfig(max_corpus_vectors=20, hard_negatives=5))
+    with pytest.raises(BadInput, match="query_corpus_max"):
+        train_linear_map(q, pos, corpus, keys, cfg=QueryConfig(corpus_max=20, pool_negatives=5))
 
 
 def test_bad_input_is_refused(live):
@@ -202,8 +207,8 @@ def test_bad_input_is_refused(live):
         train_linear_map(q, [["nope"]] * 10, corpus, keys)
     with pytest.raises(BadInput, match="dimension"):
         train_linear_map(q[:, :8], pos, corpus, keys)
-    with pytest.raises(BadInput, match="multi_positive"):
-        train_linear_map(q, pos, corpus, keys, cfg=QuerySideConfig(multi_positive="all"))
+    with pytest.raises(ValidationError, match="multi_positive"):
+        QueryConfig(multi_positive="all")
     with pytest.raises(BadInput, match="exactly one"):
         build_asymmetric_model(live)
     with pytest.raises(BadInput, match=r"\(384, 384\)"):
@@ -282,10 +287,10 @@ def test_encoder_training_never_encodes_a_passage_and_leaves_the_document_route(
     monkeypatch.setattr(SentenceTransformer, "encode", counting_encode)
     monkeypatch.setattr(SentenceTransformer, "encode_document", no_documents)
     monkeypatch.setattr(Encoder, "encode_passages", no_passages)
-    cfg = QuerySideConfig(max_steps=2, batch_size=8, val_fraction=0.0, refit=False, lr=1e-4)
+    cfg = QueryConfig(max_steps=2, batch_size=8, val_fraction=0.0, refit=False, learning_rate=1e-4)
     tuned, stats = train_query_encoder(live, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
     q = live.encode(pairs["queries"], convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
-    train_linear_map(q, pairs["positives"], stored, pairs["keys"], cfg=QuerySideConfig(linear_epochs=2))
+    train_linear_map(q, pairs["positives"], stored, pairs["keys"], cfg=QueryConfig(linear_epochs=2))
     assert calls["document"] == 0 and calls["passages"] == 0
     assert calls["encode"] == 1  # only this test's own query encoding above
     monkeypatch.undo()
@@ -307,7 +312,7 @@ def test_encoder_training_never_encodes_a_passage_and_leaves_the_document_route(
 
 
 def test_encoder_time_budget_stops_training(live, pairs, stored):
-    cfg = QuerySideConfig(epochs=50, time_budget_s=0.01, batch_size=8, refit=True)
+    cfg = QueryConfig(epochs=50, time_budget_s=0.01, batch_size=8, refit=True)
     _, stats = train_query_encoder(live, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
     assert stats.stopped_by == "time" and stats.steps == 1
     assert stats.epochs_run < 1 and not stats.refit
@@ -317,7 +322,7 @@ def test_encoder_on_an_asymmetric_live_model_tunes_its_query_route(live, pairs, 
     rng = np.random.default_rng(2)
     w1 = (np.eye(384) + 0.05 * rng.normal(size=(384, 384))).astype(np.float32)
     first = build_asymmetric_model(live, linear=w1)  # live after a linear-map promotion
-    cfg = QuerySideConfig(max_steps=1, batch_size=8, val_fraction=0.0, refit=False)
+    cfg = QueryConfig(max_steps=1, batch_size=8, val_fraction=0.0, refit=False)
     tuned, stats = train_query_encoder(first, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
     assert stats.steps == 1 and not is_asymmetric(tuned)
     assert len(list(tuned.children())) == len(query_route(first))  # transformer, pooling, normalize, dense, normalize
@@ -331,8 +336,9 @@ def test_encoder_on_an_asymmetric_live_model_tunes_its_query_route(live, pairs, 
 
 @pytest.mark.slow
 def test_encoder_end_to_end_on_30_pairs(live, pairs, stored):
-    cfg = QuerySideConfig(epochs=4, batch_size=8, lr=1e-4, val_fraction=0.2, refit=False, seed=3)
-    tuned, stats = train_query_encoder(live, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg)
+    cfg = QueryConfig(epochs=4, batch_size=8, learning_rate=1e-4, val_fraction=0.2, refit=False)
+    tuned, stats = train_query_encoder(live, pairs["queries"], pairs["positives"], stored, pairs["keys"], cfg=cfg,
+                                       seed=3)
     assert stats.epochs_run == 4 and len(stats.epoch_loss) == 4
     assert stats.epoch_loss[-1] < stats.epoch_loss[0]  # the loss decreases
     assert [e for e, _ in stats.val_curve] == [0.0, 1.0, 2.0, 3.0, 4.0]

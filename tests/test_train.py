@@ -1,4 +1,4 @@
-"""Fine-tuning (vectune.pipeline.train.stage) on a handful of tiny examples with the bundled MiniLM."""
+"""Full fine-tuning (vectune.pipeline.train.full) on a handful of tiny examples with the bundled MiniLM."""
 
 from __future__ import annotations
 
@@ -35,14 +35,14 @@ def _fresh_model(settings):
 
 @pytest.mark.slow
 def test_train_local_two_steps_changes_weights_and_reports_sane_stats():
-    from vectune.pipeline.train.stage import train_local
+    from vectune.pipeline.train.full import train_local
 
     settings = _settings()
     enc = _fresh_model(settings)
     probe = ["how do generators work in python"]
     before_vec = enc.encode_queries(probe)
     before = {k: v.detach().clone() for k, v in enc.model.state_dict().items()}
-    stats = train_local(enc.model, enc.query_prompt, _examples(), settings)
+    stats = train_local(enc.model, enc.query_prompt, _examples(), settings.full, settings.seed)
     assert stats.examples == 16
     assert stats.steps == 2
     assert stats.processes == 1
@@ -57,7 +57,7 @@ def test_train_local_two_steps_changes_weights_and_reports_sane_stats():
 
 
 def test_train_needs_two_examples(bundled_encoder):
-    from vectune.pipeline.train.stage import train
+    from vectune.pipeline.train.full import train
 
     with pytest.raises(BadInput, match="only 1 training pairs"):
-        train(bundled_encoder, _examples()[:1], _settings())
+        train(bundled_encoder, _examples()[:1], _settings().full)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
 
 def cuda() -> bool:
     """True when a CUDA device is available."""
@@ -31,3 +35,28 @@ def fp32_kwargs() -> dict:
 
     key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     return {key: torch.float32}
+
+
+@contextmanager
+def torch_threads(want: int = 0) -> Iterator[int]:
+    """Set torch's CPU threads for a training, then restore them; yields the count used.
+
+    Args:
+        want: threads to use; 0 = auto: one when the machine's 1-minute load average is at or above
+            its core count (on a shared CPU, extra threads mostly spin), else torch's default.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if want <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        try:
+            busy = os.getloadavg()[0] >= cores
+        except OSError:
+            busy = False
+        want = 1 if busy and cores > 1 else before
+    torch.set_num_threads(want)
+    try:
+        yield want
+    finally:
+        torch.set_num_threads(before)

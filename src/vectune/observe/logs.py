@@ -13,8 +13,7 @@ A :class:`RedactingFilter` on that handler replaces every secret from
 message, its arguments, ``extra`` fields and exception text, before any
 formatter sees the record.
 
-:func:`progress` wraps an iterable: a tqdm bar on a TTY, a log line every
-``every_s`` seconds otherwise (cron and container logs stay readable).
+Progress bars and progress lines: :mod:`vectune.observe.progress`.
 """
 
 from __future__ import annotations
@@ -23,15 +22,12 @@ import json
 import logging
 import re
 import sys
-import time
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 REDACTED = "***"
 #: Secrets shorter than this are not redacted by value (they would blank out
@@ -232,7 +228,7 @@ class _TqdmAwareHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def _is_tty(stream: IO[str] | None) -> bool:
+def is_tty(stream: IO[str] | None) -> bool:
     try:
         return bool(stream is not None and stream.isatty())
     except (AttributeError, ValueError):
@@ -270,7 +266,7 @@ def setup_logging(
         level = logging.getLevelName(level.upper())
         if not isinstance(level, int):
             level = logging.INFO
-    tty = _is_tty(stream)
+    tty = is_tty(stream)
     use_json = fmt == "json" or (fmt == "auto" and not tty)
 
     secrets: list[str] = list(extra_secrets)
@@ -314,120 +310,6 @@ def add_secrets(*secrets: str) -> None:
                 flt.redact = Redactor([*flt.redact.secrets, *secrets])
 
 
-def progress(
-    iterable: Iterable[T],
-    total: int | None = None,
-    desc: str = "",
-    *,
-    every_s: float = 30.0,
-    log: logging.Logger | None = None,
-    stream: IO[str] | None = None,
-    bar: bool | None = None,
-) -> Iterator[T]:
-    """Iterate with progress: a tqdm bar on a TTY, periodic log lines otherwise.
-
-    Args:
-        iterable: what to iterate.
-        total: number of items (taken from ``len(iterable)`` when it has one).
-        desc: what is being done, e.g. ``"encoding chunks"``.
-        every_s: seconds between log lines when not on a TTY.
-        log: logger for the lines (default: this module's).
-        stream: where the bar draws (default ``sys.stderr``).
-        bar: force the bar on/off (default: on a TTY with text logs).
-
-    Yields:
-        The items of ``iterable``.
-    """
-    if total is None:
-        try:
-            total = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-    counter = Progress(total, desc, every_s=every_s, stream=stream, bar=bar, log=log)
-    try:
-        for item in iterable:
-            yield item
-            counter.update(1)
-    except GeneratorExit:  # abandoned early: close the bar, log no "done" line
-        if counter.bar is not None:
-            counter.bar.close()
-        raise
-    counter.close()
-
-
-def _log_progress(
-    log: logging.Logger, desc: str, n: int, total: int | None, elapsed: float, done: bool = False
-) -> None:
-    rate = n / elapsed if elapsed > 0 else 0.0
-    label = desc or "progress"
-    if done:
-        log.info(
-            "%s: done, %d items in %.1fs (%.1f/s)", label, n, elapsed, rate,
-            extra={"desc": label, "n": n, "total": total, "elapsed_s": round(elapsed, 3)},
-        )
-        return
-    if total:
-        eta = (total - n) / rate if rate > 0 else float("nan")
-        log.info(
-            "%s: %d/%d (%.0f%%), %.1f/s, eta %.0fs", label, n, total, 100.0 * n / total, rate, eta,
-            extra={"desc": label, "n": n, "total": total, "elapsed_s": round(elapsed, 3)},
-        )
-    else:
-        log.info(
-            "%s: %d items, %.1f/s", label, n, rate,
-            extra={"desc": label, "n": n, "total": total, "elapsed_s": round(elapsed, 3)},
-        )
-
-
-class Progress:
-    """A counter for long stages: a tqdm bar on a TTY (text logs), periodic log lines otherwise.
-
-    Args:
-        total: expected count (None if unknown).
-        desc: what is counted, e.g. ``"reindex (points)"``.
-        every_s: seconds between log lines when not on a TTY.
-        stream: where the bar draws (default ``sys.stderr``).
-        bar: force the bar on/off (default: on a TTY with text logs).
-        log: logger for the lines (default: this module's).
-    """
-
-    def __init__(self, total: int | None, desc: str, every_s: float = 30.0, stream: IO[str] | None = None,
-                 bar: bool | None = None, log: logging.Logger | None = None):
-        self.total, self.desc, self.every_s = total, desc, every_s
-        self.log = log or logger
-        self.n = 0
-        self.start = self.last = time.monotonic()
-        stream = stream if stream is not None else sys.stderr
-        if bar is None:
-            bar = _is_tty(stream) and not _state.get("json", False)
-        self.bar = None
-        if bar:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, file=stream, dynamic_ncols=True)
-
-    def update(self, n: int) -> None:
-        self.n += n
-        if self.bar is not None:
-            self.bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            _log_progress(self.log, self.desc, self.n, self.total, now - self.start)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        else:
-            _log_progress(self.log, self.desc, self.n, self.total, time.monotonic() - self.start, done=True)
-
-
-def interactive() -> bool:
-    """True when logs go to a terminal as text (progress bars are welcome)."""
-    return _is_tty(sys.stderr) and not _state.get("json", False)
-
-
 def _env_settings():
     """The environment's settings, or None when they do not validate (logging must still work)."""
     try:
@@ -436,3 +318,8 @@ def _env_settings():
         return Settings()
     except Exception:  # noqa: BLE001
         return None
+
+
+def json_logs() -> bool:
+    """True when :func:`setup_logging` chose JSON lines (no progress bars then)."""
+    return bool(_state.get("json", False))

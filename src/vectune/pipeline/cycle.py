@@ -23,7 +23,6 @@ from vectune.pipeline.pairs import labeled
 from vectune.qdrant import lineage
 from vectune.observe import report as report_mod
 from vectune.errors import BadInput, LockHeld, VectuneError
-from vectune.models.device import cuda
 from vectune.qdrant.lease import LockLost
 from vectune.pipeline.gate import judge
 from vectune.core.hashing import file_hash
@@ -134,7 +133,9 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     from vectune.models.store import ModelStore
     from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
     from vectune.pipeline.read import check_live_vectors, read
+    from vectune.pipeline.train.stage import train_candidates, wants_full
 
+    models = ModelStore.from_settings(settings)
     with timings.stage("read"):
         rd = read(store, alias, settings)
     settings = rd.settings  # the effective text field of this collection
@@ -169,11 +170,11 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
         return _save_state(state_file, fingerprint, rep)
 
     with timings.stage("load_live_model"):
-        live_enc = ModelStore.from_settings(settings).load_lineage(rd.meta)
+        live_enc = models.load_lineage(rd.meta)
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
     from vectune.pipeline.pairs.review import Rejections
 
-    full = settings.mode == "full" or (settings.mode == "auto" and (settings.full.in_auto or cuda()))
+    full = wants_full(settings.mode, settings.full)
     with timings.stage("generate"):
         pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
                              label_source="feedback" if fb is not None else "train-set",
@@ -186,19 +187,10 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     rep.pairs_sample = _pairs_sample(rd, pairs, settings, alias)
 
     rep.mode = settings.mode
-    cands = []
     with timings.stage("train"):
-        from vectune.pipeline.train.stage import fine_tune, train_query_side
-
-        if settings.mode in ("auto", "query"):
-            cands += train_query_side(rd, pairs.queries, pairs.relevant, live_enc, settings,
-                                      kinds=settings.candidate_kinds)
-        if full:
-            cands.append(fine_tune(rd.meta, live_enc, pairs.examples, settings))
-
-    if not cands:
-        raise BadInput(f"no candidate to train: mode '{settings.mode}' with query candidates "
-                       f"{settings.candidate_kinds} (set VECTUNE_QUERY_CANDIDATES or --mode full)")
+        cands = train_candidates(rd, pairs, live_enc, mode=settings.mode, kinds=settings.candidate_kinds,
+                                 query=settings.query, full=settings.full, models=models, seed=settings.seed,
+                                 device=settings.model.device)
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
         live_side: dict = {}  # the live model's scores: computed once, shared by every candidate
@@ -216,7 +208,7 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     if not decision.promote:
         rep.end("kept", decision.reason)
         if settings.promote.keep_candidate:
-            rep.candidate_saved = str(ModelStore.from_settings(settings).save(cand.encoder, cand.tag, {
+            rep.candidate_saved = str(models.save(cand.encoder, cand.tag, {
                 "parent_model": rd.meta["model_ref"], "parent_collection": rd.live, "alias": alias,
                 "state": "rejected", "eval": rep.gate, "teacher": generator.name}))
         return _save_state(state_file, fingerprint, rep)

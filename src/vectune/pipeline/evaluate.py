@@ -1,7 +1,9 @@
 """Evaluate stage: live vs candidate on the same queries against the same corpus.
 
 Exact search (a matrix product) over a capped corpus, per-query metric values so
-the gate can run a paired bootstrap. The live side scores against the vectors
+the gate can run a paired test. nDCG is graded: a query's relevant chunks may carry grades
+(``{"doc-1": 2, "doc-2": 1}`` in a labeled set), used as gains; :func:`ndcg` is the one nDCG
+of vectune (the query-side trainer picks its epoch with it too). The live side scores against the vectors
 stored in Qdrant (no re-encoding); the candidate encodes the same corpus, and those
 embeddings are kept for the reindex when the corpus is the whole collection.
 """
@@ -18,13 +20,46 @@ logger = logging.getLogger(__name__)
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 
 
+def ndcg(ranked_gains, grades, k: int = 10) -> float:
+    """Graded nDCG@k with linear gains: ``DCG = Σ gain_i / log2(i + 1)`` over the top k, over the ideal DCG.
+
+    Args:
+        ranked_gains: the gain (grade, 0 for a non-relevant chunk) of each retrieved chunk, best first.
+        grades: the grades of all of the query's relevant chunks (the ideal ranking sorts them).
+        k: the cut-off.
+
+    Returns:
+        nDCG@k in [0, 1] (0 for a query without a positive grade).
+    """
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    gains = np.asarray(list(ranked_gains)[:k], dtype=np.float64)
+    dcg = float((gains * disc[: gains.size]).sum())
+    ideal = np.sort(np.asarray([g for g in grades if g > 0], dtype=np.float64))[::-1][:k]
+    idcg = float((ideal * disc[: ideal.size]).sum())
+    return dcg / idcg if idcg else 0.0
+
+
 @dataclass
 class EvalQuery:
-    """A query with the keys of the chunks that answer it."""
+    """A query with the keys of the chunks that answer it.
+
+    Attributes:
+        text: the query.
+        relevant: keys of the chunks that answer it.
+        source: where it came from (``golden``, ``synthetic``...).
+        grades: key -> grade (> 0) for graded labels; None: every relevant chunk has grade 1.
+    """
 
     text: str
     relevant: set[str]
     source: str = ""
+    grades: dict[str, float] | None = None
+
+    def grade(self, key: str) -> float:
+        """The gain of a retrieved chunk: its grade, 1 for an ungraded relevant chunk, 0 otherwise."""
+        if key not in self.relevant:
+            return 0.0
+        return float(self.grades.get(key, 1.0)) if self.grades else 1.0
 
 
 @dataclass
@@ -53,7 +88,7 @@ def rank(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int = 10) -> 
 
 
 def score(top: np.ndarray, corpus_keys: list[str], queries: list[EvalQuery]) -> EvalResult:
-    """Compute recall@1/5/10, MRR@10 and nDCG@10 per query from ranked indices.
+    """Compute recall@1/5/10, MRR@10 and graded nDCG@10 per query from ranked indices.
 
     Args:
         top: ``rank()`` output.
@@ -65,17 +100,15 @@ def score(top: np.ndarray, corpus_keys: list[str], queries: list[EvalQuery]) -> 
     """
     n = len(queries)
     per = {m: np.zeros(n, dtype=np.float64) for m in METRICS}
-    discounts = 1.0 / np.log2(np.arange(2, 12))
     for i, q in enumerate(queries):
-        hits = np.array([corpus_keys[j] in q.relevant for j in top[i][:10]], dtype=bool)
+        gains = [q.grade(corpus_keys[j]) for j in top[i][:10]]
+        hits = np.array([g > 0 for g in gains], dtype=bool)
         nrel = max(1, len(q.relevant))
         for k in (1, 5, 10):
             per[f"recall@{k}"][i] = hits[:k].sum() / nrel
         first = np.flatnonzero(hits)
         per["mrr@10"][i] = 1.0 / (first[0] + 1) if first.size else 0.0
-        dcg = float((hits * discounts[: hits.size]).sum())
-        idcg = float(discounts[: min(nrel, 10)].sum())
-        per["ndcg@10"][i] = dcg / idcg if idcg else 0.0
+        per["ndcg@10"][i] = ndcg(gains, [q.grade(r) for r in q.relevant], 10)
     means = {m: float(v.mean()) if n else 0.0 for m, v in per.items()}
     return EvalResult(means=means, per_query=per, queries=n, corpus=len(corpus_keys))
 
@@ -148,7 +181,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
     sets = {held_name: pairs.eval_queries}
     if golden:
         unknown = read.ensure(store, {k for q in golden for k in q.relevant})
-        gq = [EvalQuery(q.text, q.relevant & set(read.by_key), "golden") for q in golden]
+        gq = [EvalQuery(q.text, q.relevant & set(read.by_key), "golden", getattr(q, "grades", None)) for q in golden]
         gq = [q for q in gq if q.relevant]
         counts["eval_set"] = {"queries": len(golden), "usable": len(gq), "unknown_ids": unknown}
         if not gq:

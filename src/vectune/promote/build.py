@@ -105,7 +105,7 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from vectune.observe.logs import Progress
+    from vectune.observe.progress import Progress
 
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)

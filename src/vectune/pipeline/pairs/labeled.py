@@ -5,7 +5,9 @@ Format: JSONL, one query per line::
     {"query": "what is MI?", "relevant": ["doc-17", "doc-18"]}
 
 ``text`` may stand for ``query``; ``relevant_ids``/``doc_ids``/``ids`` for
-``relevant``. Ids are the external ids given at ``vectune index`` time (kept in the
+``relevant``. Graded labels (BEIR qrels 1/2, say) give ``relevant`` as an object of
+id -> grade: ``{"query": "...", "relevant": {"doc-17": 2, "doc-18": 1}}``; the gate's nDCG uses the
+grades as gains (a grade of 0 or less is not relevant). Ids are the external ids given at ``vectune index`` time (kept in the
 payload) or Qdrant point ids: both map to the same point.
 """
 
@@ -23,8 +25,17 @@ RELEVANT_KEYS = ("relevant", "relevant_ids", "doc_ids", "ids", "positive_ids")
 
 @dataclass
 class LabeledQuery:
+    """A real query with the ids of the chunks that answer it.
+
+    Attributes:
+        text: the query.
+        relevant: point-id strings of the chunks that answer it.
+        grades: point-id string -> grade for graded labels (None: all grade 1).
+    """
+
     text: str
     relevant: set[str]
+    grades: dict[str, float] | None = None
 
 
 def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:
@@ -48,9 +59,17 @@ def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:
         rel = next((obj.get(k) for k in RELEVANT_KEYS if obj.get(k) is not None), None)
         if isinstance(rel, (str, int)):
             rel = [rel]
+        grades = None
+        if isinstance(rel, dict):
+            try:
+                grades = {str(point_id_for(k)): float(g) for k, g in rel.items() if float(g) > 0}
+            except (TypeError, ValueError):
+                raise BadInput(f"{what} {path}:{n}: graded 'relevant' must map ids to numbers") from None
+            rel = list(grades)
         if not text or not text.strip() or not isinstance(rel, list) or not rel:
-            raise BadInput(f"{what} {path}:{n}: needs a 'query' string and a non-empty 'relevant' id list")
-        out.append(LabeledQuery(text.strip(), {str(point_id_for(r)) for r in rel}))
+            raise BadInput(f"{what} {path}:{n}: needs a 'query' string and a non-empty 'relevant' id list "
+                           "(or an object of id -> grade)")
+        out.append(LabeledQuery(text.strip(), {str(point_id_for(r)) for r in rel}, grades))
     if not out:
         raise BadInput(f"{what} {path} holds no queries")
     return out

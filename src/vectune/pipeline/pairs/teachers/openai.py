@@ -336,7 +336,7 @@ class OpenAIGenerator(QueryGenerator):
                     max_retries=0,  # retries are ours: counted and capped here
                 )
                 items = iter(work)
-                from vectune.observe.logs import Progress
+                from vectune.observe.progress import Progress
 
                 bar = Progress(len(work), "teacher (chunks)", every_s=1e9)  # a bar on a TTY; the log line below otherwise
 

@@ -1,0 +1,81 @@
+"""The query-side candidates as the cycle trains them: labels and stored vectors in, :class:`Candidate` out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from vectune.config.sections import QueryConfig
+from vectune.core.vectors import normalize
+from vectune.models.encoder import Encoder
+from vectune.models.store import new_model_tag
+from vectune.pipeline.train.candidate import Candidate
+from vectune.pipeline.train.query.encoder import train_query_encoder
+from vectune.pipeline.train.query.linear import train_linear_map
+from vectune.pipeline.train.query.router import build_asymmetric_model
+
+logger = logging.getLogger(__name__)
+
+
+def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], live_enc: Encoder, cfg: QueryConfig,
+                     kinds: Sequence[str] = ("linear", "query"), *, seed: int = 42,
+                     device: str | None = None) -> list[Candidate]:
+    """The query-side candidates: only the query side learns, against the live collection's stored vectors.
+
+    Args:
+        read: the read stage's result; its chunks' stored vectors are the passages (never re-encoded).
+        queries: training queries (:class:`vectune.pipeline.pairs.teachers.base.Query`). When some are real labels
+            (``train-set`` or ``feedback``), only those train: offline pseudo-queries do not help here.
+        relevant: every relevant key of a labeled query (several positives per query are used).
+        live_enc: the live model; the candidates start from its query side.
+        cfg: the query-side settings.
+        kinds: which of ``linear`` and ``query`` to train.
+        seed: the training seed.
+        device: torch device (default: CUDA when present, else the CPU).
+
+    Returns:
+        One candidate per kind, each an asymmetric model whose document route is the live passage model.
+
+    Raises:
+        BadInput: fewer than two queries have a positive among the stored vectors.
+    """
+    texts, positives = _query_training_set(queries, relevant)
+    keys, vectors = _stored_corpus(read, positives, cfg.corpus_max)
+    out = []
+    for kind in kinds:
+        if kind == "linear":
+            qv = live_enc.encode_queries(texts)
+            w, stats = train_linear_map(qv, positives, vectors, keys, cfg=cfg, seed=seed, device=device)
+            model = build_asymmetric_model(live_enc.model, linear=w)
+        elif kind == "query":
+            tuned, stats = train_query_encoder(live_enc.model, texts, positives, vectors, keys, cfg=cfg,
+                                               query_prompt=live_enc.query_prompt, seed=seed, device=device)
+            model = build_asymmetric_model(live_enc.model, tuned_query_model=tuned)
+        else:
+            raise ValueError(f"not a query-side candidate: {kind!r}")
+        tag = new_model_tag(read.meta["model_ref"], kind)
+        enc = Encoder(model=model, ref=tag, query_prompt=live_enc.query_prompt, batch_size=live_enc.batch_size)
+        logger.info("query-side candidate %s: %s", kind, stats.to_dict())
+        out.append(Candidate(enc, tag, stats, kind))
+    return out
+
+
+def _query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tuple[list[str], list[set[str]]]:
+    """Distinct query texts with their positive keys; real labels only, when there are any."""
+    real = [q for q in queries if q.source in ("train-set", "feedback")]
+    by_text: dict[str, set[str]] = {}
+    for q in real or queries:
+        by_text.setdefault(q.text, set()).add(q.chunk_id)
+        by_text[q.text] |= set(relevant.get(q.text, ()))
+    texts = sorted(by_text)
+    return texts, [by_text[t] for t in texts]
+
+
+def _stored_corpus(read, positives: list[set[str]], cap: int):
+    """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap."""
+    need = {k for p in positives for k in p if k in read.by_key}
+    keys = sorted(need) + sorted(k for k in read.by_key if k not in need)
+    keys = keys[:max(cap, len(need))]
+    return keys, normalize(np.stack([read.by_key[k].vector for k in keys]))
