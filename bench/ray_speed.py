@@ -63,7 +63,7 @@ def run(args) -> dict:
     texts = short_texts(args.points)
     out: dict = {"points": args.points, "page_size": args.batch, "encode_batch_size": settings.model.encode_batch_size,
                  "actors": args.actors, "partitions": args.partitions}
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         fill_source(store, "src", texts, None)
         spec = store.dense_spec("src")
 

@@ -105,7 +105,7 @@ def bench_reindex(args, settings, enc, texts: list[str]) -> dict:
     n = len(texts)
     bs = settings.model.encode_batch_size
     page = settings.promote.upsert_batch
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         fill_source(store, "src", texts, None)
         spec = store.dense_spec("src")
         enc.encode_passages(texts[:bs])  # warm-up
@@ -153,7 +153,7 @@ def bench_mining(args, settings, enc, texts: list[str]) -> dict:
     from vectune.qdrant.store import Store, dense_of
 
     margin, depth = settings.negatives.relative_margin, settings.negatives.depth
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         spec = store.dense_spec("dst")  # written by (a) with the model's vectors
         rng = random.Random(1)
         keys = sorted(rng.sample(range(len(texts)), min(args.pairs, len(texts))))
@@ -287,11 +287,11 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
         b = build(st, enc, "src", "dst", DenseSpec("", DIM, "Cosine"), "text", settings.promote.upsert_batch)
         out.update(seconds=round(time.perf_counter() - t0, 2), upserted=b.upserted)
     elif mode == "prepare":
-        with Store(settings) as store:
+        with Store.open(settings) as store:
             fill_source(store, "src", short_texts(n), None, batch=2048)
         return {"prepared": n}
     else:  # embedded
-        with Store(settings) as store:
+        with Store.open(settings) as store:
             out["rss_before_kb"] = rss_kb()  # the embedded store has loaded 'src' into memory
             spec = store.dense_spec("src")
             if store.collection_exists("dst"):

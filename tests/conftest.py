@@ -86,7 +86,7 @@ def qdrant():
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
-    store = Store(load_settings())
+    store = Store.open(load_settings())
     try:
         yield store.client
     finally:
@@ -142,7 +142,7 @@ def store(settings):
     """A real embedded Qdrant (on disk, in the temp home); closed after the test."""
     from vectune.qdrant.store import Store
 
-    s = Store(settings)
+    s = Store.open(settings)
     yield s
     s.close()
 

@@ -35,7 +35,7 @@ def ray_cluster():
 def job(indexed, tmp_path):
     """The 'docs' collection, an open Store, and what build/build_ray need; the local engine's result as reference."""
     settings = load_settings()
-    store = Store(settings)
+    store = Store.open(settings)
     live = store.resolve_alias(indexed)
     meta = store.metadata(live)
     spec = store.dense_spec(live)
@@ -147,7 +147,7 @@ def test_partitions_cover_every_id_once(home):
     from qdrant_client import models
 
     settings = load_settings()
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         store.create_collection("mixed", 4)
         rng = np.random.default_rng(0)
         ids = [point_id_for(i * 7) for i in range(23)] + [point_id_for(f"doc-{i}") for i in range(31)]

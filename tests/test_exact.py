@@ -101,7 +101,7 @@ class World:
         from vectune.qdrant.store import DenseSpec, Store
 
         self.models = models
-        self.store = Store(load_settings(qdrant_path=":memory:"))
+        self.store = Store.open(load_settings(qdrant_path=":memory:"))
         self.c = self.store.client
         self.named = named
         self.managed = DENSE if named else ""

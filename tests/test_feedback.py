@@ -25,7 +25,7 @@ def ts(minutes: float) -> str:
 def store():
     from vectune.config.settings import Settings
 
-    s = Store(Settings(qdrant_path=":memory:"))
+    s = Store.open(Settings(qdrant_path=":memory:"))
     yield s
     s.close()
 

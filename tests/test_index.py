@@ -40,7 +40,7 @@ def test_index_jsonl_ids_payload_and_vectors(settings, store, tmp_path, bundled_
                        "model": "bundled:all-MiniLM-L6-v2"}
     from vectune.qdrant.store import Store
 
-    with Store(settings) as s:
+    with Store.open(settings) as s:
         assert s.aliases() == {"docs": "docs--all-minilm-l6-v2"}
         pts = _points(s, "docs--all-minilm-l6-v2")
         meta = s.metadata("docs--all-minilm-l6-v2")
@@ -70,7 +70,7 @@ def test_index_beir_folder_with_title_and_named_vector(home, tmp_path, monkeypat
     settings = load_settings()
     out = index(settings, beir, "sci", with_title=True)
     assert out["points"] == 3 and out["skipped_records"] == 0
-    with Store(settings) as s:
+    with Store.open(settings) as s:
         pts = _points(s, out["collection"])
         spec = s.dense_spec(out["collection"], "dense")
     assert spec.name == "dense" and spec.size == 384
@@ -104,7 +104,7 @@ def test_bad_corpus_inputs(settings, tmp_path):
         index(settings, notext, "docs")
     from vectune.qdrant.store import Store
 
-    with Store(settings) as s:
+    with Store.open(settings) as s:
         assert s.collections() == [] and s.aliases() == {}  # the empty collection was removed
 
 

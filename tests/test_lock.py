@@ -36,7 +36,7 @@ def store(home):
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
-    with Store(load_settings()) as s:
+    with Store.open(load_settings()) as s:
         yield s
 
 

@@ -14,7 +14,7 @@ def test_read_samples_with_vectors_and_fingerprints(indexed, corpus_records):
     from vectune.pipeline.read import read
 
     s = load_settings()
-    with Store(s) as store:
+    with Store.open(s) as store:
         a = read(store, "docs", s)
         b = read(store, "docs", s)
     assert a.live.startswith("docs--") and a.meta["model_ref"]
@@ -28,7 +28,7 @@ def test_fingerprint_changes_with_content(indexed):
     from vectune.pipeline.read import read
 
     s = load_settings()
-    with Store(s) as store:
+    with Store.open(s) as store:
         before = read(store, "docs", s)
         pid = before.chunks[0].point_id
         store.client.set_payload(before.live, {"text": before.chunks[0].text + " (edited)"}, points=[pid])
@@ -40,7 +40,7 @@ def test_unusable_points_refuse_before_anything_else(indexed):
     from vectune.pipeline.read import read
 
     s = load_settings()
-    with Store(s) as store:
+    with Store.open(s) as store:
         live = store.resolve_alias("docs")
         first = next(store.scroll(live, batch=1))[0][0]
         store.client.overwrite_payload(live, {"title": "no text"}, points=[first.id])
@@ -58,7 +58,7 @@ def test_no_lineage_is_a_clear_error(home):
         client.create_collection("raw", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
         client.update_collection_aliases(change_aliases_operations=[models.CreateAliasOperation(
             create_alias=models.CreateAlias(collection_name="raw", alias_name="raw-alias"))])
-    with Store(s) as store, pytest.raises(BadInput, match="no vectune lineage"):
+    with Store.open(s) as store, pytest.raises(BadInput, match="no vectune lineage"):
         read(store, "raw-alias", s)
 
 
@@ -66,7 +66,7 @@ def test_ensure_fetches_chunks_outside_the_sample(indexed):
     from vectune.pipeline.read import read
 
     s = load_settings(max_train_chunks=5, eval_corpus_cap=10)
-    with Store(s) as store:
+    with Store.open(s) as store:
         rd = read(store, "docs", s)
         assert len(rd.chunks) == 10
         live = rd.live

@@ -233,7 +233,7 @@ def test_second_operator_on_same_alias_exits_with_clear_message(indexed, home):
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
-    with Store(load_settings()) as store:
+    with Store.open(load_settings()) as store:
         AliasLock(store, "docs", "nightly-pod-1:123:run-x", ttl_s=3600).acquire()
     out = invoke("run", "--alias", "docs", *PERMISSIVE, expect=5)
     assert "another vectune operator" in out.output and "nightly-pod-1" in out.output
@@ -248,7 +248,7 @@ def test_lock_lease_semantics(indexed):
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
-    with Store(load_settings()) as store:
+    with Store.open(load_settings()) as store:
         a = AliasLock(store, "docs", "a", ttl_s=1).acquire()
         with pytest.raises(LockHeld):
             AliasLock(store, "docs", "b", ttl_s=60).acquire()
@@ -268,7 +268,7 @@ def test_embedded_store_in_use_is_a_lock_error(indexed):
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
-    with Store(load_settings()):
+    with Store.open(load_settings()):
         out = _run_cli("run", "--alias", "docs")
     assert out.returncode == 5, out.stderr
     assert "in use by another vectune process" in out.stderr

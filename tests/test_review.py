@@ -159,7 +159,7 @@ def make_alias(alias: str = "docs", n: int = 10) -> None:
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store, point_id_for
 
-    with Store(load_settings()) as store:
+    with Store.open(load_settings()) as store:
         store.create_collection(f"{alias}-live", 4)
         store.upsert(f"{alias}-live", [models.PointStruct(id=point_id_for(f"doc-{i}"), vector=[1.0, i, 0, 0],
                                                           payload={"text": f"t{i}"}) for i in range(n)])

@@ -216,7 +216,7 @@ def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, ho
     settings = load_settings()
     assert Checkpoint(settings, "docs").load()["kind"] == "rollback"
     assert [k for k, v in _live_states().items() if v == "live"] == [base]
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         with AliasLock(store, "docs", "next-run", 60) as lock:
             rec = recover(store, settings, "docs", base, lock)
     assert rec.found["finished_rollback"]["to"] == base and rec.found["reconciled"]["window_writes"] == 3

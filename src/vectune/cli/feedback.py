@@ -41,7 +41,7 @@ def import_cmd(file, alias, **kw):
     from vectune.qdrant.store import Store
 
     s = _settings(kw)
-    with Store(s) as store:
+    with Store.open(s) as store:
         res = import_jsonl(store, file, alias=alias, default_alias=s.alias, collection=_collection(s))
     skipped = sum(res.skipped.values())
     click.echo(f"imported {res.imported} of {res.rows} rows into '{_collection(s)}'"
@@ -64,7 +64,7 @@ def export_cmd(alias, output, **kw):
 
     s = _settings(kw)
     alias = alias or s.alias
-    with Store(s) as store:
+    with Store.open(s) as store:
         n = export(store, output if output else sys.stdout, alias, collection=_collection(s))
     click.echo(f"exported {n} feedback rows{f' of alias {alias!r}' if alias else ''}"
                f"{f' to {output}' if output else ''}", err=True)
@@ -82,7 +82,7 @@ def stats_cmd(alias, as_json, **kw):
 
     s = _settings(kw)
     alias = _require_alias(alias, s)
-    with Store(s) as store:
+    with Store.open(s) as store:
         st = stats(store, alias, collection=_collection(s))
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))

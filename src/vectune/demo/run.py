@@ -31,7 +31,7 @@ def reset_alias(settings: Settings, alias: str) -> None:
     """Delete every collection of a demo alias and its run state."""
     import shutil
 
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         for name, _ in lineage.versions(store, alias):
             store.delete_collection(name)
     shutil.rmtree(settings.run_dir(alias), ignore_errors=True)
@@ -102,7 +102,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     t0 = time.perf_counter()
     corpus = scifact_path("corpus")
     reset_alias(settings, alias)
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         store.delete_where(settings.labels.collection, "alias", alias)
     say(f"1/6 indexing {corpus.name} (2,000 SciFact abstracts) with the bundled MiniLM into embedded Qdrant ...")
     out = index(settings, corpus, alias, with_title=True, replace=True)
@@ -112,7 +112,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     start = datetime.now(timezone.utc) - timedelta(minutes=len(claims))
     rows = [{"alias": alias, "query": c["query"], "relevant_ids": list(c["relevant"]), "signal": "click",
              "ts": (start + timedelta(minutes=i)).isoformat()} for i, c in enumerate(claims)]
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         n = feedback.log_many(store, rows, collection=settings.labels.collection)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
         "vectune.qdrant.feedback.log_many")
@@ -143,7 +143,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     from vectune.models.store import ModelStore
 
     test = [q for q in load_labeled(scifact_path("test"), "test claims")]
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         res = resolve(store.client, alias, settings)
         collection, enc = res
         q = test[0]

@@ -65,7 +65,7 @@ def index(settings: Settings, corpus: Path, alias: str, model: str | None = None
     tag = safe_tag(model)
     name = lineage.collection_name(alias, tag)
     field = settings.collection.text_field
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         if alias in store.aliases() and not replace:
             raise BadInput(f"alias '{alias}' already exists (-> {store.aliases()[alias]}); "
                            "use `vectune run` to tune it, or --replace to re-index")
@@ -126,7 +126,7 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
     from vectune.qdrant.store import dense_of
 
     enc = ModelStore.from_settings(settings).load(model)
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         if not store.collection_exists(collection):
             raise BadInput(f"collection '{collection}' does not exist")
         current = store.aliases().get(alias)

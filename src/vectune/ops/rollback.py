@@ -70,7 +70,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
     from vectune.promote.checkpoint import Checkpoint, recover
 
     run_id = "rollback-" + uuid.uuid4().hex[:6]
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         live = store.resolve_alias(alias)
         pending = Checkpoint(settings, alias).load() or {}
         if pending.get("kind") != "rollback":
@@ -191,7 +191,7 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
         raise BadInput("--keep must be at least 1")
     from vectune.qdrant.lease import NO_FENCE, AliasLock, default_owner
 
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         store.resolve_alias(alias)  # a clear error for a missing alias
         # Plan and delete under the lock: a rollback that finishes meanwhile cannot make a doomed
         # collection live. Each delete re-reads the alias and the rollback target right before it.

@@ -12,7 +12,7 @@ from vectune.qdrant.store import Store
 
 def status(settings: Settings, alias: str) -> dict:
     """The alias's live collection, its lineage, and every version with its scores."""
-    with Store(settings) as store:
+    with Store.open(settings) as store:
         live = store.resolve_alias(alias)
         versions = []
         for name, meta in lineage.versions(store, alias):

@@ -67,7 +67,7 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
     rep = RunReport(run_id=started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6], alias=alias,
                     started_at=started.isoformat(timespec="seconds"), dry_run=dry_run, timings=timings)
     try:
-        with Store(settings) as store:
+        with Store.open(settings) as store:
             if dry_run:  # reads only: no lock, no recovery
                 _cycle(store, settings, alias, rep, timings)
             else:

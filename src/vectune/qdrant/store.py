@@ -10,12 +10,13 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from vectune.errors import BadInput, QdrantUnavailable
-from vectune.config.settings import Settings
+from vectune.config.sections import QdrantConfig
+from vectune.errors import BadInput, LockHeld, QdrantUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -66,24 +67,25 @@ class Store:
     """A connection to Qdrant with the handful of operations vectune needs.
 
     Args:
-        settings: where to connect.
+        cfg: the connection (a server URL and key, or embedded storage).
+        path: embedded Qdrant's folder, used when ``cfg.url`` is unset (``":memory:"`` for a throwaway store).
     """
 
-    def __init__(self, settings: Settings):
+    def __init__(self, cfg: QdrantConfig, path: Path | str | None = None):
         from qdrant_client import QdrantClient
 
-        self.settings = settings
+        path = Path(cfg.path or path or ".vectune/qdrant")
+        where = cfg.url or f"embedded path {path}"
         try:
-            if settings.qdrant.url:
-                key = settings.qdrant.api_key.get_secret_value() if settings.qdrant.api_key else None
-                self.client = QdrantClient(url=settings.qdrant.url, api_key=key, timeout=settings.qdrant.timeout_s)
+            if cfg.url:
+                key = cfg.api_key.get_secret_value() if cfg.api_key else None
+                self.client = QdrantClient(url=cfg.url, api_key=key, timeout=cfg.timeout_s)
                 self.client.get_collections()  # fail fast, clearly
-                self.where = settings.qdrant.url
-            elif str(settings.qdrant.path) == ":memory:":  # throwaway, for experiments and benchmarks
+                self.where = cfg.url
+            elif str(path) == ":memory:":  # throwaway, for experiments and benchmarks
                 self.client = QdrantClient(location=":memory:")
                 self.where = "embedded:memory"
             else:
-                path = settings.qdrant_path
                 path.mkdir(parents=True, exist_ok=True)
                 self.client = QdrantClient(path=str(path))
                 self.where = f"embedded:{path}"
@@ -91,19 +93,21 @@ class Store:
             raise
         except Exception as e:  # noqa: BLE001 - turn any connection failure into one clear message
             if "already accessed by another instance" in str(e):
-                from vectune.errors import LockHeld
-
-                raise LockHeld(f"embedded Qdrant at {_where(settings)} is in use by another vectune process "
+                raise LockHeld(f"embedded Qdrant at {where} is in use by another vectune process "
                                "(embedded mode allows one process at a time; use a Qdrant server via QDRANT_URL "
                                "for concurrent access)") from None
-            raise QdrantUnavailable(f"cannot reach Qdrant at {_where(settings)}: {_short(e)}") from None
+            raise QdrantUnavailable(f"cannot reach Qdrant at {where}: {_short(e)}") from None
+
+    @classmethod
+    def open(cls, settings) -> "Store":
+        """The Qdrant a :class:`~vectune.config.settings.Settings` names (its ``qdrant`` section and embedded path)."""
+        return cls(settings.qdrant, settings.qdrant_path)
 
     @classmethod
     def from_client(cls, client) -> "Store":
         """A Store over an app's own ``QdrantClient`` (vectune's calls and error mapping; the app keeps
         and closes its client)."""
         store = cls.__new__(cls)
-        store.settings = None
         store.client = client
         opts = getattr(client, "init_options", {}) or {}
         if opts.get("path"):
@@ -358,7 +362,7 @@ class Store:
         return out
 
     # ======================================================================================
-    # Lease operations (issue 14; used by vectune.qdrant.lease). One block, so that it merges cleanly.
+    # Lease operations (used by vectune.qdrant.lease).
     # Every lease write is conditional, waits for the write and uses WriteOrdering.STRONG, so a
     # replicated cluster applies competing lease writes in one order and cannot give a lease to two
     # holders. qdrant-client's embedded mode takes the same calls (``update_filter`` and filtered
@@ -367,9 +371,7 @@ class Store:
     @property
     def on_server(self) -> bool:
         """True against a Qdrant server, False in embedded mode."""
-        if self.settings is None:  # over an app's client
-            return not str(self.where).startswith("embedded")
-        return bool(self.settings.qdrant.url)
+        return not str(self.where).startswith("embedded")
 
     def lease_collection(self, name: str, keyword_fields: Sequence[str] = ()) -> None:
         """Create a payload-only collection for leases unless it exists.
@@ -455,8 +457,8 @@ class Store:
     # ======================================================================================
 
     # ======================================================================================
-    # Conditional point writes (issue 14, exact promotions; used by vectune.promote.promotion and
-    # vectune.apps.dualwrite). One block, so that it merges cleanly. Qdrant applies a filtered write
+    # Conditional point writes (exact promotions; used by vectune.promote and vectune.apps.dualwrite).
+    # Qdrant applies a filtered write
     # only to the points the filter matches when it executes, so a write conditioned on a
     # point's marker never overwrites a newer write that replaced or re-marked that point.
     # qdrant-client's embedded mode (1.20) takes the same calls (update_filter, update_mode,
@@ -516,10 +518,6 @@ class Store:
         except QdrantUnavailable as e:
             logger.warning("could not index '%s' of '%s': %s", field_name, name, e)
 
-    def count_where(self, name: str, points_filter) -> int:
-        """Exact count of the points a filter matches."""
-        return int(self._call(f"count '{name}'", self.client.count, name, count_filter=points_filter,
-                              exact=True).count)
     # ======================================================================================
     # end of conditional point writes
     # ======================================================================================
@@ -560,10 +558,6 @@ def dense_of(record, spec: DenseSpec) -> np.ndarray | None:
     if v is None or not isinstance(v, list):
         return None
     return np.asarray(v, dtype=np.float32)
-
-
-def _where(settings: Settings) -> str:
-    return settings.qdrant.url or f"embedded path {settings.qdrant_path}"
 
 
 def _short(e: Exception) -> str:

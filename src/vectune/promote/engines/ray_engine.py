@@ -225,7 +225,7 @@ class _Worker:
         self.encoder = ModelStore.from_settings(self.settings).load(ref, **encoder_kwargs)
         self.mode, self.source, self.target, self.spec = mode, source, target, spec
         self.text_field, self.batch, self.fault = text_field, batch, fault
-        self.store = Store(self.settings) if mode == "server" else None
+        self.store = Store.open(self.settings) if mode == "server" else None
 
     def _maybe_fail(self, part: int) -> None:
         if not self.fault:
@@ -355,7 +355,7 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)  # RAY_ADDRESS if set
     ray.data.DataContext.get_current().enable_progress_bars = False
     own = store is None
-    store = store or Store(settings)
+    store = store or Store.open(settings)
     try:
         mode = "server" if settings.qdrant.url else "embedded"
         res = ray.cluster_resources()
