@@ -53,19 +53,3 @@ def test_set_state_keeps_the_record_and_adds_fields(store):
     assert stored == meta
     assert stored["state"] == "retired" and stored["retired_at"] == "2024-05-01T00:00:00+00:00"
     assert stored["eval"] == {"ndcg": 0.4} and stored["model_tag"] == "a"
-
-
-def test_history_round_trip_and_torn_last_line(settings):
-    assert lineage.read_history(settings, "docs") == []
-    e1 = lineage.append_event(settings, "docs", {"event": "promote", "collection": "docs--a"})
-    e2 = lineage.append_event(settings, "docs", {"event": "rollback", "to": "docs--b"})
-    lineage.append_event(settings, "other", {"event": "adopt"})
-    path = lineage.history_file(settings, "docs")
-    assert path == settings.work_dir / "history" / "docs.jsonl"
-    assert e1["alias"] == "docs" and "time" in e1
-    assert lineage.read_history(settings, "docs") == [e1, e2]
-    with open(path, "a", encoding="utf-8") as f:
-        f.write('{"event": "torn')  # a crash mid-write
-    assert [e["event"] for e in lineage.read_history(settings, "docs")] == ["promote", "rollback"]
-    assert [json.loads(x)["event"] for x in lineage.history_file(settings, "other").read_text().splitlines()] == [
-        "adopt"]

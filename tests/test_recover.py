@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vectune.qdrant import lineage
+from vectune.observe.history import History
 from vectune.promote.promotion import payload_hash
 from vectune.promote.checkpoint import Checkpoint, InFlight, recover
 
@@ -50,7 +51,7 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
     assert rec.found["previous_run"]["run_id"] == "run1"
     assert rec.found["previous_run"]["stage"] == "promote"
     assert rec.reason is None
-    crash = [e for e in lineage.read_history(settings, "docs") if e["event"] == "crash"]
+    crash = [e for e in History(settings.work_dir, "docs").read() if e["event"] == "crash"]
     assert len(crash) == 1 and crash[0]["run_id"] == "run1" and crash[0]["stage"] == "promote"
     assert "died during stage 'promote'" in crash[0]["reason"]
 
@@ -61,7 +62,7 @@ def test_nothing_left_behind_changes_nothing(settings, store):
     rec = recover(store, settings, "docs", "docs--base")
     assert rec.done is False and rec.found == {}
     assert store.collections() == ["docs--base"]
-    assert lineage.read_history(settings, "docs") == []
+    assert History(settings.work_dir, "docs").read() == []
 
 
 def test_checkpoint_of_a_deleted_target_is_cleared(settings, store):

@@ -183,11 +183,11 @@ def _event_text(ev: dict) -> str:
 @handle_errors
 def history(alias, as_json, **kw):
     """Every promotion, rejection and rollback of an alias, with time, models and scores."""
-    from vectune.qdrant.lineage import read_history
+    from vectune.observe.history import History
 
     s = _settings(kw)
     alias = _require_alias(alias, s)
-    events = read_history(s, alias)
+    events = History(s.work_dir, alias).read()
     text = "\n".join(f"{ev.get('time')} {ev.get('event'):<10} {_event_text(ev)}" for ev in events) or "no history"
     _emit({"alias": alias, "events": events}, as_json, text)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from vectune.qdrant import lineage
+from vectune.observe.history import History
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore, safe_tag
 from vectune.config.settings import Settings
@@ -153,5 +154,5 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
                              text_field=settings.collection.text_field, previous_metadata=old or None)
         store.set_metadata(collection, rec)
         store.swap_alias(alias, collection)
-    lineage.append_event(settings, alias, {"event": "adopt", "collection": collection, "model": model})
+    History(settings.work_dir, alias).append({"event": "adopt", "collection": collection, "model": model})
     return {"alias": alias, "collection": collection, "model": model, "vector_check": mean}

@@ -17,6 +17,7 @@ import logging
 import uuid
 
 from vectune.qdrant import lineage
+from vectune.observe.history import History
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.config.settings import Settings
@@ -87,7 +88,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             done = rec.found.get("finished_rollback") or {}
             if done and now == done.get("to") and to in (None, now):
                 # this very rollback, interrupted by a crash: finished now
-                event = lineage.read_history(settings, alias)[-1]
+                event = History(settings.work_dir, alias).read()[-1]
                 return {"alias": alias, "from": done.get("from"), "to": now, "model": done.get("model"),
                         "synced": event.get("synced"), "verify": None, "time": event.get("time"), "resumed": True}
             if now != live:
@@ -122,7 +123,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
                 store.swap_alias(alias, target)
                 _mark_swapped(store, live, target)
     synced = stats.to_dict() if stats else None
-    event = lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
+    event = History(settings.work_dir, alias).append({"event": "rollback", "from": live, "to": target, "model": model,
                                                    "synced": synced, "forced": bool(force and not stats)})
     return {"alias": alias, "from": live, "to": target, "model": model, "synced": synced, "verify": vinfo,
             "time": event["time"]}
@@ -239,5 +240,5 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
                     if not dry_run:
                         shutil.rmtree(path)
     if doomed and not dry_run:
-        lineage.append_event(settings, alias, {"event": "prune", "deleted": doomed, "models_deleted": models_deleted})
+        History(settings.work_dir, alias).append({"event": "prune", "deleted": doomed, "models_deleted": models_deleted})
     return {"kept": sorted(kept), "deleted": doomed, "models_deleted": models_deleted, "dry_run": dry_run}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from vectune.qdrant import lineage
+from vectune.observe.history import History
 from vectune.models.store import ModelStore
 from vectune.observe.report import latest
 from vectune.ops.rollback import rollback_target
@@ -34,4 +35,4 @@ def status(settings: Settings, alias: str) -> dict:
         last_run = {k: getattr(last, k) for k in ("run_id", "status", "reason", "started_at", "duration_s",
                                                    "new_collection")}
     return {"alias": alias, "live_collection": live, "lineage": live_meta, "rollback_target": target,
-            "versions": versions, "last_run": last_run, "history": lineage.read_history(settings, alias)[-10:]}
+            "versions": versions, "last_run": last_run, "history": History(settings.work_dir, alias).read()[-10:]}

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from vectune.core import faults
+from vectune.observe.history import History
 from vectune.pipeline.pairs import labeled
 from vectune.qdrant import lineage
 from vectune.observe import report as report_mod
@@ -240,7 +241,7 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
 
         metrics.export(rep, textfile_dir=settings.observe.metrics_dir, pushgateway_url=settings.observe.pushgateway_url)
     if rep.status in ("promoted", "kept", "failed"):
-        lineage.append_event(settings, rep.alias, {
+        History(settings.work_dir, rep.alias).append({
             "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep.status],
             "run_id": rep.run_id, "live_collection": rep.live_collection, "new_collection": rep.new_collection,
             "live_model": rep.live_model, "candidate_model": rep.candidate_model, "reason": rep.reason,

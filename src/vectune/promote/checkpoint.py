@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vectune.qdrant import lineage
+from vectune.observe.history import History
 from vectune.errors import BadInput
 from vectune.core.jsonl import write_atomic, write_json_atomic
 from vectune.models.store import ModelStore
@@ -148,7 +149,7 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
     marker = InFlight(settings, alias).load()
     if marker:
         recovered["previous_run"] = marker
-        lineage.append_event(settings, alias, {"event": "crash", "run_id": marker.get("run_id"),
+        History(settings.work_dir, alias).append({"event": "crash", "run_id": marker.get("run_id"),
                                                "stage": marker.get("stage"),
                                                "reason": f"run {marker.get('run_id')} died during stage "
                                                          f"'{marker.get('stage')}'"})
@@ -215,7 +216,7 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
         ckpt.clear()
         if kind == "rollback":
             recovered["finished_rollback"] = {"from": parent, "to": target, "model": model}
-            lineage.append_event(settings, alias, {"event": "rollback", "from": parent, "to": target, "model": model,
+            History(settings.work_dir, alias).append({"event": "rollback", "from": parent, "to": target, "model": model,
                                                    "synced": stats.to_dict(), "forced": False,
                                                    "resumed": f"run {state.get('run_id')} crashed after its swap"})
         else:
@@ -234,7 +235,7 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt:
             sstats, _ = publish_rollback(store, s2, alias, enc, live, target, spec, ckpt, state, lock)
             recovered["finished_rollback"] = {"from": live, "to": target, "model": model,
                                               "from_stage": state.get("stage")}
-            lineage.append_event(settings, alias, {"event": "rollback", "from": live, "to": target, "model": model,
+            History(settings.work_dir, alias).append({"event": "rollback", "from": live, "to": target, "model": model,
                                                    "synced": sstats.to_dict(), "forced": False,
                                                    "resumed": f"run {state.get('run_id')} crashed before its swap"})
             return

@@ -7,26 +7,19 @@ model and collection, evaluation numbers, data counts, time and state
 ``passage_model`` made its stored vectors (apps keep writing with it) and
 ``query_model`` (= ``model_ref``) encodes queries; they differ after a query-side
 promotion, whose saved model routes queries and passages to different modules. Events (promotions,
-rejections, rollbacks) are appended to ``<work_dir>/history/<alias>.jsonl``
-and the latest is also kept on the collection.
+rejections, rollbacks) are the alias's history (:mod:`vectune.observe.history`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from vectune.config.settings import Settings
+from vectune.core.clock import now
 
 logger = logging.getLogger(__name__)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def record(*, alias: str, model_ref: str, model_tag: str, created_by: str, dense_vector: str,
@@ -89,33 +82,4 @@ def versions(store, alias: str) -> list[tuple[str, dict]]:
         if meta.get("alias") == alias:
             out.append((name, meta))
     out.sort(key=lambda x: (x[1].get("created_at", ""), x[0]))
-    return out
-
-
-def history_file(settings: Settings, alias: str) -> Path:
-    return settings.work_dir / "history" / f"{alias}.jsonl"
-
-
-def append_event(settings: Settings, alias: str, event: dict) -> dict:
-    """Append an event (promotion, rejection, rollback...) to the alias's history."""
-    path = history_file(settings, alias)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    event = {"time": now(), "alias": alias, **event}
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(event, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return event
-
-
-def read_history(settings: Settings, alias: str) -> list[dict]:
-    path = history_file(settings, alias)
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a torn last line after a crash
     return out
