@@ -258,7 +258,7 @@ def log_feedback(home: Path, sets: dict) -> None:
 
     from qdrant_client import QdrantClient
 
-    from vectune.qdrant import feedback
+    from vectune.apps import feedback
     from vectune.config.settings import Settings
 
     rows = []
@@ -440,7 +440,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["auto", "query", "full"], default=None,
                     help="passed to vectune run (default: vectune's own, auto)")
     ap.add_argument("--feedback", action="store_true",
-                    help="protocol C through the feedback collection (vectune.qdrant.feedback.log_many) instead of "
+                    help="protocol C through the feedback collection (vectune.feedback.log_many) instead of "
                          "--train-set/--eval-set files")
     ap.add_argument("--vectune-arg", action="append", default=None,
                     help="extra argument for `vectune run` (repeat; e.g. --vectune-arg=--gate-metric=ndcg@10)")

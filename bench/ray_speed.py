@@ -88,7 +88,8 @@ def run(args) -> dict:
                 name = f"dst-ray-{i}"
                 store.create_like("src", name, spec, enc.dim, {"model_ref": "bench"})
                 t0 = time.perf_counter()
-                r = build_ray(settings, BUNDLED_MODEL, {}, "src", name, spec, "text", args.batch,
+                r = build_ray(ModelStore.from_settings(settings), settings.qdrant, BUNDLED_MODEL, {}, "src", name, spec, "text",
+                              args.batch,
                               partitions=args.partitions, store=store, concurrency=args.actors)
                 secs = time.perf_counter() - t0
                 assert r.upserted == args.points and store.count(name) == args.points

@@ -17,7 +17,7 @@ def _latest(home, alias="docs"):
 
 def _log(records, n, *, negatives=False):
     """Log one click per record (query = the record's title and first words), one minute apart."""
-    from vectune.qdrant import feedback
+    from vectune.apps import feedback
 
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     rows = []

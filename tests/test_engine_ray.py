@@ -75,7 +75,8 @@ def _assert_same(store, spec, a: str, b: str) -> None:
 
 def _ray(j, target, **kw):
     kw.setdefault("partitions", 4)
-    return build_ray(j["settings"], j["ref"], j["kwargs"], j["live"], target, j["spec"], j["settings"].text_field,
+    return build_ray(ModelStore.from_settings(j["settings"]), j["settings"].qdrant, j["ref"], j["kwargs"], j["live"],
+                     target, j["spec"], j["settings"].collection.text_field,
                      8, progress_dir=j["progress"], store=j["store"], **kw)
 
 
@@ -112,7 +113,7 @@ def test_resume_processes_only_missing_partitions(ray_cluster, job):
     store, as on a multi-node cluster where only the driver has the model volume."""
     from vectune.models.store import ModelStore
 
-    store, live, spec, tf = job["store"], job["live"], job["spec"], job["settings"].text_field
+    store, live, spec, tf = job["store"], job["live"], job["spec"], job["settings"].collection.text_field
     ModelStore.from_settings(job["settings"]).save(job["enc"], "tuned-tag", {"note": "test"})
     job["ref"] = "tuned-tag"
     _create(store, live, spec, "t-ray")

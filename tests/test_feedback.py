@@ -11,7 +11,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from vectune.qdrant import feedback as fb
+from types import SimpleNamespace
+
+from vectune.apps import feedback as _apps_fb
+from vectune.ops import feedback as _ops_fb
+from vectune.pipeline.pairs import feedback as _cycle_fb
+from vectune.qdrant import feedback as _store_fb
+
+fb = SimpleNamespace(**{**vars(_store_fb), **vars(_cycle_fb), **vars(_ops_fb), **vars(_apps_fb)})  # TODO split
 from vectune.qdrant.store import Store, point_id_for
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)

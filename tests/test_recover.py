@@ -1,4 +1,4 @@
-"""Crash recovery (vectune.promote.checkpoint.recover): left-over checkpoints, in-flight markers and orphan collections."""
+"""Crash recovery (vectune.ops.recover): left-over checkpoints, in-flight markers and orphan collections."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 
 from vectune.qdrant import lineage
 from vectune.observe.history import History
-from vectune.promote.promotion import payload_hash
-from vectune.promote.checkpoint import Checkpoint, InFlight, recover
+from vectune.core.hashing import payload_hash
+from vectune.ops.recover import recover
+from vectune.promote.checkpoint import Checkpoint, InFlight
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
 
@@ -31,13 +32,13 @@ def test_orphans_deleted_checkpoint_cleared_crash_recorded(settings, store):
     _collection(store, "docs--run0", "verified")  # an older orphan
     _collection(store, "docs--old", "retired")  # a real version: kept
     _collection(store, "other--x", "building", alias="other")  # another alias: not ours to clean
-    ckpt = Checkpoint(settings, "docs")
+    ckpt = Checkpoint(settings.run_dir("docs"))
     # left behind by a run whose tuned model was never saved: it cannot be resumed
     ckpt.save({"run_id": "run1", "alias": "docs", "target": "docs--run1", "parent": "docs--base",
                "model_tag": "docs-tuned-never-saved", "dense_vector": "", "text_field": "text", "offset": 12,
                "done": 128, "stage": "building"})
     ckpt.save_snapshot({"1": (1, "abc")})
-    InFlight(settings, "docs").set("run1", "promote")
+    InFlight(settings.run_dir("docs")).set("run1", "promote")
 
     rec = recover(store, settings, "docs", "docs--base")
     done = rec.done
@@ -68,7 +69,7 @@ def test_nothing_left_behind_changes_nothing(settings, store):
 def test_checkpoint_of_a_deleted_target_is_cleared(settings, store):
     _collection(store, "docs--base", "live")
     store.swap_alias("docs", "docs--base")
-    ckpt = Checkpoint(settings, "docs")
+    ckpt = Checkpoint(settings.run_dir("docs"))
     ckpt.save({"run_id": "r", "target": "docs--gone", "parent": "docs--base", "model_tag": BUNDLED,
                "stage": "verified"})
     rec = recover(store, settings, "docs", "docs--base")
@@ -87,7 +88,7 @@ def test_killed_after_the_swap_finishes_reconciliation(settings, store, bundled_
     snapshot = {str(i): (i, payload_hash({"text": t})) for i, t in texts.items()}
     _put(store, "docs--base", {3: {"text": "A dict keeps insertion order."}})  # a write in the window
     store.swap_alias("docs", "docs--new")
-    ckpt = Checkpoint(settings, "docs")
+    ckpt = Checkpoint(settings.run_dir("docs"))
     ckpt.save({"run_id": "run7", "alias": "docs", "target": "docs--new", "parent": "docs--base",
                "model_tag": BUNDLED, "dense_vector": "", "text_field": "text", "stage": "swapped"})
     ckpt.save_snapshot(snapshot)

@@ -184,7 +184,8 @@ def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, ho
     from vectune.core import faults
     from vectune.errors import QdrantUnavailable
     from vectune.qdrant.lease import AliasLock
-    from vectune.promote.checkpoint import Checkpoint, recover
+    from vectune.ops.recover import recover
+    from vectune.promote.checkpoint import Checkpoint
     from vectune.config.settings import load_settings
     from vectune.qdrant.store import Store
 
@@ -214,13 +215,13 @@ def test_a_crash_right_after_the_rollback_swap_loses_no_window_write(indexed, ho
         faults.HOOKS.clear()
     assert _alias() == base
     settings = load_settings()
-    assert Checkpoint(settings, "docs").load()["kind"] == "rollback"
+    assert Checkpoint(settings.run_dir("docs")).load()["kind"] == "rollback"
     assert [k for k, v in _live_states().items() if v == "live"] == [base]
     with Store.open(settings) as store:
         with AliasLock(store, "docs", "next-run", 60) as lock:
             rec = recover(store, settings, "docs", base, lock)
     assert rec.found["finished_rollback"]["to"] == base and rec.found["reconciled"]["window_writes"] == 3
-    assert Checkpoint(settings, "docs").load() is None
+    assert Checkpoint(settings.run_dir("docs")).load() is None
     with qdrant() as c:
         got = _points(c, "docs")
         assert got[str(state["changed"])].payload["text"].startswith("Changed in the rollback's window")

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from vectune.errors import BadInput
-from vectune.promote.promotion import SyncStats, delta, payload_hash, reconcile, sync_once
+from vectune.core.hashing import payload_hash
+from vectune.promote.stats import SyncStats
+from vectune.promote.sync import delta, reconcile, sync_once
 from vectune.promote.build import build
 from vectune.qdrant.store import DenseSpec
 

@@ -120,7 +120,7 @@ def cycle_options(f):
 @handle_errors
 def run(alias, dry_run, as_json, **kw):
     """One full cycle, then exit (for cron): read, mine, fine-tune, evaluate, promote if better."""
-    from vectune.pipeline import cycle
+    from vectune.ops import run as cycle
     from vectune.observe import report as report_mod
 
     s = _settings(kw)
@@ -221,7 +221,7 @@ def rollback(alias, to, force, **kw):
 @handle_errors
 def prune(alias, keep, delete_models, dry_run, **kw):
     """Delete old versions; never the live one or the rollback target."""
-    from vectune.ops.rollback import prune as do_prune
+    from vectune.ops.prune import prune as do_prune
 
     s = _settings(kw)
     alias = _require_alias(alias, s)
@@ -274,7 +274,7 @@ def demo(corpus, alias, max_train_chunks, queries_per_chunk, epochs, allow_synth
 @handle_errors
 def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
     """Run the cycle on a cron schedule (for containers: no crond needed)."""
-    from vectune.pipeline import cycle
+    from vectune.ops import run as cycle
     from vectune.observe import report as report_mod
     from vectune.ops.schedule import CronError, Cron
     from vectune.ops.schedule import serve as do_serve

@@ -37,7 +37,7 @@ def feedback():
 def import_cmd(file, alias, **kw):
     """Import feedback events from FILE (JSONL: query, ids, signal, ts); malformed rows are counted and skipped."""
     from vectune.errors import BadInput
-    from vectune.qdrant.feedback import import_jsonl
+    from vectune.ops.feedback import import_jsonl
     from vectune.qdrant.store import Store
 
     s = _settings(kw)
@@ -59,7 +59,7 @@ def import_cmd(file, alias, **kw):
 @handle_errors
 def export_cmd(alias, output, **kw):
     """Export feedback events as JSONL (the format `feedback import` reads)."""
-    from vectune.qdrant.feedback import export
+    from vectune.ops.feedback import export
     from vectune.qdrant.store import Store
 
     s = _settings(kw)
@@ -77,7 +77,7 @@ def export_cmd(alias, output, **kw):
 @handle_errors
 def stats_cmd(alias, as_json, **kw):
     """Counts by signal, time span and usable share of an alias's feedback."""
-    from vectune.qdrant.feedback import stats
+    from vectune.ops.feedback import stats
     from vectune.qdrant.store import Store
 
     s = _settings(kw)

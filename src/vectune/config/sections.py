@@ -77,6 +77,25 @@ class CollectionConfig(Section):
     def _preset(cls, v: str) -> str:
         return TEXT_FIELD_PRESETS.get(v, v)
 
+    def for_meta(self, meta: dict | None) -> "CollectionConfig":
+        """This section as it applies to one collection: the one rule for the effective text field.
+
+        A text field set explicitly (option, environment, ``.env``) wins; otherwise the one the
+        collection's lineage records (what ``index``/``adopt``/a promotion used); otherwise the default.
+
+        Args:
+            meta: the collection's lineage record (or a checkpoint holding ``text_field``).
+
+        Returns:
+            The section with the effective ``text_field`` (``self`` when nothing changes).
+        """
+        recorded = (meta or {}).get("text_field")
+        if "text_field" in self.model_fields_set or not recorded or recorded == self.text_field:
+            return self
+        out = self.model_copy(update={"text_field": recorded})
+        out.__pydantic_fields_set__.discard("text_field")  # still the collection's own, not set by the user
+        return out
+
 
 class ModelConfig(Section):
     """The base model and how models load and encode."""

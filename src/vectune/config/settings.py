@@ -277,10 +277,7 @@ class Settings(BaseSettings):
         return ["query"] if self.mode == "query" else ["linear", "query"]
 
     def for_collection(self, meta: dict) -> "Settings":
-        """These settings as they apply to one collection: the one rule for the effective text field.
-
-        A text field set explicitly (option, environment, ``.env``) wins; otherwise the one the
-        collection's lineage records (what ``index``/``adopt``/a promotion used); otherwise the default.
+        """These settings as they apply to one collection (:meth:`CollectionConfig.for_meta`: the effective text field).
 
         Args:
             meta: the collection's lineage record (or a checkpoint holding ``text_field``).
@@ -288,11 +285,8 @@ class Settings(BaseSettings):
         Returns:
             Settings with the effective ``collection.text_field`` (``self`` when nothing changes).
         """
-        recorded = (meta or {}).get("text_field")
-        explicit = "text_field" in self.collection.model_fields_set
-        if explicit or not recorded or recorded == self.collection.text_field:
-            return self
-        return self.replace(text_field=recorded)
+        collection = self.collection.for_meta(meta)
+        return self if collection is self.collection else self.model_copy(update={"collection": collection})
 
     def replace(self, **flat: Any) -> "Settings":
         """A copy with some settings changed, given by flat or section names (validated)."""

@@ -5,7 +5,7 @@ Two demos, each starting from a clean alias so it shows the whole job every time
 * ``scifact`` (the default): the product working. 2,000 SciFact abstracts (shipped in the
   package, see ``data/scifact_demo/README.md`` for license and attribution) are indexed with
   the bundled MiniLM into embedded Qdrant; the train claims are logged as an app's click
-  feedback through :func:`vectune.qdrant.feedback.log` (a simulated log, one claim a minute);
+  feedback through :func:`vectune.feedback.log` (a simulated log, one claim a minute);
   one cycle learns on the query side from the older feedback, is gated on the newest
   (the golden set) and promotes; then ``status``, a search through the alias with
   :func:`vectune.apps.resolve`, the never-seen test claims scored on both versions, and a
@@ -52,7 +52,7 @@ def run_demo(settings: Settings, alias: str = "pydoc-demo", max_train_chunks: in
     Returns:
         The run report.
     """
-    from vectune.pipeline import cycle
+    from vectune.ops import run as cycle
     from vectune.ops.index import index
 
     corpus = write_demo_corpus(settings.work_dir / "demo" / "pydoc_topics.jsonl")
@@ -93,8 +93,8 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     import time
     from datetime import datetime, timedelta, timezone
 
-    from vectune.pipeline import cycle
-    from vectune.qdrant import feedback
+    from vectune.ops import run as cycle
+    from vectune.apps import feedback
     from vectune.ops.index import index
     from vectune.core.jsonl import iter_objects
     from vectune.pipeline.pairs.labeled import load as load_labeled
@@ -115,7 +115,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     with Store.open(settings) as store:
         n = feedback.log_many(store, rows, collection=settings.labels.collection)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
-        "vectune.qdrant.feedback.log_many")
+        "vectune.feedback.log_many")
 
     tuned = settings.replace(**{"mode": "query", "max_seq_length": min(settings.model.max_seq_length, 256),
                                         # the demo's budget: the best epoch so far is kept when time runs out

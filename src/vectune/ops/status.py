@@ -6,7 +6,7 @@ from vectune.qdrant import lineage
 from vectune.observe.history import History
 from vectune.models.store import ModelStore
 from vectune.observe.report import latest
-from vectune.ops.rollback import rollback_target
+from vectune.qdrant.lineage import rollback_target
 from vectune.config.settings import Settings
 from vectune.qdrant.store import Store
 

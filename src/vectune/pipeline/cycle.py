@@ -1,11 +1,12 @@
 """One operator cycle: read → pairs → fine-tune → evaluate → gate → promote.
 
-This module only wires the stages; each lives in its own module and returns a
-typed result (:class:`~vectune.pipeline.read.ReadResult`, :class:`~vectune.pipeline.pairs.stage.Pairs`,
-:class:`~vectune.pipeline.train.stage.Candidate`, :class:`~vectune.pipeline.evaluate.EvalOutcome`,
-:class:`~vectune.pipeline.gate.Decision`, :class:`~vectune.promote.promotion.Promotion`). Data flows
-one way. The alias is touched once, at the very end, by one atomic request, and
-only after the new collection was verified.
+This module only wires the stages; each lives in its own module, takes its own settings
+section and returns a typed result (:class:`~vectune.pipeline.read.ReadResult`,
+:class:`~vectune.pipeline.pairs.stage.Pairs`, :class:`~vectune.pipeline.train.candidate.Candidate`,
+:class:`~vectune.pipeline.evaluate.EvalOutcome`, :class:`~vectune.pipeline.gate.Verdict`,
+:class:`~vectune.promote.promotion.Promotion`). Data flows one way. The alias is touched once, at
+the very end, by one atomic request, and only after the new collection was verified. Holding
+the alias, recovery and the run's records are :mod:`vectune.ops.run`'s.
 """
 
 from __future__ import annotations
@@ -14,25 +15,32 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
+from vectune.config.settings import Settings
 from vectune.core import faults
-from vectune.observe.history import History
-from vectune.pipeline.pairs import labeled
-from vectune.qdrant import lineage
-from vectune.observe import report as report_mod
-from vectune.errors import BadInput, LockHeld, VectuneError
-from vectune.qdrant.lease import LockLost
-from vectune.pipeline.gate import judge
 from vectune.core.hashing import file_hash
 from vectune.core.jsonl import write_json_atomic
+from vectune.models.store import ModelStore
 from vectune.observe.report import RunReport
-from vectune.config.settings import Settings
+from vectune.pipeline.evaluate import evaluate_candidate
+from vectune.pipeline.gate import judge
+from vectune.pipeline.pairs import labeled
+from vectune.pipeline.pairs.feedback import explicit_negatives, few_shot_examples, labels_from_feedback
+from vectune.pipeline.pairs.review import Rejections, record_sample
+from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
+from vectune.pipeline.pairs.teachers import make_generator
+from vectune.pipeline.read import check_live_vectors, read
+from vectune.pipeline.train.stage import train_candidates, wants_full
+from vectune.promote.promotion import Promoter
+from vectune.qdrant import lineage
 from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
+
+#: Chunks the read stage keeps in memory for evaluation (the gate's corpus is capped below this).
+READ_KEEP_MAX = 50_000
+
 
 class Timings(dict):
     """Seconds per stage; ``on_stage`` is told when a stage starts (lock renewal, in-flight marker)."""
@@ -52,116 +60,46 @@ class Timings(dict):
             self[name] = round(time.perf_counter() - t0, 2)
 
 
-def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
-    """Run one cycle on ``alias``.
+def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings, lock=None) -> None:
+    """Run the stages once on ``alias``, filling ``rep`` (the caller holds the alias and writes the records).
 
     Args:
-        settings: all settings.
+        store: Qdrant access.
+        settings: all settings; each stage gets its own section.
         alias: the alias apps query.
-        dry_run: stop after evaluation; never touch the alias.
-
-    Returns:
-        The run report (also written to the work directory).
+        rep: the run report to fill in (its ``dry_run`` stops before any change).
+        timings: per-stage seconds.
+        lock: the alias lease (fenced before every state change of a promotion).
     """
-    started = datetime.now(timezone.utc)
-    timings = Timings()
-    rep = RunReport(run_id=started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6], alias=alias,
-                    started_at=started.isoformat(timespec="seconds"), dry_run=dry_run, timings=timings)
-    try:
-        with Store.open(settings) as store:
-            if dry_run:  # reads only: no lock, no recovery
-                _cycle(store, settings, alias, rep, timings)
-            else:
-                _locked_cycle(store, settings, alias, rep, timings)
-    except LockHeld as e:
-        rep.end("locked", str(e))
-        _finish(settings, rep, started)
-        raise
-    except Exception as e:  # a handled failure or a bug: leave a report and metrics behind, then surface it
-        bug = not isinstance(e, VectuneError)
-        rep.end("failed", f"unexpected {type(e).__name__}: {e}" if bug else str(e))
-        rep.error_type = type(e).__name__
-        _finish(settings, rep, started)
-        raise
-    _finish(settings, rep, started)
-    return rep
-
-
-def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings) -> None:
-    """Hold the alias lock, recover from a crashed run, then run the cycle."""
-    from vectune.qdrant.lease import AliasLock, default_owner
-    from vectune.promote.checkpoint import InFlight, recover
-
-    live = store.resolve_alias(alias)  # a clear error for a missing alias before anything else
-    lock = AliasLock(store, alias, default_owner(rep.run_id), settings.lock.ttl_s,
-                     clock_skew_s=settings.lock.clock_skew_s).acquire()
-    if store.on_server:
-        lock.start_heartbeat()
-    inflight = InFlight(settings, alias)
-    try:
-        rec = recover(store, settings, alias, live, lock)
-        rep.recovered = rec.found or None
-        if rec.done:
-            rep.new_collection, rep.live_collection = rec.new_collection, rec.live_collection
-            rep.candidate_model = rec.candidate_model or rep.candidate_model
-            if rec.reindex is not None:
-                rep.counts["reindex"] = rec.reindex
-            rep.end("promoted", rec.reason)
-            inflight.clear()
-            return
-        inflight.set(rep.run_id, "read")
-
-        def on_stage(name: str) -> None:
-            lock.renew()
-            inflight.set(rep.run_id, name)
-
-        timings.on_stage = on_stage
-        _cycle(store, settings, alias, rep, timings, lock)
-        inflight.clear()
-    except LockLost:
-        raise  # another operator holds the alias now: touch nothing, leave the marker
-    except VectuneError:
-        inflight.clear()  # a handled failure leaves a report, not a crash marker
-        raise
-    finally:
-        timings.on_stage = None
-        lock.release()
-
-
-def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings: Timings, lock=None) -> None:
-    from vectune.pipeline.evaluate import evaluate_candidate
-    from vectune.pipeline.pairs.teachers import make_generator
-    from vectune.models.store import ModelStore
-    from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
-    from vectune.pipeline.read import check_live_vectors, read
-    from vectune.pipeline.train.stage import train_candidates, wants_full
-
     models = ModelStore.from_settings(settings)
+    run_dir = settings.run_dir(alias)
     with timings.stage("read"):
-        rd = read(store, alias, settings)
-    settings = rd.settings  # the effective text field of this collection
+        rd = read(store, alias, settings.read, settings.collection, seed=settings.seed,
+                  keep=min(settings.gate.eval_corpus_cap, READ_KEEP_MAX))
     rep.live_collection, rep.live_model = rd.live, rd.meta.get("model_ref")
     rep.dense_vector = rd.spec.name or "(default)"
     rep.counts["read"] = rd.stats.to_dict()
 
-    golden = labeled.load(settings.labels.eval_set, "eval set") if settings.labels.eval_set else None
-    trainset = labeled.load(settings.labels.train_set, "train set") if settings.labels.train_set else None
-    fb = _feedback(store, alias, rd, settings, rep) if not (golden or trainset) else None
+    labels = settings.labels
+    golden = labeled.load(labels.eval_set, "eval set") if labels.eval_set else None
+    trainset = labeled.load(labels.train_set, "train set") if labels.train_set else None
+    fb = None
+    if not (golden or trainset):
+        fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed)
+        if fb_counts:
+            rep.counts["feedback"] = fb_counts
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
-    examples = ()
-    if fb is not None and settings.pairs.few_shot:
-        from vectune.qdrant.feedback import few_shot_examples
-
-        examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed)
-    generator = make_generator(settings, examples)
+    examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed) if fb and settings.pairs.few_shot else ()
+    generator = make_generator(settings.teacher, seed=settings.seed, cache_dir=settings.work_dir / "cache" / "teacher",
+                               examples=examples)
     fingerprint = _fingerprint(rd, generator, settings, fb)
-    state_file = settings.run_dir(alias) / "last_cycle.json"
+    state_file = run_dir / "last_cycle.json"
     if not rep.dry_run and (last := _last_state(state_file, fingerprint)):
         return rep.end("noop", f"collection content and settings unchanged since run {last.get('run_id')} "
                                f"({last.get('status')}); nothing to learn")
 
-    split = split_chunks(rd, settings)
+    split = split_chunks(rd, settings.pairs, max_chunks=settings.read.max_train_chunks, seed=settings.seed)
     rep.counts["split"] = split.counts()
     rep.evidence = evidence = "golden" if golden else ("synthetic" if generator.synthetic else "teacher")
     if evidence == "synthetic" and not settings.gate.allow_synthetic and not rep.dry_run:
@@ -173,19 +111,18 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     with timings.stage("load_live_model"):
         live_enc = models.load_lineage(rd.meta)
         rep.counts["live_vector_check"] = round(check_live_vectors(live_enc, split.pool, rd.live), 4)
-    from vectune.pipeline.pairs.review import Rejections
-
     full = wants_full(settings.mode, settings.full)
     with timings.stage("generate"):
-        pairs = make_queries(store, rd, split, generator, live_enc, settings, trainset,
+        pairs = make_queries(store, rd, split, generator, live_enc, settings.pairs, trainset,
                              label_source="feedback" if fb is not None else "train-set",
-                             rejections=Rejections(settings.run_dir(alias)), teacher_train=full or not trainset)
+                             rejections=Rejections(run_dir), teacher_train=full or not trainset, seed=settings.seed)
     rep.teacher = pairs.teacher
     rep.counts.update(pairs.counts)
     with timings.stage("mine"):
-        add_negatives(store, rd, pairs, live_enc, settings, explicit=_explicit_negatives(store, rd, fb))
+        add_negatives(store, rd, pairs, live_enc, settings.negatives, explicit=explicit_negatives(store, rd, fb),
+                      seed=settings.seed)
     rep.counts.update({k: pairs.counts[k] for k in ("pairs", "negatives")})
-    rep.pairs_sample = _pairs_sample(rd, pairs, settings, alias)
+    rep.pairs_sample = record_sample(rd, pairs, settings.pairs.sample, settings.seed, run_dir)
 
     rep.mode = settings.mode
     with timings.stage("train"):
@@ -195,9 +132,10 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
     with timings.stage("evaluate"):
         held = "synthetic" if generator.synthetic else "teacher"
         live_side: dict = {}  # the live model's scores: computed once, shared by every candidate
-        outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings, golden, held,
-                                               reencode=c.reencodes, live=live_side) for c in cands}
-    verdict = judge(cands, outcomes, evidence, settings)
+        outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings.gate, golden, held,
+                                               reencode=c.reencodes, live=live_side, seed=settings.seed)
+                    for c in cands}
+    verdict = judge(cands, outcomes, evidence, settings.gate)
     cand, outcome, decision = verdict.candidate, verdict.outcome, verdict.decision
     rep.candidate_model, rep.evaluation, rep.gate = cand.tag, outcome.to_dict(), decision.to_dict()
     rep.counts["train"] = cand.stats.to_dict()
@@ -214,83 +152,21 @@ def _cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings
                 "state": "rejected", "eval": rep.gate, "teacher": generator.name}))
         return _save_state(state_file, fingerprint, rep)
 
-    from vectune.promote.promotion import promote
-
     data = {"chunks_read": rd.stats.points, "usable": rd.stats.usable, "train_examples": len(pairs.examples),
             "eval_queries": outcome.results[evidence][0].queries}
     rep.new_collection = lineage.collection_name(alias, cand.tag)
-    done = promote(store, settings, alias, rd, cand, outcome, decision, evidence=evidence, teacher=generator.name,
-                   data=data, run_id=rep.run_id, stage=timings.stage, lock=lock)
+    promoter = Promoter(store, alias, settings.promote, models, run_dir, lock)
+    done = promoter.promote(rd, cand, outcome, decision, text_field=rd.text_field, evidence=evidence,
+                            teacher=generator.name, data=data, run_id=rep.run_id, stage=timings.stage)
     rep.counts["reindex"] = done.counts
     rep.end("promoted", decision.reason)
     _save_state(state_file, fingerprint, rep)
 
 
-# --------------------------------------------------------------------------- the run's records
-def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
-    """Write the report, export metrics, append the history event."""
-    rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rep.duration_s = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
-    try:
-        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias)
-        rep.report_files = {k: str(v) for k, v in paths.items()}
-    except OSError as e:
-        logger.warning("could not write the run report: %s", e)
-    if settings.observe.metrics_dir or settings.observe.pushgateway_url:
-        from vectune.observe import metrics
-
-        metrics.export(rep, textfile_dir=settings.observe.metrics_dir, pushgateway_url=settings.observe.pushgateway_url)
-    if rep.status in ("promoted", "kept", "failed"):
-        History(settings.work_dir, rep.alias).append({
-            "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep.status],
-            "run_id": rep.run_id, "live_collection": rep.live_collection, "new_collection": rep.new_collection,
-            "live_model": rep.live_model, "candidate_model": rep.candidate_model, "reason": rep.reason,
-            "gate": rep.gate})
-
-
-def _feedback(store: Store, alias: str, rd, settings: Settings, rep: RunReport):
-    """The alias's logged feedback as golden + training queries (None when feedback is off)."""
-    if not settings.labels.feedback:
-        return None
-    from vectune.qdrant.feedback import read_for_cycle
-
-    fb = read_for_cycle(store, alias, rd.live, golden_fraction=settings.labels.golden_fraction,
-                        min_golden=settings.labels.min_golden, min_train=settings.labels.min_train,
-                        seed=settings.seed, collection=settings.labels.collection)
-    rep.counts["feedback"] = fb.to_dict()
-    if not fb.counts.get("rows"):
-        rep.counts["feedback"] = {"rows": 0}
-        return None
-    if not fb.enough:
-        logger.warning("%s", fb.message)
-        return fb if fb.train else None
-    return fb
-
-
-def _explicit_negatives(store: Store, rd, fb) -> dict:
-    """Users' explicit negatives (thumbs down, skipped) as passage texts per training query."""
-    if fb is None or not fb.negatives:
-        return {}
-    from vectune.qdrant.feedback import negative_texts
-
-    return negative_texts(store, rd.live, fb, rd.settings.collection.text_field)
-
-
-def _pairs_sample(rd, pairs, settings: Settings, alias: str) -> list[dict]:
-    """A seeded sample of the training pairs, kept with the run state for people to read and veto."""
-    if not settings.pairs.sample:
-        return []
-    from vectune.pipeline.pairs.review import sample_pairs, write_run_sample
-
-    rows = sample_pairs(pairs.examples, settings.pairs.sample, settings.seed,
-                        key_of={c.text: c.key for c in rd.by_key.values()})
-    write_run_sample(settings.run_dir(alias), rows)
-    return rows[:20]
-
-
+# --------------------------------------------------------------------------- the no-op check
 def _fingerprint(rd, generator, settings: Settings, fb=None) -> str:
-    """What this cycle would learn from: the collection's content and every setting that matters."""
-    cfg = settings.decisive()  # every setting that can change a decision (config.settings.NOT_DECISIVE: the rest)
+    """What this cycle would learn from: the collection's content and every setting that can change a decision."""
+    cfg = settings.decisive()  # config.settings.NOT_DECISIVE lists what is left out, on purpose
     cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.labels.eval_set),
                train_set=file_hash(settings.labels.train_set), base=rd.meta.get("base_model"))
     if fb is not None:
@@ -313,4 +189,4 @@ def _save_state(path, fingerprint: str, rep: RunReport) -> None:
                              "live_collection": rep.new_collection or rep.live_collection})
 
 
-__all__ = ["run", "RunReport", "Timings"]
+__all__ = ["Timings", "cycle"]

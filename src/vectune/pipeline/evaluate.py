@@ -145,8 +145,8 @@ class EvalOutcome:
         return {name: {"live": lr.to_dict(), "candidate": cr.to_dict()} for name, (lr, cr) in self.results.items()}
 
 
-def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None, held_name: str = "synthetic",
-                       reencode: bool = True, live: dict | None = None) -> EvalOutcome:
+def evaluate_candidate(store, read, pairs, live_enc, cand, cfg, golden=None, held_name: str = "synthetic",
+                       reencode: bool = True, live: dict | None = None, *, seed: int = 42) -> EvalOutcome:
     """Score live and candidate on the held-out (and golden) queries against one corpus.
 
     The live side scores against the vectors stored in Qdrant; the candidate encodes the
@@ -159,13 +159,14 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         pairs: the pairs stage's result (its held-out queries).
         live_enc: the live model.
         cand: the candidate model.
-        settings: the cap, the seed.
+        cfg: the gate settings (:class:`~vectune.config.sections.GateConfig`: the corpus cap).
         golden: real labeled queries that decide, if any.
         held_name: what the held-out queries are (``synthetic`` or ``teacher``).
         reencode: the candidate encodes the corpus (full mode); False for a query-side candidate,
             which scores against the same stored vectors as the live model (nothing re-encoded).
         live: a dict shared by the calls for one cycle's candidates: the live side (corpus vectors and
             per-set results) is computed by the first call and reused by the others.
+        seed: the seed of the capped corpus's sample.
 
     Returns:
         The outcome per query set.
@@ -188,7 +189,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
             raise BadInput("no query of the eval set points at a chunk of this collection")
         must |= {k for q in gq for k in q.relevant}
         sets["golden"] = gq
-    corpus = eval_corpus(read.chunks, read.by_key, must, settings.gate.eval_corpus_cap, settings.seed)
+    corpus = eval_corpus(read.chunks, read.by_key, must, cfg.eval_corpus_cap, seed)
     keys = [c.key for c in corpus]
     live = {} if live is None else live
     if "corpus" not in live:
@@ -202,7 +203,7 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, settings, golden=None
         cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
         results[name] = (live[name], cr)
     counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
-                             "cap": settings.gate.eval_corpus_cap}
+                             "cap": cfg.eval_corpus_cap}
     return EvalOutcome(results, corpus, cand_corpus, counts)
 
 

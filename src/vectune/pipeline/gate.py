@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vectune.config.sections import GateConfig
 from vectune.errors import BadInput
 from vectune.pipeline.evaluate import EvalResult
 
@@ -269,31 +270,30 @@ class Verdict:
                        "comparisons": self.comparisons}
 
 
-def judge(candidates: list, outcomes: dict, evidence: str, settings) -> Verdict:
+def judge(candidates: list, outcomes: dict, evidence: str, cfg: GateConfig) -> Verdict:
     """Gate every candidate against live on the deciding evidence, then :func:`choose` one.
 
     Args:
-        candidates: :class:`vectune.pipeline.train.stage.Candidate` objects, cheapest first.
+        candidates: :class:`vectune.pipeline.train.candidate.Candidate` objects, cheapest first.
         outcomes: their :class:`vectune.pipeline.evaluate.EvalOutcome`, by kind.
         evidence: which query set decides (``golden``, ``synthetic`` or ``teacher``).
-        settings: gate settings (metric, test, min delta, bootstrap, confidence, synthetic policy);
-            ``gate_test`` chooses the paired test.
+        cfg: the gate settings (metric, paired test, min delta, significance, confidence, synthetic policy).
 
     Returns:
         The verdict.
     """
     decisions = {}
-    test = settings.gate.test
+    test = cfg.test
     for c in candidates:
         live, cand = outcomes[c.kind].results[evidence]
-        decisions[c.kind] = decide(live, cand, metric=settings.gate.metric, evidence=evidence,
-                                   min_delta=settings.gate.min_delta, bootstrap=settings.gate.require_significance,
-                                   samples=settings.gate.samples, confidence=settings.gate.confidence,
-                                   allow_synthetic=settings.gate.allow_synthetic, test=test)
+        decisions[c.kind] = decide(live, cand, metric=cfg.metric, evidence=evidence,
+                                   min_delta=cfg.min_delta, bootstrap=cfg.require_significance,
+                                   samples=cfg.samples, confidence=cfg.confidence,
+                                   allow_synthetic=cfg.allow_synthetic, test=test)
     kinds = [c.kind for c in candidates]
     chosen, comparisons = choose(kinds, {k: outcomes[k].results[evidence] for k in kinds}, decisions,
-                                 metric=settings.gate.metric, samples=settings.gate.samples,
-                                 confidence=settings.gate.confidence, test=test)
+                                 metric=cfg.metric, samples=cfg.samples,
+                                 confidence=cfg.confidence, test=test)
     shown = chosen or max(kinds, key=lambda k: decisions[k].delta)
     cand = next(c for c in candidates if c.kind == shown)
     return Verdict(cand, outcomes[shown], decisions[shown], decisions, outcomes, list(candidates), chosen,

@@ -18,7 +18,7 @@ import numpy as np
 from vectune.core.chunks import Chunk, ReadStats, extract_text, filter_chunks
 from vectune.errors import BadInput
 from vectune.models.encoder import Encoder
-from vectune.config.settings import Settings
+from vectune.config.sections import CollectionConfig, ReadConfig
 from vectune.qdrant.store import DenseSpec, Store, dense_of, point_id_for
 from vectune.core.vectors import normalize
 
@@ -36,7 +36,7 @@ class ReadResult:
         live: the collection the alias points at.
         meta: its lineage record.
         spec: the dense vector being tuned.
-        settings: the settings with the effective text field applied.
+        collection: the collection settings with the effective text field applied.
         chunks: the sampled chunks, sorted by key, with stored vectors.
         stats: points seen and skips by reason.
         fingerprint: hash of the collection's ids and texts (the no-op check).
@@ -46,11 +46,16 @@ class ReadResult:
     live: str
     meta: dict
     spec: DenseSpec
-    settings: Settings
+    collection: CollectionConfig
     chunks: list[Chunk]
     stats: ReadStats
     fingerprint: str
     by_key: dict[str, Chunk] = field(default_factory=dict)
+
+    @property
+    def text_field(self) -> str:
+        """The payload field that holds the text in this collection."""
+        return self.collection.text_field
 
     def ensure(self, store: Store, keys: set[str]) -> int:
         """Fetch chunks that labeled queries point at but the sample missed.
@@ -65,7 +70,7 @@ class ReadResult:
             recs = store.retrieve(self.live, [point_id_for(k) for k in batch], vectors=self.spec.selector)
             found = set()
             for r in recs:
-                text, _ = extract_text(r.payload, self.settings.collection.text_field)
+                text, _ = extract_text(r.payload, self.text_field)
                 vec = dense_of(r, self.spec)
                 if text and vec is not None:
                     self.by_key[str(r.id)] = Chunk(str(r.id), r.id, text, r.payload or {}, vec)
@@ -74,13 +79,17 @@ class ReadResult:
         return unknown
 
 
-def read(store: Store, alias: str, settings: Settings) -> ReadResult:
+def read(store: Store, alias: str, cfg: ReadConfig, collection: CollectionConfig, *, seed: int = 42,
+         keep: int | None = None) -> ReadResult:
     """Run the read stage on ``alias``.
 
     Args:
         store: Qdrant access.
         alias: the alias apps query.
-        settings: all settings.
+        cfg: the read settings (text length limits, sample size, page size).
+        collection: the collection settings (text field, dense vector name).
+        seed: the sample's seed.
+        keep: chunks kept in memory (default ``cfg.max_train_chunks``; the cycle keeps more for evaluation).
 
     Returns:
         The live collection, lineage, spec, sampled chunks, stats and content fingerprint.
@@ -93,23 +102,23 @@ def read(store: Store, alias: str, settings: Settings) -> ReadResult:
     if not meta.get("model_ref"):
         raise BadInput(f"collection '{live}' has no vectune lineage (which model made it?): "
                        f"take it over first with `vectune adopt --collection {live} --alias {alias} --model <model>`")
-    settings = settings.for_collection(meta)
-    spec = store.dense_spec(live, settings.collection.vector_name or meta.get("dense_vector") or None)
-    keep = max(settings.read.max_train_chunks, min(settings.gate.eval_corpus_cap, 50_000))
-    chunks, stats, fp = sample_collection(store, live, spec, settings, keep)
+    collection = collection.for_meta(meta)
+    spec = store.dense_spec(live, collection.vector_name or meta.get("dense_vector") or None)
+    keep = max(cfg.max_train_chunks, keep or 0)
+    chunks, stats, fp = sample_collection(store, live, spec, cfg, collection.text_field, seed, keep)
     if stats.points == 0:
         raise BadInput(f"collection '{live}' is empty: nothing to learn from")
     bad = {k: v for k, v in stats.skipped.items() if k in UNEMBEDDABLE or k in ("no_vector", "wrong_dimension")}
     if bad:
         raise BadInput(f"{sum(bad.values())} of {stats.points} points in '{live}' cannot be used "
-                       f"(payload field '{settings.collection.text_field}': {bad}); a promotion would lose them. "
+                       f"(payload field '{collection.text_field}': {bad}); a promotion would lose them. "
                        "Fix the payloads or choose the right --text-field")
-    if stats.usable < settings.read.min_train_chunks:
-        raise BadInput(f"only {stats.usable} usable chunks in '{live}' (need at least {settings.read.min_train_chunks} to train)")
-    return ReadResult(live, meta, spec, settings, chunks, stats, fp, {c.key: c for c in chunks})
+    if stats.usable < cfg.min_train_chunks:
+        raise BadInput(f"only {stats.usable} usable chunks in '{live}' (need at least {cfg.min_train_chunks} to train)")
+    return ReadResult(live, meta, spec, collection, chunks, stats, fp, {c.key: c for c in chunks})
 
 
-def sample_collection(store: Store, collection: str, spec: DenseSpec, settings: Settings,
+def sample_collection(store: Store, collection: str, spec: DenseSpec, cfg: ReadConfig, text_field: str, seed: int,
                       keep: int) -> tuple[list[Chunk], ReadStats, str]:
     """Stream the collection, filter chunks, keep a seeded reservoir sample of ``keep``.
 
@@ -118,13 +127,13 @@ def sample_collection(store: Store, collection: str, spec: DenseSpec, settings: 
         collection's content (ids + text hashes) for the no-op check.
     """
     stats = ReadStats()
-    rng = random.Random(settings.seed)
+    rng = random.Random(seed)
     reservoir: list[Chunk] = []
     fp = hashlib.sha256()
     seen = 0
 
     def points():
-        for records, _ in store.scroll(collection, vectors=spec.selector, batch=settings.read.scroll_batch):
+        for records, _ in store.scroll(collection, vectors=spec.selector, batch=cfg.scroll_batch):
             for r in records:
                 vec = dense_of(r, spec)
                 if vec is None:
@@ -135,7 +144,7 @@ def sample_collection(store: Store, collection: str, spec: DenseSpec, settings: 
                     continue
                 yield r.id, r.payload, vec
 
-    for chunk in filter_chunks(points(), settings.collection.text_field, settings.read.min_chars, settings.read.max_chars, stats):
+    for chunk in filter_chunks(points(), text_field, cfg.min_chars, cfg.max_chars, stats):
         fp.update(f"{chunk.key}:{chunk.text_hash};".encode())
         seen += 1
         if len(reservoir) < keep:

@@ -1,4 +1,4 @@
-"""Checkpoints, in-flight markers and crash recovery.
+"""Checkpoints and in-flight markers: what a killed run leaves for the next one (:mod:`vectune.ops.recover`).
 
 A promotion — and a rollback or roll-forward, which publish through the same path —
 writes ``<run_dir>/promotion.json`` before it builds anything and updates it as it goes
@@ -26,16 +26,11 @@ import gzip
 import json
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from vectune.qdrant import lineage
-from vectune.observe.history import History
-from vectune.errors import BadInput
+from vectune.core.clock import now
 from vectune.core.jsonl import write_atomic, write_json_atomic
-from vectune.models.store import ModelStore
-from vectune.config.settings import Settings
-from vectune.qdrant.store import Store
+from vectune.promote.window import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +46,11 @@ def _read_json(path: Path) -> dict | None:
 class Checkpoint:
     """The promotion (or rollback) checkpoint file of one alias, its snapshot and reconciliation journal."""
 
-    def __init__(self, settings: Settings, alias: str):
-        self.path = settings.run_dir(alias) / "promotion.json"
-        self.snapshot_path = settings.run_dir(alias) / "promotion-snapshot.json.gz"
-        self.journal_path = settings.run_dir(alias) / "promotion-reconciled.jsonl.gz"
+    def __init__(self, run_dir: Path):
+        run_dir = Path(run_dir)
+        self.path = run_dir / "promotion.json"
+        self.snapshot_path = run_dir / "promotion-snapshot.json.gz"
+        self.journal_path = run_dir / "promotion-reconciled.jsonl.gz"
 
     def load(self) -> dict | None:
         return _read_json(self.path)
@@ -72,8 +68,6 @@ class Checkpoint:
 
     def load_snapshot(self):
         """The saved :class:`~vectune.promote.window.Snapshot` (journalled), or None."""
-        from vectune.promote.window import Snapshot
-
         try:
             with gzip.open(self.snapshot_path, "rt", encoding="utf-8") as f:
                 snap = Snapshot.from_json(json.load(f))
@@ -90,176 +84,14 @@ class Checkpoint:
 class InFlight:
     """A marker that a run is in progress, with its current stage (left behind by a crash)."""
 
-    def __init__(self, settings: Settings, alias: str):
-        self.path = settings.run_dir(alias) / "inflight.json"
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "inflight.json"
 
     def load(self) -> dict | None:
         return _read_json(self.path)
 
     def set(self, run_id: str, stage: str) -> None:
-        write_json_atomic(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": lineage.now()})
+        write_json_atomic(self.path, {"run_id": run_id, "stage": stage, "pid": os.getpid(), "time": now()})
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class Recovery:
-    """What :func:`recover` found and did.
-
-    Attributes:
-        found: for the report: the crashed run, a resumed promotion, reconciliation, orphans deleted.
-        done: a resumed promotion completed (the cycle has nothing more to do).
-        new_collection: the collection now live, when ``done``.
-        live_collection: the collection it replaced, when ``done``.
-        candidate_model: the resumed promotion's model, when known.
-        reason: why the run ends, when ``done``.
-        reindex: the resumed promotion's counts.
-    """
-
-    found: dict = field(default_factory=dict)
-    done: bool = False
-    new_collection: str | None = None
-    live_collection: str | None = None
-    candidate_model: str | None = None
-    reason: str | None = None
-    reindex: dict | None = None
-
-
-def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) -> Recovery:
-    """Deal with what a killed run left behind (see module doc).
-
-    Args:
-        store: Qdrant access (the caller holds the alias lock).
-        settings: settings.
-        alias: the alias.
-        live: the collection the alias points at now.
-        lock: the alias lease this run holds; fenced before every resume, reconcile, state change
-            and delete, so recovery never touches work of an operator that holds the lease now.
-
-    Returns:
-        What was recovered; ``done`` when a resumed promotion completed.
-    """
-    from vectune.qdrant.lease import NO_FENCE
-
-    lock = lock or NO_FENCE
-    lock.fence("recover")
-    out = Recovery()
-    recovered = out.found
-    marker = InFlight(settings, alias).load()
-    if marker:
-        recovered["previous_run"] = marker
-        History(settings.work_dir, alias).append({"event": "crash", "run_id": marker.get("run_id"),
-                                               "stage": marker.get("stage"),
-                                               "reason": f"run {marker.get('run_id')} died during stage "
-                                                         f"'{marker.get('stage')}'"})
-        logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
-    ckpt = Checkpoint(settings, alias)
-    state = ckpt.load()
-    if state:
-        _resume(store, settings, alias, live, lock, ckpt, state, out)
-    # Orphans: any collection of this alias still building/verified that is not live.
-    orphans = []
-    live_now = store.resolve_alias(alias)
-    for name, meta in lineage.versions(store, alias):
-        if name != live_now and meta.get("state") in ("building", "verified"):
-            lock.fence(f"delete orphan {name}")
-            store.delete_collection(name)
-            orphans.append(name)
-    if orphans:
-        recovered["orphans_deleted"] = orphans
-        logger.warning("deleted %d leftover collection(s) of '%s': %s", len(orphans), alias, orphans)
-    return out
-
-
-def _resume(store: Store, settings: Settings, alias: str, live: str, lock, ckpt: Checkpoint, state: dict,
-            out: Recovery) -> None:
-    """Finish, resume or drop the checkpointed promotion or rollback (see module doc)."""
-    from vectune.promote.promotion import build_and_publish, publish_checkpointed
-    from vectune.promote.stats import SyncStats
-    from vectune.promote.window import reconcile, withdraw
-
-    recovered = out.found
-    kind = state.get("kind") or "promotion"
-    target, parent = state.get("target"), state.get("parent")
-    exists = bool(target) and store.collection_exists(target)
-    snapshot = ckpt.load_snapshot()
-    copy = bool(state.get("copy")) or state.get("mode") == "copy" or bool(snapshot and snapshot.copy)
-    model = str(state.get("model_tag"))
-    model_ok = copy or ModelStore.from_settings(settings).has(model)
-    s2 = settings.for_collection({"text_field": state.get("text_field")})
-    if exists and live == target:
-        # Swapped before the crash: finish the post-swap reconciliation, whatever it takes.
-        spec = store.dense_spec(target, state.get("dense_vector") or None)
-        stats = SyncStats()
-        if snapshot is not None:
-            finished = snapshot.done()[1]
-            if not (model_ok or finished):
-                raise BadInput(
-                    f"the {kind} of run {state.get('run_id')} swapped '{alias}' to '{target}' and then stopped before "
-                    f"carrying over the writes made in its window; that needs model {model!r} (to re-embed them), "
-                    f"which is not in the model store ({settings.model_dir}). Restore the model and run "
-                    f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
-                    f"'{target}'; they are still in '{parent}')")
-            enc = None if (copy or finished) else ModelStore.from_settings(settings).load_lineage(store.metadata(target), ref=model)
-            reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot, settings.promote.upsert_batch, stats, lock)
-            recovered["reconciled"] = stats.to_dict()
-        else:
-            logger.error("the %s of run %s swapped '%s' to '%s' but its snapshot is missing: the writes made in "
-                         "its window cannot be found", kind, state.get("run_id"), alias, target)
-            recovered["unreconciled"] = {"target": target, "parent": parent, "reason": "snapshot missing"}
-        lock.fence("set state")
-        extra = {"rolled_back_at": lineage.now(), "rolled_back_from": parent} if kind == "rollback" else {}
-        lineage.set_state(store, target, "live", **extra)
-        if parent and store.collection_exists(parent):
-            lineage.set_state(store, parent, "retired", retired_at=lineage.now())
-        ckpt.clear()
-        if kind == "rollback":
-            recovered["finished_rollback"] = {"from": parent, "to": target, "model": model}
-            History(settings.work_dir, alias).append({"event": "rollback", "from": parent, "to": target, "model": model,
-                                                   "synced": stats.to_dict(), "forced": False,
-                                                   "resumed": f"run {state.get('run_id')} crashed after its swap"})
-        else:
-            out.done, out.new_collection, out.live_collection = True, target, parent
-            out.reason = f"finished the promotion of run {state.get('run_id')} after its crash (post-swap)"
-        return
-    if exists and model_ok and live == parent:
-        logger.info("resuming the %s to %s (stage %s, %s points done)", kind, target, state.get("stage"),
-                    state.get("done"))
-        meta = store.metadata(target)
-        enc = None if copy else ModelStore.from_settings(settings).load_lineage(meta, ref=model)
-        spec = store.dense_spec(target, state.get("dense_vector") or None)
-        if kind == "rollback":
-            from vectune.ops.rollback import publish_rollback
-
-            sstats, _ = publish_rollback(store, s2, alias, enc, live, target, spec, ckpt, state, lock)
-            recovered["finished_rollback"] = {"from": live, "to": target, "model": model,
-                                              "from_stage": state.get("stage")}
-            History(settings.work_dir, alias).append({"event": "rollback", "from": live, "to": target, "model": model,
-                                                   "synced": sstats.to_dict(), "forced": False,
-                                                   "resumed": f"run {state.get('run_id')} crashed before its swap"})
-            return
-        if state.get("stage") == "building":
-            counts = build_and_publish(store, s2, alias, enc, live, target, spec, meta,
-                                       start_offset=state.get("offset"), ckpt=ckpt,
-                                       run_id=str(state.get("run_id")), lock=lock)
-        else:
-            sstats, vinfo = publish_checkpointed(store, s2, alias, enc, live, target, spec, meta, ckpt, state, lock)
-            counts = {"build": None, "catch_up": sstats.to_dict(), "verify": vinfo}
-        recovered["resumed_promotion"] = {"target": target, "from_stage": state.get("stage"),
-                                          "points_done_before": state.get("done")}
-        out.done, out.new_collection, out.live_collection = True, target, live
-        out.candidate_model, out.reindex = model, counts
-        out.reason = (f"resumed the promotion of run {state.get('run_id')} (killed during "
-                      f"'{state.get('stage')}') and completed it")
-        return
-    # Not swapped and not resumable (the alias moved, the collection or its model is gone): drop it.
-    if parent and target:
-        lock.fence("withdraw the migration")
-        withdraw(store, parent, target)
-    if kind == "rollback" and exists and live == parent:
-        recovered["abandoned_rollback"] = {"from": parent, "to": target, "model": model,
-                                           "reason": "its model is not in the model store"}
-        logger.warning("dropped the interrupted rollback of '%s' to %s: model %r is not in the model store",
-                       alias, target, model)
-    ckpt.clear()

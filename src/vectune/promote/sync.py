@@ -34,56 +34,12 @@ from vectune.models.encoder import Encoder
 from vectune.promote.build import embed_and_upsert, marked_points
 from vectune.promote.mark import (MARK, Shape, any_of, dw_nonce, fingerprint, fp_str, key_hashes, only_if,
                                   parse_fp, payload_of, same_vector, seen_mark, vectors_of, vectors_sketch)
+from vectune.promote.scan import SrcPoint, TgtPoint, _tgt, chunks, scan_source, scan_target
 from vectune.promote.stats import SyncStats
 from vectune.promote.window import Snapshot, reconcile
 from vectune.qdrant.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
-
-
-class SrcPoint(NamedTuple):
-    """A source point's fingerprint: id, payload hash, tracked vectors' hashes, dual-write nonce."""
-
-    pid: Any
-    ph: str
-    vh: str
-    dw: str
-
-
-class TgtPoint(NamedTuple):
-    """A target point as a pass sees it: id, marker (:func:`~vectune.promote.mark.seen_mark`),
-    payload hash, tracked vectors' sketches (of the target's own stored values)."""
-
-    pid: Any
-    seen: str
-    ph: str
-    vh: str
-
-
-def scan_source(store: Store, name: str, shape: Shape, target: str, batch: int) -> dict[str, SrcPoint]:
-    """Stream ``name`` (payload and tracked vectors) and keep only fingerprints."""
-    out = {}
-    for records, _ in store.scroll(name, vectors=shape.selector, batch=max(batch, 256)):
-        for r in records:
-            ph, vh = fingerprint(r, shape)
-            out[str(r.id)] = SrcPoint(r.id, ph, vh, dw_nonce(r.payload, target))
-    return out
-
-
-def _tgt(r, shape: Shape) -> TgtPoint:
-    return TgtPoint(r.id, seen_mark(r.payload), payload_hash(payload_of(r.payload)),
-                    vectors_sketch(vectors_of(r), shape.tracked))
-
-
-def scan_target(store: Store, name: str, shape: Shape, batch: int) -> dict[str, TgtPoint]:
-    """Stream ``name`` (payload and tracked vectors) and keep only markers, hashes and sketches."""
-    return {str(r.id): _tgt(r, shape) for records, _ in store.scroll(name, vectors=shape.selector,
-                                                                      batch=max(batch, 256)) for r in records}
-
-
-def _chunks(items: list, n: int):
-    for i in range(0, len(items), n):
-        yield items[i:i + n]
 
 
 class Syncer:
@@ -127,7 +83,7 @@ class Syncer:
 
     def refresh(self, pids: list) -> None:
         """Re-read these points of the target into the view."""
-        for chunk in _chunks(list(pids), self.batch):
+        for chunk in chunks(list(pids), self.batch):
             got = {str(r.id): r for r in self.store.retrieve(self.target, chunk, vectors=self.shape.selector)}
             for pid in chunk:
                 r = got.get(str(pid))
@@ -170,7 +126,7 @@ class Syncer:
         """Write these source points into the target (conditionally, see module doc)."""
         from qdrant_client import models
 
-        for chunk in _chunks(items, self.batch):
+        for chunk in chunks(items, self.batch):
             seen = {str(pid): s for pid, s in chunk}
             records = self.store.retrieve(self.source, [pid for pid, _ in chunk], vectors=True)
             present = {str(r.id) for r in records}
@@ -192,7 +148,7 @@ class Syncer:
         from qdrant_client import models
 
         to_copy = []
-        for chunk in _chunks(items, self.batch):
+        for chunk in chunks(items, self.batch):
             pids = [pid for pid, _ in chunk]
             src = {str(r.id): r for r in self.store.retrieve(self.source, pids, vectors=self.shape.selector)}
             dst = {str(r.id): r for r in self.store.retrieve(self.target, pids, vectors=self.shape.selector)}
@@ -218,7 +174,7 @@ class Syncer:
         return to_copy
 
     def _delete(self, items: list) -> None:
-        for chunk in _chunks(items, max(self.batch, 256)):
+        for chunk in chunks(items, max(self.batch, 256)):
             self.lock.fence("delete from the new collection")
             self.store.delete_matching(self.target, any_of([only_if(pid, seen) for pid, seen in chunk]))
             self.stats.deleted += len(chunk)

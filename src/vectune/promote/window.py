@@ -51,6 +51,8 @@ from vectune.qdrant.lease import NO_FENCE
 from vectune.promote.mark import (MARK, NONE, Shape, any_of, dw_nonce, has_marker, only_if, payload_of,
                                   same_sketch, seen_mark, split_vh, value_hash, vector_hash, vector_sketch,
                                   vectors_of)
+from vectune.promote.build import embed_points
+from vectune.promote.scan import chunks, scan_source
 from vectune.promote.stats import SyncStats
 from vectune.qdrant.store import DenseSpec, Store
 
@@ -296,8 +298,6 @@ def reconcile(store: Store, encoder, old: str, new: str, spec: DenseSpec, text_f
     """
     from qdrant_client import models
 
-    from vectune.promote.build import embed_points
-    from vectune.promote.sync import _chunks, scan_source
 
     snap = snapshot if isinstance(snapshot, Snapshot) else Snapshot.from_json(snapshot)
     done, finished = snap.done()
@@ -309,7 +309,7 @@ def reconcile(store: Store, encoder, old: str, new: str, spec: DenseSpec, text_f
             raise BadInput(f"reconciling '{new}' needs its model to re-embed the window's writes, and none was given")
         todo = [(k, pid) for k, pid in window_writes(snap, scan_source(store, old, shape, new, batch))
                 if k not in done]
-        for chunk in _chunks(todo, batch):
+        for chunk in chunks(todo, batch):
             pids = [pid for _, pid in chunk]
             olds = {str(r.id): r for r in store.retrieve(old, pids, vectors=True)}
             news = {str(r.id): r for r in store.retrieve(new, pids, vectors=shape.selector)}

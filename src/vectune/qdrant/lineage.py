@@ -83,3 +83,12 @@ def versions(store, alias: str) -> list[tuple[str, dict]]:
             out.append((name, meta))
     out.sort(key=lambda x: (x[1].get("created_at", ""), x[0]))
     return out
+
+
+def rollback_target(store, alias: str, live: str) -> str | None:
+    """The default rollback target: the live collection's parent, else the newest older version."""
+    parent = store.metadata(live).get("parent_collection")
+    if parent and store.collection_exists(parent):
+        return parent
+    older = [name for name, _ in versions(store, alias) if name != live]
+    return older[-1] if older else None

@@ -74,6 +74,7 @@ class Store:
     def __init__(self, cfg: QdrantConfig, path: Path | str | None = None):
         from qdrant_client import QdrantClient
 
+        self.cfg = cfg
         path = Path(cfg.path or path or ".vectune/qdrant")
         where = cfg.url or f"embedded path {path}"
         try:
@@ -108,6 +109,7 @@ class Store:
         """A Store over an app's own ``QdrantClient`` (vectune's calls and error mapping; the app keeps
         and closes its client)."""
         store = cls.__new__(cls)
+        store.cfg = None
         store.client = client
         opts = getattr(client, "init_options", {}) or {}
         if opts.get("path"):

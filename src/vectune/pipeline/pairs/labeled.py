@@ -16,11 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vectune.core.labels import QUERY_KEYS, RELEVANT_KEYS
 from vectune.errors import BadInput
 from vectune.qdrant.store import point_id_for
 
-QUERY_KEYS = ("query", "text", "question")
-RELEVANT_KEYS = ("relevant", "relevant_ids", "doc_ids", "ids", "positive_ids")
 
 
 @dataclass

@@ -459,3 +459,23 @@ class Rejections:
         if dropped:
             logger.info("left out %d vetoed training pairs/queries (%s)", dropped, self.path)
         return kept, dropped
+
+
+def record_sample(read, pairs, k: int, seed: int, run_dir: Path | str) -> list[dict]:
+    """A seeded sample of a cycle's training pairs, kept with the run state for people to read and veto.
+
+    Args:
+        read: the read stage's result (chunk keys by text).
+        pairs: the pairs stage's result.
+        k: pairs sampled (0: none).
+        seed: the sample's seed.
+        run_dir: the alias's run folder (``pairs-sample.jsonl``).
+
+    Returns:
+        The first 20 rows (what the run report shows).
+    """
+    if not k:
+        return []
+    rows = sample_pairs(pairs.examples, k, seed, key_of={c.text: c.key for c in read.by_key.values()})
+    write_run_sample(run_dir, rows)
+    return rows[:20]

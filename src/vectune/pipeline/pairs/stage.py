@@ -21,7 +21,7 @@ from vectune.pipeline.pairs.labeled import LabeledQuery
 from vectune.models.encoder import Encoder
 from vectune.pipeline.pairs.negatives import Example
 from vectune.pipeline.read import ReadResult
-from vectune.config.settings import Settings
+from vectune.config.sections import NegativesConfig, PairsConfig
 from vectune.qdrant.store import Store, point_id_for
 from vectune.core.vectors import normalize
 
@@ -63,23 +63,29 @@ class Pairs:
     counts: dict = field(default_factory=dict)
 
 
-def split_chunks(read: ReadResult, settings: Settings) -> Split:
-    """Sample at most ``max_train_chunks`` chunks and split them by chunk, seeded.
+def split_chunks(read: ReadResult, cfg: PairsConfig, *, max_chunks: int, seed: int = 42) -> Split:
+    """Sample at most ``max_chunks`` chunks and split them by chunk, seeded.
 
     Training chunks are cut to what the pair budget can use (no teacher calls for pairs
     the budget would drop anyway).
+
+    Args:
+        read: the read stage's result.
+        cfg: the pairs settings (held-out share, pair budget, queries per chunk).
+        max_chunks: chunks sampled at most (``read.max_train_chunks``).
+        seed: the sample's seed.
     """
-    pool = sample(read.chunks, settings.read.max_train_chunks, settings.seed)
-    train_chunks, held = split(pool, settings.pairs.eval_fraction, settings.seed)
-    budget_chunks = -(-settings.pairs.max_train_pairs // settings.pairs.queries_per_chunk)
+    pool = sample(read.chunks, max_chunks, seed)
+    train_chunks, held = split(pool, cfg.eval_fraction, seed)
+    budget_chunks = -(-cfg.max_train_pairs // cfg.queries_per_chunk)
     if len(train_chunks) > budget_chunks:
-        train_chunks = sample(train_chunks, budget_chunks, settings.seed)
+        train_chunks = sample(train_chunks, budget_chunks, seed)
     return Split(pool, train_chunks, held)
 
 
 def make_queries(store: Store, read: ReadResult, split_: Split, generator: QueryGenerator, live_enc: Encoder,
-                 settings: Settings, trainset: list[LabeledQuery] | None = None, label_source: str = "train-set",
-                 rejections=None, teacher_train: bool = True) -> Pairs:
+                 cfg: PairsConfig, trainset: list[LabeledQuery] | None = None, label_source: str = "train-set",
+                 rejections=None, teacher_train: bool = True, *, seed: int = 42) -> Pairs:
     """Generate queries, add labeled ones, cap to the budget (hard negatives: :func:`add_negatives`).
 
     Args:
@@ -88,12 +94,13 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
         split_: the chunk split.
         generator: the teacher.
         live_enc: the live model (query side for mining and the round-trip filter).
-        settings: all settings.
+        cfg: the pairs settings (queries per chunk, budgets, round-trip filter).
         trainset: real labeled queries to train on, if any.
         label_source: where they came from (``train-set`` or ``feedback``).
         rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.review.Rejections`): never trained on.
         teacher_train: ask the teacher for training queries (False when only the query side learns
             from real labels: it would not use them).
+        seed: the seed of the budget's sample.
 
     Returns:
         The training queries and the eval queries.
@@ -104,21 +111,21 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     counts: dict = {}
     search = _searcher(store, read)
     gen_eval = generator.generate(split_.held, 1)
-    gen_train = generator.generate(split_.train if teacher_train else [], settings.pairs.queries_per_chunk)
+    gen_train = generator.generate(split_.train if teacher_train else [], cfg.queries_per_chunk)
     train_queries: list[Query] = list(gen_train.queries)
     eval_generated: list[Query] = list(gen_eval.queries)
     roundtrip = None
-    if settings.pairs.roundtrip_filter and generator.name.startswith("openai"):
+    if cfg.roundtrip_filter and generator.name.startswith("openai"):
         from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
 
         def keys_only(vecs, k):
             return [[key for key, _ in hits] for hits in search(vecs, k)]
 
         train_queries, dropped_t = roundtrip_filter(train_queries, live_enc.encode_queries, keys_only,
-                                                    settings.pairs.roundtrip_top_k)
+                                                    cfg.roundtrip_top_k)
         eval_generated, dropped_e = roundtrip_filter(eval_generated, live_enc.encode_queries, keys_only,
-                                                     settings.pairs.roundtrip_top_k)
-        roundtrip = {"top_k": settings.pairs.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
+                                                     cfg.roundtrip_top_k)
+        roundtrip = {"top_k": cfg.roundtrip_top_k, "kept": len(train_queries) + len(eval_generated),
                      "dropped": dropped_t + dropped_e}
     counts["generate"] = {"train": gen_train.stats.to_dict(), "eval": gen_eval.stats.to_dict(),
                           "roundtrip_filter": roundtrip}
@@ -144,14 +151,14 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
                               "kept_rejections": rejections.counts()}
     held_keys = {c.key for c in split_.held}
     eval_queries = [EvalQuery(q.text, {q.chunk_id}, q.source) for q in eval_generated if q.chunk_id in held_keys]
-    eval_queries = eval_queries[: settings.pairs.max_eval_queries]
-    if len(train_queries) > settings.pairs.max_train_pairs:
+    eval_queries = eval_queries[: cfg.max_eval_queries]
+    if len(train_queries) > cfg.max_train_pairs:
         # keep every real labeled pair; sample the synthetic ones down to the budget
         real = [q for q in train_queries if q.source in LABELED]
         synth = [q for q in train_queries if q.source not in LABELED]
-        keep = max(0, settings.pairs.max_train_pairs - len(real))
-        synth = random.Random(settings.seed + 3).sample(synth, min(keep, len(synth)))
-        counts["train_pairs_capped"] = {"cap": settings.pairs.max_train_pairs,
+        keep = max(0, cfg.max_train_pairs - len(real))
+        synth = random.Random(seed + 3).sample(synth, min(keep, len(synth)))
+        counts["train_pairs_capped"] = {"cap": cfg.max_train_pairs,
                                         "dropped": len(train_queries) - len(real) - len(synth)}
         train_queries = real + synth
     if len(train_queries) < 2:
@@ -159,11 +166,12 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     return Pairs(train_queries, eval_queries, generator.name, relevant=relevant, counts=counts)
 
 
-def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encoder, settings: Settings,
-                  explicit: dict[str, list[str]] | None = None) -> Pairs:
+def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encoder, cfg: NegativesConfig,
+                  explicit: dict[str, list[str]] | None = None, *, seed: int = 42) -> Pairs:
     """Mine hard negatives for every training query: the live query encoder against the stored vectors.
 
     Users' explicit negatives (``explicit``: query text → passage texts they rejected) go first.
+    ``cfg`` sets how many per query, how deep to look and the false-negative guard.
 
     Returns:
         ``pairs`` with its training examples (and their counts) filled in.
@@ -175,16 +183,16 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
 
     def fetch(keys):
         return texts_from_records(store.retrieve(read.live, [point_id_for(k) for k in keys]),
-                                  read.settings.collection.text_field)
+                                  read.text_field)
 
     examples, mstats = mine(pairs.queries, qv, pv, {k: c.text for k, c in read.by_key.items()},
-                            _searcher(store, read), fetch, num_negatives=settings.negatives.per_query,
-                            depth=settings.negatives.depth, skip_top=settings.negatives.skip_top,
-                            relative_margin=settings.negatives.relative_margin, relevant=pairs.relevant, seed=settings.seed)
+                            _searcher(store, read), fetch, num_negatives=cfg.per_query, depth=cfg.depth,
+                            skip_top=cfg.skip_top, relative_margin=cfg.relative_margin, relevant=pairs.relevant,
+                            seed=seed)
     if explicit:
-        from vectune.qdrant.feedback import merge_negatives
+        from vectune.pipeline.pairs.feedback import merge_negatives
 
-        examples, applied = merge_negatives(examples, explicit, settings.negatives.per_query)
+        examples, applied = merge_negatives(examples, explicit, cfg.per_query)
         mstats.explicit = applied
     pairs.examples = examples
     pairs.counts["pairs"] = {"examples": len(examples), "by_source": count_sources(examples)}

@@ -2,8 +2,7 @@
 
 Same contract as :func:`vectune.promote.build`: every point of ``source`` is written
 into ``target`` with the same id, payload and other named/sparse vectors, and the
-tuned dense vector re-embedded by the model ``ModelStore.from_settings(settings).load(encoder_ref,
-**encoder_kwargs)``. It is meant for collections of tens of millions of points on
+tuned dense vector re-embedded by the model ``models.load(encoder_ref, **encoder_kwargs)``. It is meant for collections of tens of millions of points on
 several GPUs; on one machine the local engine is as fast (see bench/RESULTS.md).
 
 How the work is split
@@ -79,7 +78,8 @@ from vectune.core.hashing import text_hash
 from vectune.core.jsonl import write_json_atomic
 from vectune.promote.build import build
 from vectune.promote.stats import SyncStats
-from vectune.config.settings import Settings
+from vectune.config.sections import QdrantConfig
+from vectune.models.store import ModelStore
 from vectune.qdrant.store import DenseSpec, Store, point_with_vector
 
 logger = logging.getLogger(__name__)
@@ -203,12 +203,10 @@ def _error(e: BaseException) -> str:
 class _Worker:
     """One Ray actor: holds the model (and, in server mode, a Qdrant connection)."""
 
-    def __init__(self, settings: Settings, encoder_ref: str, encoder_kwargs: dict, device: str, mode: str,
-                 source: str, target: str, spec: DenseSpec, text_field: str, batch: int,
+    def __init__(self, models: ModelStore, qdrant: QdrantConfig, encoder_ref: str, encoder_kwargs: dict, device: str,
+                 mode: str, source: str, target: str, spec: DenseSpec, text_field: str, batch: int,
                  model_blob: list | None = None, fault: str | None = None):
-        from vectune.models.store import ModelStore
-
-        updates: dict[str, Any] = {"device": device}
+        root = models.root
         ref = encoder_ref
         if model_blob:
             import ray
@@ -218,14 +216,14 @@ class _Worker:
             with tarfile.open(fileobj=io.BytesIO(data)) as tf:
                 tf.extractall(tmp, filter="data")
             if kind == "tag":
-                updates["model_dir"] = tmp
+                root = tmp
             else:
                 ref = str(tmp / name)
-        self.settings = settings.replace(**updates)
-        self.encoder = ModelStore.from_settings(self.settings).load(ref, **encoder_kwargs)
+        here = ModelStore(root, models.cfg.model_copy(update={"device": device}))
+        self.encoder = here.load(ref, **encoder_kwargs)
         self.mode, self.source, self.target, self.spec = mode, source, target, spec
         self.text_field, self.batch, self.fault = text_field, batch, fault
-        self.store = Store.open(self.settings) if mode == "server" else None
+        self.store = Store(qdrant) if mode == "server" else None
 
     def _maybe_fail(self, part: int) -> None:
         if not self.fault:
@@ -273,12 +271,12 @@ class _Worker:
 
 
 # ----------------------------------------------------------------------------- the driver
-def _model_blob(ref: str, settings: Settings) -> tuple[str, str, bytes] | None:
+def _model_blob(ref: str, models: ModelStore) -> tuple[str, str, bytes] | None:
     """The model's files as a tar, when it lives only on the driver (a model-store tag or a local dir)."""
     if ref.startswith("bundled:"):
         return None
-    stored = settings.model_dir / ref
-    if (stored / "manifest.json").exists():
+    stored = models.root / ref
+    if models.stored(ref):
         kind, path = "tag", stored
     elif Path(ref).is_dir():
         kind, path = "dir", Path(ref)
@@ -290,7 +288,7 @@ def _model_blob(ref: str, settings: Settings) -> tuple[str, str, bytes] | None:
     return kind, path.name, buf.getvalue()
 
 
-def _map(ds, settings: Settings, ctor: dict, size: int, use_gpu: bool, batch_size: int | None,
+def _map(ds, ctor: dict, size: int, use_gpu: bool, batch_size: int | None,
          retries: int):
     """``ds.map_batches`` over an actor pool of ``size`` model-holding actors."""
     import ray.data
@@ -310,16 +308,19 @@ def _map(ds, settings: Settings, ctor: dict, size: int, use_gpu: bool, batch_siz
             return ds.map_batches(_Worker, **kwargs)
 
 
-def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source: str, target: str,
+def build_ray(models: ModelStore, qdrant: QdrantConfig, encoder_ref: str, encoder_kwargs: dict, source: str,
+              target: str,
               spec: DenseSpec, text_field: str, batch: int, partitions: int | None = None,
-              progress_dir: Path | None = None, *, store: Store | None = None, concurrency: int | None = None,
+              progress_dir: Path | None = None, *, store: Store | None = None, qdrant_path: Path | None = None, concurrency: int | None = None,
               max_rounds: int = 3, actor_retries: int = 3, ship_model: bool | None = None) -> SyncStats:
     """Re-embed every point of ``source`` into ``target`` on Ray (see module doc).
 
     Args:
-        settings: vectune settings (Qdrant location, model store, encode batch size); sent to the actors.
+        models: the model store (and how models load); sent to the actors.
+        qdrant: the Qdrant connection (a server: every actor opens its own; embedded: only the driver does I/O).
         encoder_ref: the model to embed with (a model-store tag, ``bundled:…``, a directory or a hub id).
-        encoder_kwargs: extra ``load_encoder`` arguments (``query_prompt``, ``max_seq_length``).
+        encoder_kwargs: extra :meth:`~vectune.models.store.ModelStore.load` arguments (``query_prompt``,
+            ``max_seq_length``).
         source: collection to copy from.
         target: collection to fill (already created, like :func:`vectune.promote.build`).
         spec: the tuned dense vector.
@@ -330,6 +331,7 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
         progress_dir: where ``ray-partitions.json`` is kept (None: no resume).
         store: an open Store for the driver's own I/O (required in embedded mode when the caller
             already holds the embedded Qdrant open); one is opened (and closed) if None.
+        qdrant_path: embedded Qdrant's folder, for the Store opened when ``store`` is None.
         concurrency: actors (default: the cluster's GPUs, else its CPUs; at most the partitions to do).
         max_rounds: driver-side attempts at the failed partitions.
         actor_retries: Ray restarts of a dead actor / retries of its task.
@@ -355,9 +357,9 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
         ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=True)  # RAY_ADDRESS if set
     ray.data.DataContext.get_current().enable_progress_bars = False
     own = store is None
-    store = store or Store.open(settings)
+    store = store or Store(qdrant, qdrant_path)
     try:
-        mode = "server" if settings.qdrant.url else "embedded"
+        mode = "server" if qdrant.url else "embedded"
         res = ray.cluster_resources()
         gpus, cpus = int(res.get("GPU", 0)), max(1, int(res.get("CPU", 1)))
         use_gpu = gpus > 0
@@ -378,10 +380,10 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
 
         blob = None
         if ship_model or (ship_model is None and len([n for n in ray.nodes() if n.get("Alive")]) > 1):
-            data = _model_blob(encoder_ref, settings)
+            data = _model_blob(encoder_ref, models)
             blob = [ray.put(data)] if data else None
         fault = os.environ.get(FAULT_ENV) or None
-        ctor = dict(settings=settings, encoder_ref=encoder_ref, encoder_kwargs=dict(encoder_kwargs or {}),
+        ctor = dict(models=models, qdrant=qdrant, encoder_ref=encoder_ref, encoder_kwargs=dict(encoder_kwargs or {}),
                     device="cuda" if use_gpu else "cpu", mode=mode, source=source, target=target, spec=spec,
                     text_field=text_field, batch=batch, model_blob=blob, fault=fault)
         logger.info("Ray build of %s: %d partitions to do (%s mode), %d %s actor(s)", target, len(todo), mode,
@@ -392,7 +394,7 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
             failures = {}
             run = _round_server if mode == "server" else _round_embedded
             try:
-                run(store, settings, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
+                run(store, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
                     actor_retries, stats, failures)
             except BadInput:
                 raise
@@ -422,12 +424,12 @@ def build_ray(settings: Settings, encoder_ref: str, encoder_kwargs: dict, source
     return stats
 
 
-def _round_server(store, settings, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
+def _round_server(store, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
                   retries, stats, failures) -> None:
     import ray.data
 
     rows = [{"part": int(p["part"]), "start": json.dumps(p["start"]), "end": json.dumps(p["end"])} for p in todo]
-    ds = _map(ray.data.from_items(rows, override_num_blocks=len(rows)), settings, ctor, size, use_gpu, 1, retries)
+    ds = _map(ray.data.from_items(rows, override_num_blocks=len(rows)), ctor, size, use_gpu, 1, retries)
     for row in ds.iter_rows():
         part, err = int(row["part"]), str(row["error"] or "")
         if err:
@@ -438,7 +440,7 @@ def _round_server(store, settings, source, target, spec, text_field, batch, todo
         prog.save()
 
 
-def _round_embedded(store, settings, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
+def _round_embedded(store, source, target, spec, text_field, batch, todo, prog, ctor, size, use_gpu,
                     retries, stats, failures) -> None:
     import pyarrow as pa
     import ray
@@ -470,7 +472,7 @@ def _round_embedded(store, settings, source, target, spec, text_field, batch, to
     shape = Shape.of(store, source, spec, copy=False)  # marked like every point vectune publishes
     got = dict.fromkeys(expected, 0)
     written = dict.fromkeys(expected, 0)
-    ds = _map(ray.data.from_arrow_refs(refs), settings, ctor, size, use_gpu, None, retries)
+    ds = _map(ray.data.from_arrow_refs(refs), ctor, size, use_gpu, None, retries)
     for b in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for part in sorted(set(np.asarray(b["part"]).tolist())):
             sel = np.asarray(b["part"]) == part

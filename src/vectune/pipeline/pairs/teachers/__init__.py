@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vectune.pipeline.pairs.teachers.base import GenerationResult, GenerationStats, Query, QueryGenerator
 
 __all__ = ["GenerationResult", "GenerationStats", "Query", "QueryGenerator", "make_generator"]
 
 
-def make_generator(settings, examples=()) -> QueryGenerator:
-    """Build the generator the settings select.
+def make_generator(teacher, *, seed: int = 42, cache_dir: Path | None = None, examples=()) -> QueryGenerator:
+    """Build the generator a teacher section selects.
 
     Args:
-        settings: :class:`vectune.config.settings.Settings`.
+        teacher: :class:`~vectune.config.sections.OfflineTeacher` or :class:`~vectune.config.sections.OpenAITeacher`.
+        seed: the offline teacher's seed.
+        cache_dir: where an LLM teacher caches its answers (``<work_dir>/cache/teacher``).
         examples: real user queries an LLM teacher shows as examples (few-shot; part of its cache key).
 
     Returns:
         A :class:`QueryGenerator`.
     """
-    teacher = settings.teacher
     if teacher.kind == "offline":
         from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
 
-        return OfflineGenerator(method=teacher.method, seed=settings.seed)
+        return OfflineGenerator(method=teacher.method, seed=seed)
     if teacher.kind == "openai":
         from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
 
-        gen = OpenAIGenerator(teacher, cache_dir=settings.work_dir / "cache" / "teacher")
+        gen = OpenAIGenerator(teacher, cache_dir=cache_dir or Path(".vectune/work/cache/teacher"))
         if examples:
             gen.prompt = gen.prompt.with_examples(examples)
         return gen
