@@ -10,7 +10,7 @@ TORCH_INDEX ?=
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-fast smoke bench-quality bench-speed clean
+.PHONY: install demo lint test test-fast smoke bench-quality bench-speed clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,14 +24,19 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/vectune demo
 
-test: install
+# Lint (ruff: pyflakes, pycodestyle, import order, pyupgrade) and the type check of the core types (mypy).
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: lint
 	@command -v docker-compose >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null 2>&1) || \
 		echo "docker-compose not installed: the compose validation test will skip"; }
 	$(PY) -m pytest -q
 
 # The quick loop for development (< 2 minutes on 2 cores): every test except those marked slow.
-test-fast: install
+test-fast: lint
 	$(PY) -m pytest -q -m "not slow"
 
 # Build the container image and run it for real (podman or docker; ~20 min on 2 cores). See deploy/README.md.

@@ -249,11 +249,11 @@ def _full_offline(ctx: Context, spec: dict) -> tuple[np.ndarray, np.ndarray, dic
     stored vectors, :func:`vectune.pipeline.train.full.train_local` on a fresh copy of the live model, then
     the whole corpus re-encoded with the candidate (as a full promotion would).
     """
+    from vectune.config.settings import BUNDLED_MODEL, Settings
     from vectune.core.chunks import Chunk, sample, split
-    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
     from vectune.models.store import ModelStore
     from vectune.pipeline.pairs.negatives import mine
-    from vectune.config.settings import BUNDLED_MODEL, Settings
+    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
     from vectune.pipeline.train.full import train_local
 
     settings = Settings(seed=ctx.args.seed)
@@ -637,7 +637,7 @@ def tables(r: dict) -> str:
 
 def markdown(r: dict) -> str:
     v = r["verdict"]
-    best, cur = v["best"], v["current"]
+    cur = v["current"]
     lines = ["## Gate power: which metric and test, how many golden queries", "",
              f"{r['dataset']}, protocol C split (seed {r['seed']}): {r['train_queries']} train-half queries train the "
              f"candidates, the {r['golden_queries']} golden-half queries are the pool the gate draws from, the "
@@ -705,8 +705,8 @@ def main() -> None:
     if threads:
         torch.set_num_threads(threads)
 
-    from vectune.models.store import ModelStore
     from vectune.config.settings import BUNDLED_MODEL, Settings
+    from vectune.models.store import ModelStore
 
     names = [c.strip() for c in args.candidates.split(",") if c.strip()]
     bad = [c for c in names if c not in SPECS]

@@ -36,6 +36,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from datetime import UTC
+
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
@@ -254,7 +256,7 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
 
 def log_feedback(home: Path, sets: dict) -> None:
     """Log the training half, then the golden half (newest), as click feedback on the bench alias."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from qdrant_client import QdrantClient
 
@@ -262,7 +264,7 @@ def log_feedback(home: Path, sets: dict) -> None:
     from vectune.config.settings import Settings
 
     rows = []
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     for path in (sets["train"], sets["golden"]):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             q = json.loads(line)

@@ -118,11 +118,10 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("vectune.pipeline.train.query").setLevel(logging.INFO)
 
-    from vectune.models.store import ModelStore
     from vectune.config.sections import QueryConfig
-    from vectune.pipeline.train.query import (apply_linear, build_asymmetric_model, train_linear_map,
-                                             train_query_encoder)
     from vectune.config.settings import BUNDLED_MODEL, Settings
+    from vectune.models.store import ModelStore
+    from vectune.pipeline.train.query import apply_linear, build_asymmetric_model, train_linear_map, train_query_encoder
 
     t_all = time.perf_counter()
     beir = load_beir(args.data)
@@ -255,7 +254,6 @@ def slice_only(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
 def refit_check(args, cfg, live, corpus, keys, train_q, train_pos) -> None:
     """Does the refit on all training queries help? Answered on training data only: an outer 20% of the
     training half is held out, the learner runs on the rest with and without refit, the outer part is scored."""
-    import copy
 
     from vectune.pipeline.train.query import apply_linear, train_linear_map, train_query_encoder
 

@@ -50,10 +50,10 @@ ESTIMATE_GPUS = (1, 2, 4, 8, 16, 32)
 def run(args) -> dict:
     import ray
 
-    from vectune.promote.engines.ray_engine import build_ray
+    from vectune.config.settings import BUNDLED_MODEL, load_settings
     from vectune.models.store import ModelStore
     from vectune.promote.build import build
-    from vectune.config.settings import BUNDLED_MODEL, load_settings
+    from vectune.promote.engines.ray_engine import build_ray
     from vectune.qdrant.store import Store
 
     home = Path(args.home or tempfile.mkdtemp(prefix="ray-speed-", dir=common.BENCH / "work"

@@ -148,8 +148,8 @@ def bench_mining(args, settings, enc, texts: list[str]) -> dict:
     from sentence_transformers.util import mine_hard_negatives
 
     from vectune.core.chunks import Chunk
-    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
     from vectune.pipeline.pairs.negatives import mine, texts_from_records
+    from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
     from vectune.qdrant.store import Store, dense_of
 
     margin, depth = settings.negatives.relative_margin, settings.negatives.depth
@@ -269,10 +269,10 @@ def mem_child(mode: str, n: int, home: Path) -> dict:
     """Runs in a fresh process; prints peak RSS of one reindex of ``n`` points."""
     import resource
 
+    from vectune.config.settings import Settings
     from vectune.promote.build import build
     from vectune.promote.publish import verify
     from vectune.promote.sync import sync
-    from vectune.config.settings import Settings
     from vectune.qdrant.store import DenseSpec, Store
 
     settings = Settings(home=home)
@@ -473,8 +473,8 @@ def main() -> None:
                             if not k.startswith("_")}}
     t_all = time.perf_counter()
     if parts & {"a", "b"}:
-        from vectune.models.store import ModelStore
         from vectune.config.settings import BUNDLED_MODEL, Settings
+        from vectune.models.store import ModelStore
 
         settings = Settings(home=home / "ab")
         enc = ModelStore.from_settings(settings).load(os.environ.get("VECTUNE_BASE_MODEL", BUNDLED_MODEL))

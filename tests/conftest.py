@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager
 
 import pytest
+
+from tests.helpers.cli import invoke
+from tests.helpers.fake_openai import FakeOpenAI
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,9 +36,9 @@ FAST = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
-    """Point every piece of vectune state at a temp dir; fast training settings."""
+    """Every test: all vectune state in a temp dir, no stray environment or .env, fast training settings."""
     h = tmp_path / "vectune-home"
     monkeypatch.setenv("VECTUNE_HOME", str(h))
     for k in [k for k in os.environ if k.startswith("VECTUNE_") and k != "VECTUNE_HOME"]:
@@ -65,32 +67,6 @@ def corpus_file(tmp_path, corpus_records):
     path = tmp_path / "corpus.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in corpus_records))
     return path
-
-
-def invoke(*args, expect: int | None = 0):
-    """Run the real CLI in-process; assert the exit code; return the result."""
-    from click.testing import CliRunner
-
-    from vectune.cli import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
-    if expect is not None and result.exit_code != expect:
-        raise AssertionError(f"vectune {' '.join(map(str, args))} exited {result.exit_code}, expected {expect}\n"
-                             f"output:\n{result.output}\nexception: {result.exception!r}")
-    return result
-
-
-@contextmanager
-def qdrant():
-    """A Qdrant client on the same store the CLI uses (close it before the next CLI call)."""
-    from vectune.config.settings import load_settings
-    from vectune.qdrant.store import Store
-
-    store = Store.open(load_settings())
-    try:
-        yield store.client
-    finally:
-        store.close()
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +99,6 @@ def indexed(home, corpus_file, request):
     return "docs"
 
 
-PERMISSIVE = ["--allow-synthetic-gate", "--min-delta", "-1", "--no-bootstrap"]
 
 
 # ---- unit-test fixtures: settings and an embedded Qdrant store in the temp home ------------------------
@@ -150,17 +125,15 @@ def store(settings):
 @pytest.fixture(scope="session")
 def bundled_encoder():
     """The bundled MiniLM, loaded once per session (read-only use: do not train it)."""
-    from vectune.models.store import ModelStore
     from vectune.config.settings import Settings
+    from vectune.models.store import ModelStore
 
     return ModelStore.from_settings(Settings(max_seq_length=96)).load("bundled:all-MiniLM-L6-v2")
 
 
 @pytest.fixture
 def server():
-    """The fake OpenAI-compatible server (tests/fake_openai_server.py) on a loopback port."""
-    from fake_openai_server import FakeOpenAI
-
+    """The fake OpenAI-compatible server (tests/helpers/fake_openai.py) on a loopback port."""
     srv = FakeOpenAI().start()
     yield srv
     srv.stop()

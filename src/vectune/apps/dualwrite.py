@@ -35,10 +35,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from vectune.config.settings import Settings
+from vectune.core.chunks import extract_text
+from vectune.errors import BadInput
+from vectune.models.store import ModelStore
 from vectune.promote.mark import MARK, payload_of
+from vectune.qdrant.store import META_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +86,12 @@ class DualWriter:
     # -- where to write ------------------------------------------------------------------------
     def route(self, fresh: bool = False) -> Route:
         """The alias's collection and the promotion in progress, read from Qdrant."""
-        from vectune.qdrant.store import META_KEY
 
         now = time.monotonic()
         if not fresh and self._route and now - self._route[0] < self.refresh_s:
             return self._route[1]
         aliases = {a.alias_name: a.collection_name for a in self.client.get_aliases().aliases}
         if self.alias not in aliases:
-            from vectune.errors import BadInput
 
             raise BadInput(f"alias '{self.alias}' does not exist")
         live = aliases[self.alias]
@@ -103,18 +107,16 @@ class DualWriter:
         return route
 
     def _encoder(self, target: str):
-        from vectune.qdrant.store import META_KEY
 
         if target not in self._encoders:
             meta = (self.client.get_collection(target).config.metadata or {}).get(META_KEY) or {}
             if self.encoder_for is not None:
                 self._encoders[target] = self.encoder_for(target, meta)
             else:
-                from vectune.models.store import ModelStore
-                from vectune.config.settings import Settings
 
                 ref = meta.get("passage_model") or meta.get("model_ref")
-                self._encoders[target] = ModelStore.from_settings(self.settings or Settings()).load_lineage(meta, ref=ref)
+                models = ModelStore.from_settings(self.settings or Settings())
+                self._encoders[target] = models.load_lineage(meta, ref=ref)
         return self._encoders[target]
 
     def _write(self, plain: Callable[[], Any], dual: Callable[[Route], Any]) -> Any:
@@ -279,7 +281,6 @@ class DualWriter:
         """The points as the new collection stores them: its own tuned vector unless copying."""
         if r.copy or not points:
             return points
-        from vectune.core.chunks import extract_text
 
         enc = self._encoder(r.target)
         texts = [extract_text(p.payload, r.text_field)[0] for p in points]
@@ -318,8 +319,6 @@ class DualWriter:
     def _reembed(self, r: Route, ids: list) -> None:
         """Re-encode the new collection's tuned vector of these points from their text."""
         from qdrant_client import models
-
-        from vectune.core.chunks import extract_text
 
         recs = self.client.retrieve(r.target, ids=ids, with_payload=True, with_vectors=False)
         texts = [(p.id, extract_text(p.payload, r.text_field)[0]) for p in recs]

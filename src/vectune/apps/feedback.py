@@ -17,10 +17,20 @@ reason) and stored in Qdrant (:mod:`vectune.qdrant.feedback`); each cycle reads 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from vectune.qdrant.feedback import (FEEDBACK_COLLECTION, NEGATIVE_SIGNALS, POSITIVE_SIGNALS, SIGNALS, BadFeedback,
-                                     as_store, event_from_row, make_event, write_events)
+from vectune.qdrant.feedback import (
+    FEEDBACK_COLLECTION,
+    NEGATIVE_SIGNALS,
+    POSITIVE_SIGNALS,
+    SIGNALS,
+    BadFeedback,
+    as_store,
+    event_from_row,
+    make_event,
+    write_events,
+)
 
 
 def log(client: Any, alias: str, query: str, relevant_ids: Any, *, signal: str = "click", weight: float = 1.0,

@@ -5,7 +5,7 @@ query model — after a promotion or a rollback that model changes. ``resolve`` 
 from the collection's lineage::
 
     from qdrant_client import QdrantClient
-    from vectune.apps import resolve
+    from vectune import resolve
 
     client = QdrantClient(url="http://localhost:6333")
     collection, encoder = resolve(client, "docs")
@@ -18,11 +18,12 @@ does exactly that) and encode queries with ``encoder.encode_queries``.
 
 from __future__ import annotations
 
+from vectune.apps.dualwrite import DualWriter
+from vectune.config.settings import Settings
 from vectune.errors import BadInput
-from vectune.qdrant.lineage import passage_model, query_model
 from vectune.models.encoder import Encoder
 from vectune.models.store import ModelStore
-from vectune.config.settings import Settings
+from vectune.qdrant.lineage import passage_model, query_model
 from vectune.qdrant.store import META_KEY
 
 
@@ -39,6 +40,9 @@ class Resolved(tuple):
         lineage: the collection's whole lineage record.
     """
 
+    lineage: dict
+    alias: str
+
     def __new__(cls, collection: str, encoder: Encoder, meta: dict, alias: str = ""):
         obj = super().__new__(cls, (collection, encoder))
         obj.lineage = meta
@@ -52,7 +56,6 @@ class Resolved(tuple):
         made in a promotion's window and again through the alias right after the swap): while a
         promotion or rollback is publishing, each write goes to the new collection too.
         """
-        from vectune.apps.dualwrite import DualWriter
 
         return DualWriter(client, self.alias, settings)
 

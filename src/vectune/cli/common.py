@@ -10,15 +10,15 @@ from pathlib import Path
 
 import click
 
-from vectune.errors import VectuneError
+from vectune.api import Alias
 from vectune.config.settings import Settings, load_settings
+from vectune.errors import VectuneError
+from vectune.observe.logs import setup_logging
 
 logger = logging.getLogger("vectune")
 
 
-def _setup_logging(settings: Settings, verbose: int) -> None:
-    from vectune.observe.logs import setup_logging
-
+def setup_cli_logging(settings: Settings, verbose: int) -> None:
     setup_logging(settings, level="DEBUG" if verbose else None)
 
 
@@ -35,7 +35,8 @@ def connection_options(f):
         click.option("--model-dir", type=click.Path(path_type=Path), default=None,
                      help="Model store [VECTUNE_MODEL_DIR]."),
         click.option("--text-field", default=None,
-                     help="Payload field with the text [VECTUNE_TEXT_FIELD]; presets: langchain, llamaindex, haystack."),
+                     help="Payload field with the text [VECTUNE_TEXT_FIELD]; presets: langchain, llamaindex, "
+                          "haystack."),
         click.option("--vector-name", default=None, help="Named dense vector to tune [VECTUNE_VECTOR_NAME]."),
         click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default=None,
                      help="[VECTUNE_LOG_FORMAT]"),
@@ -54,7 +55,7 @@ def handle_errors(f):
         try:
             return f(*args, **kwargs)
         except VectuneError as e:
-            click.echo(f"error: {_redact(str(e))}", err=True)
+            click.echo(f"error: {redact(str(e))}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -63,7 +64,7 @@ def handle_errors(f):
     return wrapper
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
     try:
         for secret in Settings().secrets():
             text = text.replace(secret, "***")
@@ -76,17 +77,17 @@ def _redact(text: str) -> str:
 OPT_IN_FLAGS = ("allow_synthetic_gate", "keep_candidate")
 
 
-def _settings(kwargs: dict) -> Settings:
+def settings_from(kwargs: dict) -> Settings:
     verbose = kwargs.pop("verbose", 0)
     for flag in OPT_IN_FLAGS:
         if not kwargs.get(flag):
             kwargs.pop(flag, None)
     s = load_settings(**kwargs)
-    _setup_logging(s, verbose)
+    setup_cli_logging(s, verbose)
     return s
 
 
-def _require_alias(alias: str | None, s: Settings) -> str:
+def require_alias(alias: str | None, s: Settings) -> str:
     """The alias from the option or VECTUNE_ALIAS; a usage error without one."""
     alias = alias or s.alias
     if not alias:
@@ -94,5 +95,12 @@ def _require_alias(alias: str | None, s: Settings) -> str:
     return alias
 
 
-def _emit(data: dict, as_json: bool, text: str) -> None:
+def emit(data: dict, as_json: bool, text: str) -> None:
     click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def alias_from(alias: str | None, kwargs: dict) -> Alias:
+    """The :class:`~vectune.api.Alias` a command works on: settings from its options, the name from ``--alias``
+    or ``VECTUNE_ALIAS``."""
+    s = settings_from(kwargs)
+    return Alias(require_alias(alias, s), s)

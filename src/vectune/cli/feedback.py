@@ -13,13 +13,11 @@ from pathlib import Path
 
 import click
 
-from vectune.cli.common import _require_alias, _settings, connection_options, handle_errors
-
-
-def _collection(s) -> str:
-    from vectune.qdrant.feedback import FEEDBACK_COLLECTION
-
-    return getattr(s, "feedback_collection", None) or FEEDBACK_COLLECTION
+from vectune.api import export_feedback, import_feedback
+from vectune.cli.common import alias_from, connection_options, handle_errors, settings_from
+from vectune.errors import BadInput
+from vectune.observe import pairs_view
+from vectune.pipeline.pairs.review import reject_file
 
 
 # ----------------------------------------------------------------------------- feedback
@@ -36,15 +34,10 @@ def feedback():
 @handle_errors
 def import_cmd(file, alias, **kw):
     """Import feedback events from FILE (JSONL: query, ids, signal, ts); malformed rows are counted and skipped."""
-    from vectune.errors import BadInput
-    from vectune.ops.feedback import import_jsonl
-    from vectune.qdrant.store import Store
-
-    s = _settings(kw)
-    with Store.open(s) as store:
-        res = import_jsonl(store, file, alias=alias, default_alias=s.alias, collection=_collection(s))
+    s = settings_from(kw)
+    res = import_feedback(file, alias=alias, settings=s)
     skipped = sum(res.skipped.values())
-    click.echo(f"imported {res.imported} of {res.rows} rows into '{_collection(s)}'"
+    click.echo(f"imported {res.imported} of {res.rows} rows into '{s.labels.collection}'"
                + (f"; skipped {skipped} malformed: {dict(res.skipped)}" if skipped else ""))
     for ex in res.examples if skipped else []:
         click.echo(f"  {ex}", err=True)
@@ -59,13 +52,9 @@ def import_cmd(file, alias, **kw):
 @handle_errors
 def export_cmd(alias, output, **kw):
     """Export feedback events as JSONL (the format `feedback import` reads)."""
-    from vectune.ops.feedback import export
-    from vectune.qdrant.store import Store
-
-    s = _settings(kw)
+    s = settings_from(kw)
     alias = alias or s.alias
-    with Store.open(s) as store:
-        n = export(store, output if output else sys.stdout, alias, collection=_collection(s))
+    n = export_feedback(output if output else sys.stdout, alias=alias, settings=s)
     click.echo(f"exported {n} feedback rows{f' of alias {alias!r}' if alias else ''}"
                f"{f' to {output}' if output else ''}", err=True)
 
@@ -77,13 +66,10 @@ def export_cmd(alias, output, **kw):
 @handle_errors
 def stats_cmd(alias, as_json, **kw):
     """Counts by signal, time span and usable share of an alias's feedback."""
-    from vectune.ops.feedback import stats
-    from vectune.qdrant.store import Store
 
-    s = _settings(kw)
-    alias = _require_alias(alias, s)
-    with Store.open(s) as store:
-        st = stats(store, alias, collection=_collection(s))
+    target = alias_from(alias, kw)
+    alias = target.name
+    st = target.feedback_stats()
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
         return
@@ -119,21 +105,16 @@ def pairs(ctx, alias, k, fmt, output, seed, **kw):
     """Show a sample of the last run's training pairs (query, positive, hard negative, source) to read and veto."""
     if ctx.invoked_subcommand is not None:
         return
-    from vectune.pipeline.pairs import review
 
-    s = _settings(kw)
-    alias = _require_alias(alias, s)
-    rows = review.read_run_sample(s.run_dir(alias), alias)
-    rows = review.subsample(rows, k, s.seed if seed is None else seed)
-    rej = review.Rejections(s.run_dir(alias))
-    for r in rows:
-        r["rejected"] = rej.row_rejected(r)
+    target = alias_from(alias, kw)
+    rows = target.pairs(k, seed)
     fmt = fmt or ("jsonl" if output and output.suffix == ".jsonl" else "md")
     out = output if output else sys.stdout
     if fmt == "jsonl":
-        review.write_jsonl(rows, out)
+        pairs_view.write_jsonl(rows, out)
     else:
-        review.write_markdown(rows, out, title=f"Training pairs of alias '{alias}' (last run, {len(rows)} shown)")
+        pairs_view.write_markdown(rows, out,
+                                  title=f"Training pairs of alias '{target.name}' (last run, {len(rows)} shown)")
     if output:
         click.echo(f"wrote {len(rows)} pairs to {output}", err=True)
 
@@ -145,12 +126,10 @@ def pairs(ctx, alias, k, fmt, output, seed, **kw):
 @handle_errors
 def reject_cmd(file, alias, **kw):
     """Veto pairs or whole queries listed in FILE (exported JSONL with "reject": true, or ids/queries one per line)."""
-    from vectune.pipeline.pairs import review
-
-    s = _settings(kw)
-    alias = _require_alias(alias, s)
-    records, skipped = review.reject_file(file)
-    rej = review.Rejections(s.run_dir(alias))
+    target = alias_from(alias, kw)
+    alias = target.name
+    records, skipped = reject_file(file)
+    rej = target.rejections()
     new = rej.add(records)
     by_kind = {k: sum(r["kind"] == k for r in records) for k in ("pair", "query")}
     c = rej.counts()

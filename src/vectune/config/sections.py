@@ -77,7 +77,7 @@ class CollectionConfig(Section):
     def _preset(cls, v: str) -> str:
         return TEXT_FIELD_PRESETS.get(v, v)
 
-    def for_meta(self, meta: dict | None) -> "CollectionConfig":
+    def for_meta(self, meta: dict | None) -> CollectionConfig:
         """This section as it applies to one collection: the one rule for the effective text field.
 
         A text field set explicitly (option, environment, ``.env``) wins; otherwise the one the

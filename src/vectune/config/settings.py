@@ -22,19 +22,37 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from vectune.config.sections import (BUNDLED_MODEL, TEXT_FIELD_PRESETS, CollectionConfig, FullConfig, GateConfig,
-                                     LabelsConfig, LockConfig, ModelConfig, NegativesConfig, ObserveConfig,
-                                     OfflineTeacher, OpenAITeacher, PairsConfig, PathsConfig, PromoteConfig,
-                                     QdrantConfig, QueryConfig, ReadConfig, ServeConfig, TeacherConfig)
+from vectune.config.sections import (
+    BUNDLED_MODEL,
+    TEXT_FIELD_PRESETS,
+    CollectionConfig,
+    FullConfig,
+    GateConfig,
+    LabelsConfig,
+    LockConfig,
+    ModelConfig,
+    NegativesConfig,
+    ObserveConfig,
+    OfflineTeacher,
+    OpenAITeacher,
+    PairsConfig,
+    PathsConfig,
+    PromoteConfig,
+    QdrantConfig,
+    QueryConfig,
+    ReadConfig,
+    ServeConfig,
+    TeacherConfig,
+)
 
 logger = logging.getLogger(__name__)
 
 #: The sections of :class:`Settings`, by attribute name.
-SECTIONS: dict[str, type] = {
+SECTIONS: dict[str, type[BaseModel]] = {
     "qdrant": QdrantConfig, "paths": PathsConfig, "collection": CollectionConfig, "model": ModelConfig,
     "read": ReadConfig, "pairs": PairsConfig, "labels": LabelsConfig, "negatives": NegativesConfig,
     "query": QueryConfig, "full": FullConfig, "gate": GateConfig, "promote": PromoteConfig, "lock": LockConfig,
@@ -160,7 +178,7 @@ class _Environment(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         env: dict[str, str] = {}
         env_file = self.config.get("env_file")
-        if env_file and Path(env_file).is_file():
+        if isinstance(env_file, (str, Path)) and Path(env_file).is_file():
             from dotenv import dotenv_values
 
             env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
@@ -276,7 +294,7 @@ class Settings(BaseSettings):
             return [k for k in ("linear", "query") if k in self.query.candidates]
         return ["query"] if self.mode == "query" else ["linear", "query"]
 
-    def for_collection(self, meta: dict) -> "Settings":
+    def for_collection(self, meta: dict) -> Settings:
         """These settings as they apply to one collection (:meth:`CollectionConfig.for_meta`: the effective text field).
 
         Args:
@@ -288,7 +306,7 @@ class Settings(BaseSettings):
         collection = self.collection.for_meta(meta)
         return self if collection is self.collection else self.model_copy(update={"collection": collection})
 
-    def replace(self, **flat: Any) -> "Settings":
+    def replace(self, **flat: Any) -> Settings:
         """A copy with some settings changed, given by flat or section names (validated)."""
         data = self.model_dump(exclude_unset=True, round_trip=True)
         data = _deep_merge(data, route(flat))

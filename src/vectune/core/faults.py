@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import signal
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 HOOKS: dict[str, list[Callable[..., None]]] = defaultdict(list)
 

@@ -7,8 +7,8 @@ import gzip
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from vectune.errors import BadInput
 
@@ -33,7 +33,7 @@ def iter_objects(path: Path, what: str = "file") -> Iterator[tuple[int, dict]]:
                 continue
             try:
                 obj = json.loads(line)
-            except ValueError as e:
+            except json.JSONDecodeError as e:
                 raise BadInput(f"{what} {path}:{n}: not valid JSON ({e.msg})") from None
             if not isinstance(obj, dict):
                 raise BadInput(f"{what} {path}:{n}: each line must be a JSON object")

@@ -8,7 +8,7 @@ Two demos, each starting from a clean alias so it shows the whole job every time
   feedback through :func:`vectune.feedback.log` (a simulated log, one claim a minute);
   one cycle learns on the query side from the older feedback, is gated on the newest
   (the golden set) and promotes; then ``status``, a search through the alias with
-  :func:`vectune.apps.resolve`, the never-seen test claims scored on both versions, and a
+  :func:`vectune.resolve`, the never-seen test claims scored on both versions, and a
   rollback that brings the old version back.
 * ``pydoc``: CPython's reference topics (shipped with every Python, see
   :mod:`vectune.demo.corpus`) with the offline teacher, decided by a hand-written golden
@@ -18,10 +18,24 @@ Two demos, each starting from a clean alias so it shows the whole job every time
 from __future__ import annotations
 
 import logging
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 
-from vectune.qdrant import lineage
-from vectune.demo.corpus import golden_set_path, write_demo_corpus
+import numpy as np
+
+from vectune.api import Alias
 from vectune.config.settings import Settings
+from vectune.core.jsonl import iter_objects
+from vectune.core.vectors import normalize
+from vectune.demo.corpus import golden_set_path, write_demo_corpus
+from vectune.models.store import ModelStore
+from vectune.observe import report as report_mod
+from vectune.pipeline.evaluate import EvalQuery, evaluate
+from vectune.pipeline.gate import paired_bootstrap
+from vectune.pipeline.pairs.labeled import load as load_labeled
+from vectune.qdrant import lineage
 from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
@@ -29,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 def reset_alias(settings: Settings, alias: str) -> None:
     """Delete every collection of a demo alias and its run state."""
-    import shutil
-
     with Store.open(settings) as store:
         for name, _ in lineage.versions(store, alias):
             store.delete_collection(name)
@@ -52,14 +64,11 @@ def run_demo(settings: Settings, alias: str = "pydoc-demo", max_train_chunks: in
     Returns:
         The run report.
     """
-    from vectune.ops import run as cycle
-    from vectune.ops.index import index
-
     corpus = write_demo_corpus(settings.work_dir / "demo" / "pydoc_topics.jsonl")
     reset_alias(settings, alias)
     logger.info("indexing the demo corpus (%s) ...", corpus)
-    index(settings, corpus, alias, replace=True)
-    tuned = settings.replace(**{
+    Alias(alias, settings).index(corpus, replace=True)
+    tuned = Alias(alias, settings, **{
         "max_train_chunks": max_train_chunks,
         "queries_per_chunk": queries_per_chunk,
         "epochs": epochs,
@@ -67,14 +76,12 @@ def run_demo(settings: Settings, alias: str = "pydoc-demo", max_train_chunks: in
         "eval_set": golden_set_path() if golden else None,
         "allow_synthetic_gate": settings.gate.allow_synthetic or not golden,
     })
-    return cycle.run(tuned, alias)
+    return tuned.run()
 
 
 # ----------------------------------------------------------------------------- SciFact: the product working
 def scifact_path(name: str):
     """A file of the shipped SciFact subset (``corpus``, ``train`` or ``test``)."""
-    from importlib.resources import files
-
     return files("vectune") / "data" / "scifact_demo" / f"{name}.jsonl.gz"
 
 
@@ -90,66 +97,49 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     Returns:
         ``{"run": report dict, "test": {...}, "rollback": {...}}``.
     """
-    import time
-    from datetime import datetime, timedelta, timezone
-
-    from vectune.ops import run as cycle
-    from vectune.apps import feedback
-    from vectune.ops.index import index
-    from vectune.core.jsonl import iter_objects
-    from vectune.pipeline.pairs.labeled import load as load_labeled
-
     t0 = time.perf_counter()
+    demo = Alias(alias, settings)
     corpus = scifact_path("corpus")
     reset_alias(settings, alias)
     with Store.open(settings) as store:
         store.delete_where(settings.labels.collection, "alias", alias)
     say(f"1/6 indexing {corpus.name} (2,000 SciFact abstracts) with the bundled MiniLM into embedded Qdrant ...")
-    out = index(settings, corpus, alias, with_title=True, replace=True)
+    out = demo.index(corpus, with_title=True, replace=True)
     say(f"    {out['points']} points -> {out['collection']}  ({time.perf_counter() - t0:.0f} s)")
 
     claims = [obj for _, obj in iter_objects(scifact_path("train"), "train claims")]
-    start = datetime.now(timezone.utc) - timedelta(minutes=len(claims))
+    start = datetime.now(UTC) - timedelta(minutes=len(claims))
     rows = [{"alias": alias, "query": c["query"], "relevant_ids": list(c["relevant"]), "signal": "click",
              "ts": (start + timedelta(minutes=i)).isoformat()} for i, c in enumerate(claims)]
-    with Store.open(settings) as store:
-        n = feedback.log_many(store, rows, collection=settings.labels.collection)
+    n = demo.log_many(rows)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
         "vectune.feedback.log_many")
 
-    tuned = settings.replace(**{"mode": "query", "max_seq_length": min(settings.model.max_seq_length, 256),
-                                        # the demo's budget: the best epoch so far is kept when time runs out
-                                        "query_time_budget_s": min(settings.query.time_budget_s, 300)})
+    tuned = demo.with_settings(mode="query", max_seq_length=min(settings.model.max_seq_length, 256),
+                               # the demo's budget: the best epoch so far is kept when time runs out
+                               query_time_budget_s=min(settings.query.time_budget_s, 300))
     say("3/6 one cycle: the newest 30% of the feedback is the golden set, the older rest trains the query side "
         "against the stored vectors (nothing re-encoded) ...")
-    rep = cycle.run(tuned, alias).to_dict()
-
-    from vectune.observe import report as report_mod
+    rep = tuned.run().to_dict()
     say(report_mod.summary(rep))
     result: dict = {"run": rep}
     if rep.get("status") != "promoted":
         return result
 
-    from vectune.ops.status import status as do_status
-
-    st = do_status(settings, alias)
+    st = demo.status()
     lin = st["lineage"]
     say(f"4/6 status: alias '{alias}' -> {st['live_collection']}\n"
         f"    queries: {lin.get('query_model')}  passages (apps keep writing with): {lin.get('passage_model')}\n"
         f"    rollback target: {st['rollback_target']}")
 
-    from vectune.apps.resolve import resolve
-    from vectune.pipeline.evaluate import EvalQuery, evaluate
-    from vectune.models.store import ModelStore
-
     test = [q for q in load_labeled(scifact_path("test"), "test claims")]
     with Store.open(settings) as store:
-        res = resolve(store.client, alias, settings)
+        res = demo.resolve(store.client)
         collection, enc = res
         q = test[0]
         hits = store.client.query_points(collection, query=enc.encode_queries([q.text])[0].tolist(), limit=3,
                                          with_payload=["doc_id", "title"]).points
-        say(f"5/6 search through the alias with vectune.apps.resolve (query model {res.query_model}):\n"
+        say(f"5/6 search through the alias with vectune.resolve (query model {res.query_model}):\n"
             f"    claim: {q.text}")
         for h in hits:
             mark = "  <- the answer" if str((h.payload or {}).get("doc_id")) in q.relevant else ""
@@ -160,17 +150,11 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
             for r in recs:
                 keys.append(str((r.payload or {}).get("doc_id")))
                 vecs.append(r.vector)
-        import numpy as np
-
-        from vectune.core.vectors import normalize
-
         corpus_vecs = normalize(np.asarray(vecs, dtype=np.float32))
         qs = [EvalQuery(t.text, set(t.relevant)) for t in test]
         old = ModelStore.from_settings(settings).load_lineage(store.metadata(rep["live_collection"]))
         live_r = evaluate(old.encode_queries([x.text for x in qs]), corpus_vecs, keys, qs)
         new_r = evaluate(enc.encode_queries([x.text for x in qs]), corpus_vecs, keys, qs)
-    from vectune.pipeline.gate import paired_bootstrap
-
     lo, hi = paired_bootstrap(live_r.per_query["ndcg@10"], new_r.per_query["ndcg@10"])
     result["test"] = {"queries": len(qs), "live_ndcg@10": round(live_r.means["ndcg@10"], 4),
                       "new_ndcg@10": round(new_r.means["ndcg@10"], 4), "ci": [round(lo, 4), round(hi, 4)]}
@@ -178,9 +162,7 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
         f"{new_r.means['ndcg@10']:.3f} ({new_r.means['ndcg@10'] - live_r.means['ndcg@10']:+.3f}, "
         f"95% CI [{lo:+.3f}, {hi:+.3f}])")
 
-    from vectune.ops.rollback import rollback
-
-    rb = rollback(settings, alias)
+    rb = demo.rollback()
     result["rollback"] = rb
     say(f"6/6 rollback: '{alias}' {rb['from']} -> {rb['to']} (no re-encoding; writes since kept)")
     result["seconds"] = round(time.perf_counter() - t0, 1)

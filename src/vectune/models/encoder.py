@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class Encoder:
         batch_size: encoding batch size.
     """
 
-    model: object
+    model: Any
     ref: str
     query_prompt: str = ""
     batch_size: int = 64

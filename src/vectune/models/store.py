@@ -21,7 +21,7 @@ import logging
 import re
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from vectune.config.sections import BUNDLED_MODEL, ModelConfig
@@ -86,7 +86,7 @@ class ModelStore:
         self.cfg = cfg or ModelConfig()
 
     @classmethod
-    def from_settings(cls, settings) -> "ModelStore":
+    def from_settings(cls, settings) -> ModelStore:
         """The store a :class:`~vectune.config.settings.Settings` names (its ``model_dir`` and ``model`` section)."""
         return cls(settings.model_dir, settings.model)
 
@@ -239,7 +239,7 @@ def new_model_tag(parent_ref: str, kind: str | None = None) -> str:
     base = parent_ref.split(":")[-1].rstrip("/").split("/")[-1]
     base = re.sub(r"-ft-\d{8}t\d{6}z?(-(linear|query|full))?$", "", base.lower())
     base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:40] or "model"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dt%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dt%H%M%S")
     return f"{base}-ft-{stamp}" + (f"-{kind}" if kind else "")
 
 

@@ -24,8 +24,10 @@ import re
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
+
+from vectune.config.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +172,7 @@ class JsonFormatter(logging.Formatter):
             The JSON text (no newline).
         """
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds").replace(
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace(
                 "+00:00", "Z"
             ),
             "level": record.levelname,
@@ -313,8 +315,6 @@ def add_secrets(*secrets: str) -> None:
 def _env_settings():
     """The environment's settings, or None when they do not validate (logging must still work)."""
     try:
-        from vectune.config.settings import Settings
-
         return Settings()
     except Exception:  # noqa: BLE001
         return None

@@ -31,11 +31,14 @@ import re
 import time
 import urllib.parse
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vectune.core.jsonl import write_atomic
+
+if TYPE_CHECKING:
+    from vectune.observe.report import RunReport
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ def _epoch(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, datetime):
-        dt = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        dt = value if value.tzinfo else value.replace(tzinfo=UTC)
         return dt.timestamp()
     if isinstance(value, str) and value.strip():
         text = value.strip()
@@ -282,7 +285,7 @@ def push(
 
 
 def export(
-    report_dict: "RunReport | dict[str, Any]",
+    report_dict: RunReport | dict[str, Any],
     *,
     textfile_dir: str | os.PathLike[str] | None = None,
     pushgateway_url: str | None = None,

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import IO, Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import IO, TypeVar
 
 from vectune.observe.logs import is_tty, json_logs
 

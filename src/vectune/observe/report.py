@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from vectune.pipeline.evaluate import METRICS
+from vectune.core.jsonl import write_atomic
+from vectune.core.scores import METRICS
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class RunReport:
         counts: per-stage counts.
         status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed`` or ``locked``.
         reason: why, in one sentence.
+        settings: every setting that can change a decision, as this run used them
+            (:meth:`vectune.config.settings.Settings.decisive`).
     """
 
     run_id: str
@@ -66,6 +69,7 @@ class RunReport:
     finished_at: str | None = None
     duration_s: float | None = None
     report_files: dict | None = None
+    settings: dict | None = None
 
     def end(self, status: str, reason: str) -> None:
         """Record the outcome."""
@@ -81,7 +85,7 @@ class RunReport:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunReport":
+    def from_dict(cls, data: dict) -> RunReport:
         """A report read back from its JSON (unknown keys ignored)."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
@@ -109,7 +113,8 @@ def table(evals: dict, decision: dict | None = None) -> str:
             c = cand.get(m)
             d = f"{c - live[m]:+8.4f}" if c is not None else f"{'-':>8}"
             cs = f"{c:10.4f}" if c is not None else f"{'-':>10}"
-            mark = "  <- gate" if decision and decision.get("metric") == m and decision.get("evidence") == evidence else ""
+            gate = decision and decision.get("metric") == m and decision.get("evidence") == evidence
+            mark = "  <- gate" if gate else ""
             lines.append(f"  {m:<10} {live[m]:8.4f} {cs} {d}{mark}")
     if decision and decision.get("ci_low") is not None:
         lines.append(f"  {decision['metric']} delta {decision['delta']:+.4f}, "
@@ -127,7 +132,7 @@ def summary(report: RunReport | dict) -> str:
         "noop": f"NOTHING TO DO: alias '{report['alias']}' ({report.get('live_collection')})",
         "dry-run": f"DRY RUN: alias '{report['alias']}' untouched ({report.get('live_collection')})",
         "failed": f"FAILED: alias '{report['alias']}'",
-    }.get(status, str(status))
+    }.get(str(status), str(status))
     out = [head]
     gate = report.get("gate") or {}
     if report.get("reason"):
@@ -141,10 +146,12 @@ def markdown(report: dict, chart: str | None = None) -> str:
     """The report as Markdown."""
     r = report
     md = [f"# vectune run {r.get('run_id')} — {r.get('status')}", ""]
-    md += [f"- alias: `{r.get('alias')}`", f"- live collection: `{r.get('live_collection')}` (model `{r.get('live_model')}`)"]
+    md += [f"- alias: `{r.get('alias')}`",
+           f"- live collection: `{r.get('live_collection')}` (model `{r.get('live_model')}`)"]
     if r.get("new_collection"):
         md.append(f"- new collection: `{r['new_collection']}` (model `{r.get('candidate_model')}`)")
-    md += [f"- started {r.get('started_at')}, took {r.get('duration_s')} s", f"- decision: **{r.get('status')}** — {r.get('reason')}", ""]
+    md += [f"- started {r.get('started_at')}, took {r.get('duration_s')} s",
+           f"- decision: **{r.get('status')}** — {r.get('reason')}", ""]
     if r.get("evaluation"):
         md += ["## Evaluation", "", "| evidence | metric | live | candidate | delta |", "|---|---|---|---|---|"]
         for ev, pair in r["evaluation"].items():
@@ -198,7 +205,6 @@ def chart(report: dict, path: Path) -> Path | None:
 
 def write(report: RunReport | dict, reports_dir: Path) -> dict[str, Path]:
     """Write JSON, Markdown and PNG for a run (and ``latest.json``); returns their paths."""
-    from vectune.core.jsonl import write_atomic
 
     reports_dir.mkdir(parents=True, exist_ok=True)
     report = _as_dict(report)

@@ -5,14 +5,26 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any
 
 from vectune.errors import BadInput
-from vectune.qdrant.feedback import (FEEDBACK_COLLECTION, NEGATIVE_SIGNALS, POSITIVE_SIGNALS, BadFeedback, Row,
-                                     as_store, event_from_row, existing_ids, no_feedback_message, normalize_query,
-                                     read_rows, write_events)
+from vectune.qdrant.feedback import (
+    FEEDBACK_COLLECTION,
+    NEGATIVE_SIGNALS,
+    POSITIVE_SIGNALS,
+    BadFeedback,
+    Row,
+    as_store,
+    event_from_row,
+    existing_ids,
+    no_feedback_message,
+    normalize_query,
+    read_rows,
+    write_events,
+)
 from vectune.qdrant.store import point_id_for
 
 logger = logging.getLogger(__name__)

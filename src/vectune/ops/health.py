@@ -38,7 +38,8 @@ def run_checks(settings: Settings, alias: str | None = None) -> dict[str, tuple[
                 out["alias"] = (alias in aliases, alias if alias in aliases else f"'{alias}' does not exist", 3)
             client.close()
         except Exception as e:  # noqa: BLE001
-            out["qdrant"] = (False, f"cannot reach {settings.qdrant.url}: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}", 4)
+            why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            out["qdrant"] = (False, f"cannot reach {settings.qdrant.url}: {why}", 4)
     else:
         path = settings.qdrant_path
         ok = path.exists() or _writable(path.parent)

@@ -10,15 +10,18 @@ model produced it (after checking the stored vectors agree with that model).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from vectune.qdrant import lineage
-from vectune.observe.history import History
+from vectune.config.settings import Settings
+from vectune.core.chunks import ReadStats, filter_chunks
+from vectune.core.jsonl import iter_objects
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore, safe_tag
-from vectune.config.settings import Settings
-from vectune.qdrant.store import DenseSpec, Store, new_point, point_id_for
+from vectune.observe.history import History
+from vectune.pipeline.read import check_live_vectors
+from vectune.qdrant import lineage
+from vectune.qdrant.store import DenseSpec, Store, dense_of, new_point, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ def corpus_file(path: Path) -> Path:
 
 def iter_records(path: Path, id_keys=("_id", "id", "doc_id")) -> Iterator[tuple[str, dict]]:
     """Yield ``(external_id, record)`` from a JSONL(.gz) file; a clear error on bad lines."""
-    from vectune.core.jsonl import iter_objects
 
     for n, rec in iter_objects(corpus_file(path), "corpus"):
         rid = next((rec[k] for k in id_keys if rec.get(k) not in (None, "")), None)
@@ -122,9 +124,6 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
 
     Checks a sample of stored vectors against the model (``--force`` skips the check).
     """
-    from vectune.core.chunks import ReadStats, filter_chunks
-    from vectune.pipeline.read import check_live_vectors
-    from vectune.qdrant.store import dense_of
 
     enc = ModelStore.from_settings(settings).load(model)
     with Store.open(settings) as store:
@@ -144,7 +143,8 @@ def adopt(settings: Settings, collection: str, alias: str, model: str, force: bo
                                         settings.collection.text_field, 1, 10**9, stats))
             chunks = [c for c in chunks if c.vector is not None]
             if not chunks:
-                raise BadInput(f"no point of '{collection}' has text in payload field '{settings.collection.text_field}' "
+                raise BadInput(f"no point of '{collection}' has text in payload field "
+                               f"'{settings.collection.text_field}' "
                                "(choose it with --text-field, e.g. page_content for LangChain)")
             mean = check_live_vectors(enc, chunks, collection)
         old = store.metadata(collection)

@@ -85,7 +85,8 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
                                                "reason": f"run {marker.get('run_id')} died during stage "
                                                          f"'{marker.get('stage')}'"})
         logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
-    promoter = Promoter(store, alias, settings.promote, ModelStore.from_settings(settings), settings.run_dir(alias), lock)
+    promoter = Promoter(store, alias, settings.promote, ModelStore.from_settings(settings), settings.run_dir(alias),
+                        lock)
     ckpt = promoter.ckpt
     state = ckpt.load()
     if state:
@@ -132,7 +133,8 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, promo
                     f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
                     f"'{target}'; they are still in '{parent}')")
             enc = None if (copy or finished) else models.load_lineage(store.metadata(target), ref=model)
-            reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot, settings.promote.upsert_batch, stats, lock)
+            reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot,
+                      settings.promote.upsert_batch, stats, lock)
             recovered["reconciled"] = stats.to_dict()
         else:
             logger.error("the %s of run %s swapped '%s' to '%s' but its snapshot is missing: the writes made in "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from vectune.config.settings import Settings
 from vectune.errors import LockHeld, VectuneError
@@ -38,10 +38,11 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
     Returns:
         The run report (also written to the work directory).
     """
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     timings = Timings()
     rep = RunReport(run_id=started.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6], alias=alias,
-                    started_at=started.isoformat(timespec="seconds"), dry_run=dry_run, timings=timings)
+                    started_at=started.isoformat(timespec="seconds"), dry_run=dry_run, timings=timings,
+                    settings=settings.decisive())
     try:
         with Store.open(settings) as store:
             if dry_run:
@@ -98,8 +99,8 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
 
 def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
     """Write the report, export metrics, append the history event."""
-    rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rep.duration_s = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
+    rep.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    rep.duration_s = round((datetime.now(UTC) - started).total_seconds(), 1)
     try:
         paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias)
         rep.report_files = {k: str(v) for k, v in paths.items()}

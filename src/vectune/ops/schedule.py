@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class Cron:
         """
         zone = resolve_tz(tz)
         ref = after.replace(tzinfo=zone) if after.tzinfo is None else after.astimezone(zone)
-        ref_utc = ref.astimezone(timezone.utc)
+        ref_utc = ref.astimezone(UTC)
         naive = ref.replace(tzinfo=None, second=0, microsecond=0, fold=0) + timedelta(minutes=1)
         if ref.fold:
             # In the repeated hour the same wall time comes twice; start from its
@@ -252,9 +252,9 @@ class Cron:
             cand = self._next_naive(naive)
             for fold in (0, 1):
                 aware = cand.replace(tzinfo=zone, fold=fold)
-                if aware.astimezone(timezone.utc) > ref_utc:
+                if aware.astimezone(UTC) > ref_utc:
                     # Normalise (a time in a spring-forward gap becomes the real instant).
-                    return aware.astimezone(timezone.utc).astimezone(zone)
+                    return aware.astimezone(UTC).astimezone(zone)
             naive = cand + timedelta(minutes=1)
 
     def __str__(self) -> str:
@@ -274,7 +274,7 @@ def resolve_tz(tz: tzinfo | str | None) -> tzinfo:
         CronError: if the name is not a known zone.
     """
     if tz is None or (isinstance(tz, str) and tz.strip().upper() in ("", "UTC", "Z", "ETC/UTC")):
-        return timezone.utc
+        return UTC
     if isinstance(tz, tzinfo):
         return tz
     try:
@@ -299,7 +299,7 @@ def next_fire(expr: str, after: datetime | None = None, tz: tzinfo | str | None 
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def serve(

@@ -8,9 +8,9 @@ renews it from a heartbeat on a server, finishes what a crashed run left behind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 from vectune.config.settings import Settings
 from vectune.errors import BadInput

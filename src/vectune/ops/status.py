@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from vectune.qdrant import lineage
-from vectune.observe.history import History
-from vectune.models.store import ModelStore
-from vectune.observe.report import latest
-from vectune.qdrant.lineage import rollback_target
 from vectune.config.settings import Settings
+from vectune.models.store import ModelStore
+from vectune.observe.history import History
+from vectune.observe.report import latest
+from vectune.qdrant import lineage
+from vectune.qdrant.lineage import rollback_target
 from vectune.qdrant.store import Store
 
 
 def status(settings: Settings, alias: str) -> dict:
     """The alias's live collection, its lineage, and every version with its scores."""
+    models = ModelStore.from_settings(settings)
     with Store.open(settings) as store:
         live = store.resolve_alias(alias)
         versions = []
@@ -24,7 +25,7 @@ def status(settings: Settings, alias: str) -> dict:
                 "passage_model": lineage.passage_model(meta), "mode": meta.get("mode", "full"),
                 "parent_collection": meta.get("parent_collection"),
                 "created_by": meta.get("created_by"), "created_at": meta.get("created_at"),
-                "points": store.count(name), "model_available": ModelStore.from_settings(settings).has(str(meta.get("model_ref"))),
+                "points": store.count(name), "model_available": models.has(str(meta.get("model_ref"))),
                 "gate": {k: gate.get(k) for k in ("metric", "evidence", "live", "candidate", "delta") if k in gate},
             })
         live_meta = store.metadata(live)

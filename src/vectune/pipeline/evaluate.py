@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vectune.core.scores import METRICS
+from vectune.core.vectors import normalize
+from vectune.errors import BadInput
+
 logger = logging.getLogger(__name__)
 
-METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 
 
 def ndcg(ranked_gains, grades, k: int = 10) -> float:
@@ -174,8 +177,6 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, cfg, golden=None, hel
     Raises:
         BadInput: no golden query points at a chunk of the collection.
     """
-    from vectune.errors import BadInput
-    from vectune.core.vectors import normalize
 
     counts: dict = {}
     must = {k for q in pairs.eval_queries for k in q.relevant}

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vectune.config.sections import CollectionConfig, ReadConfig
 from vectune.core.chunks import Chunk, ReadStats, extract_text, filter_chunks
+from vectune.core.vectors import normalize
 from vectune.errors import BadInput
 from vectune.models.encoder import Encoder
-from vectune.config.sections import CollectionConfig, ReadConfig
 from vectune.qdrant.store import DenseSpec, Store, dense_of, point_id_for
-from vectune.core.vectors import normalize
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def check_live_vectors(encoder: Encoder, chunks: list[Chunk], collection: str, n
     """
     picked = chunks[:: max(1, len(chunks) // n)][:n]
     emb = encoder.encode_passages([c.text for c in picked])
-    stored = normalize(np.stack([c.vector for c in picked]))
+    stored = normalize(np.stack([np.asarray(c.vector) for c in picked]))
     sims = np.einsum("ij,ij->i", emb, stored)
     mean = float(np.median(sims))
     # Same model, other truncation length or hardware: ~0.93-1.0. Another model: far lower.

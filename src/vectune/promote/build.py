@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from vectune.core import faults
-
 from vectune.core.chunks import extract_text
 from vectune.errors import BadInput
 from vectune.models.encoder import Encoder
+from vectune.observe.progress import Progress
 from vectune.promote.mark import Shape, with_marker
 from vectune.promote.stats import SyncStats
 from vectune.qdrant.lease import NO_FENCE
@@ -104,8 +105,6 @@ def build(store: Store, encoder: Encoder, source: str, target: str, spec: DenseS
         Counts and time.
     """
     from concurrent.futures import ThreadPoolExecutor
-
-    from vectune.observe.progress import Progress
 
     t0 = time.perf_counter()
     stats = SyncStats(passes=1)

@@ -77,7 +77,7 @@ class Shape:
         return list(tracked)
 
     @classmethod
-    def of(cls, store, collection: str, spec, copy: bool) -> "Shape":
+    def of(cls, store, collection: str, spec, copy: bool) -> Shape:
         """The shape of ``collection`` (its dense and sparse vector names)."""
         params = store.info(collection).config.params
         dense = params.vectors
@@ -89,7 +89,7 @@ class Shape:
         return {"names": list(self.names), "managed": self.managed, "copy": self.copy}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Shape":
+    def from_json(cls, d: dict) -> Shape:
         return cls(tuple(d.get("names") or ()), d.get("managed") or "", bool(d.get("copy")))
 
 

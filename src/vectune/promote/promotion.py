@@ -173,7 +173,7 @@ class Promoter:
 
     def publish_promotion(self, encoder, live: str, target: str, spec: DenseSpec, record: dict, text_field: str,
                           state: dict) -> tuple[SyncStats, dict]:
-        """Publish a built ``target`` in place of ``live``, keeping the checkpoint and lineage states; retires ``live``."""
+        """Publish a built ``target`` in place of ``live``, keeping checkpoint and lineage states; retires ``live``."""
 
         def mark(what: str, info: dict) -> None:
             if what == "snapshot":

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from vectune.core import faults
-
 from vectune.errors import VerificationFailed
-from vectune.qdrant.lease import NO_FENCE, LockLost
 from vectune.models.encoder import Encoder
 from vectune.promote.mark import MARK, dw_nonce
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import Syncer
 from vectune.promote.window import announce, reconcile, withdraw
+from vectune.qdrant.lease import NO_FENCE, LockLost
 from vectune.qdrant.store import DenseSpec, Store, dense_of, point_id_for
 
 logger = logging.getLogger(__name__)

@@ -25,18 +25,29 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
-from vectune.errors import VerificationFailed
 from vectune.core.hashing import payload_hash
-from vectune.qdrant.lease import NO_FENCE
+from vectune.errors import VerificationFailed
 from vectune.models.encoder import Encoder
 from vectune.promote.build import embed_and_upsert, marked_points
-from vectune.promote.mark import (MARK, Shape, any_of, dw_nonce, fingerprint, fp_str, key_hashes, only_if,
-                                  parse_fp, payload_of, same_vector, seen_mark, vectors_of, vectors_sketch)
+from vectune.promote.mark import (
+    MARK,
+    Shape,
+    any_of,
+    fingerprint,
+    fp_str,
+    key_hashes,
+    only_if,
+    parse_fp,
+    payload_of,
+    same_vector,
+    vectors_of,
+)
 from vectune.promote.scan import SrcPoint, TgtPoint, _tgt, chunks, scan_source, scan_target
 from vectune.promote.stats import SyncStats
 from vectune.promote.window import Snapshot, reconcile
+from vectune.qdrant.lease import NO_FENCE
 from vectune.qdrant.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)

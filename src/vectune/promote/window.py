@@ -45,15 +45,29 @@ from pathlib import Path
 from typing import Any
 
 from vectune.core.chunks import extract_text
-from vectune.errors import BadInput
 from vectune.core.hashing import payload_hash
-from vectune.qdrant.lease import NO_FENCE
-from vectune.promote.mark import (MARK, NONE, Shape, any_of, dw_nonce, has_marker, only_if, payload_of,
-                                  same_sketch, seen_mark, split_vh, value_hash, vector_hash, vector_sketch,
-                                  vectors_of)
+from vectune.errors import BadInput
 from vectune.promote.build import embed_points
+from vectune.promote.mark import (
+    MARK,
+    NONE,
+    Shape,
+    any_of,
+    dw_nonce,
+    has_marker,
+    only_if,
+    payload_of,
+    same_sketch,
+    seen_mark,
+    split_vh,
+    value_hash,
+    vector_hash,
+    vector_sketch,
+    vectors_of,
+)
 from vectune.promote.scan import chunks, scan_source
 from vectune.promote.stats import SyncStats
+from vectune.qdrant.lease import NO_FENCE
 from vectune.qdrant.store import DenseSpec, Store
 
 logger = logging.getLogger(__name__)
@@ -101,7 +115,7 @@ class Snapshot:
                 "shape": self.shape.to_json() if self.shape else None, "points": self.points}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Snapshot":
+    def from_json(cls, data: dict) -> Snapshot:
         """A snapshot as saved, or one of the first layout (``{key: [id, payload_hash]}``)."""
         if isinstance(data, dict) and data.get("version") == cls.VERSION:
             shape = Shape.from_json(data["shape"]) if data.get("shape") else None

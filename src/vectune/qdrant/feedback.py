@@ -22,9 +22,10 @@ import math
 import re
 import unicodedata
 import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from vectune.core.labels import QUERY_KEYS, RELEVANT_KEYS
 from vectune.errors import BadInput, QdrantUnavailable
@@ -119,14 +120,14 @@ def normalize_query(text: str) -> str:
 
 def _parse_ts(ts: Any) -> datetime:
     if ts is None:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
     if isinstance(ts, datetime):
         dt = ts
     elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
         if not math.isfinite(ts):
             raise BadFeedback(f"ts must be a finite epoch time, got {ts!r}", "bad_ts")
         try:
-            dt = datetime.fromtimestamp(float(ts), timezone.utc)
+            dt = datetime.fromtimestamp(float(ts), UTC)
         except (OverflowError, OSError, ValueError):
             raise BadFeedback(f"ts {ts!r} is out of range", "bad_ts") from None
     elif isinstance(ts, str):
@@ -142,8 +143,8 @@ def _parse_ts(ts: Any) -> datetime:
         raise BadFeedback(f"ts must be a datetime, an ISO 8601 string or epoch seconds, got {type(ts).__name__}",
                           "bad_ts")
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def _ids(value: Any, what: str) -> list[str]:

@@ -65,8 +65,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from vectune.errors import LockHeld
 from vectune.qdrant.store import Store
@@ -194,7 +194,7 @@ class AliasLock:
         return {"lease_owner": self.owner, "lease_token": self.token, "lease_generation": self.generation}
 
     # -- taking -----------------------------------------------------------------------------
-    def acquire(self) -> "AliasLock":
+    def acquire(self) -> AliasLock:
         """Take the lease or raise :class:`LockHeld` naming the holder and when its lease runs out."""
         self.store.lease_collection(LOCK_COLLECTION, keyword_fields=("owner", "token", "nonce"))
         with _MUTEX:
@@ -354,7 +354,7 @@ class AliasLock:
                 logger.warning("could not release the lock on '%s': %s", self.alias, e)
             self.held = False
 
-    def __enter__(self) -> "AliasLock":
+    def __enter__(self) -> AliasLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -100,12 +101,12 @@ class Store:
             raise QdrantUnavailable(f"cannot reach Qdrant at {where}: {_short(e)}") from None
 
     @classmethod
-    def open(cls, settings) -> "Store":
+    def open(cls, settings) -> Store:
         """The Qdrant a :class:`~vectune.config.settings.Settings` names (its ``qdrant`` section and embedded path)."""
         return cls(settings.qdrant, settings.qdrant_path)
 
     @classmethod
-    def from_client(cls, client) -> "Store":
+    def from_client(cls, client) -> Store:
         """A Store over an app's own ``QdrantClient`` (vectune's calls and error mapping; the app keeps
         and closes its client)."""
         store = cls.__new__(cls)
@@ -128,7 +129,7 @@ class Store:
         with contextlib.suppress(Exception):
             self.client.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -345,7 +346,8 @@ class Store:
         self._call(f"delete from '{name}'", self.client.delete, name,
                    points_selector=models.FilterSelector(filter=flt), wait=True)
 
-    def search_batch(self, name: str, vectors: np.ndarray, limit: int, using: str = "") -> list[list[tuple[Any, float]]]:
+    def search_batch(self, name: str, vectors: np.ndarray, limit: int,
+                     using: str = "") -> list[list[tuple[Any, float]]]:
         """Nearest neighbours for many query vectors in one request.
 
         Returns:

@@ -16,13 +16,23 @@ import logging
 import math
 import random
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from vectune.errors import BadInput
 from vectune.pipeline.pairs.labeled import LabeledQuery
-from vectune.qdrant.feedback import (FEEDBACK_COLLECTION, POSITIVE_SIGNALS, as_store, existing_ids,
-                                     no_feedback_message, normalize_query, read_rows)
+from vectune.pipeline.pairs.negatives import texts_from_records
+from vectune.pipeline.pairs.teachers.base import Query
+from vectune.qdrant.feedback import (
+    FEEDBACK_COLLECTION,
+    POSITIVE_SIGNALS,
+    as_store,
+    existing_ids,
+    no_feedback_message,
+    normalize_query,
+    read_rows,
+)
 from vectune.qdrant.store import point_id_for
 
 logger = logging.getLogger(__name__)
@@ -55,8 +65,7 @@ class FeedbackSplit:
         return {"enough": self.enough, "message": self.message, **self.counts}
 
     def train_queries(self, max_per_query: int = 1, source: str = "feedback") -> list:
-        """Training pairs as :class:`~vectune.pipeline.pairs.teachers.base.Query` objects (one per positive, up to a cap)."""
-        from vectune.pipeline.pairs.teachers.base import Query
+        """Training pairs as :class:`~vectune.pipeline.pairs.teachers.base.Query` objects (one per positive, capped)."""
 
         return [Query(q.text, k, source) for q in self.train for k in sorted(q.relevant)[:max_per_query]]
 
@@ -201,7 +210,6 @@ def few_shot_fingerprint(examples: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- negatives into training
 def negative_texts(store: Any, live_collection: str, split: FeedbackSplit, text_field: str) -> dict[str, list[str]]:
     """The passages of the split's explicit negatives, ``{query text: [passage texts]}``."""
-    from vectune.pipeline.pairs.negatives import texts_from_records
 
     store = as_store(store)
     keys = sorted({k for ks in split.negatives.values() for k in ks})

@@ -7,8 +7,8 @@ Format: JSONL, one query per line::
 ``text`` may stand for ``query``; ``relevant_ids``/``doc_ids``/``ids`` for
 ``relevant``. Graded labels (BEIR qrels 1/2, say) give ``relevant`` as an object of
 id -> grade: ``{"query": "...", "relevant": {"doc-17": 2, "doc-18": 1}}``; the gate's nDCG uses the
-grades as gains (a grade of 0 or less is not relevant). Ids are the external ids given at ``vectune index`` time (kept in the
-payload) or Qdrant point ids: both map to the same point.
+grades as gains (a grade of 0 or less is not relevant). Ids are the external ids given at ``vectune index``
+time (kept in the payload) or Qdrant point ids: both map to the same point.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vectune.core.jsonl import iter_objects
 from vectune.core.labels import QUERY_KEYS, RELEVANT_KEYS
 from vectune.errors import BadInput
 from vectune.qdrant.store import point_id_for
-
 
 
 @dataclass
@@ -50,7 +50,6 @@ def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:
     Raises:
         BadInput: missing file, bad JSON, or a line without query/relevant ids.
     """
-    from vectune.core.jsonl import iter_objects
 
     out = []
     for n, obj in iter_objects(path, what):

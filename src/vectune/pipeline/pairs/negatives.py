@@ -14,14 +14,14 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
 from vectune.core.chunks import extract_text, text_hash
-from vectune.pipeline.pairs.teachers.base import Query
 from vectune.core.stats import Stats
+from vectune.pipeline.pairs.teachers.base import Query
 
 logger = logging.getLogger(__name__)
 

@@ -25,13 +25,15 @@ import logging
 import os
 import random
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from vectune.core.chunks import text_hash
 from vectune.errors import BadInput
+from vectune.observe.pairs_view import write_jsonl
 from vectune.qdrant.feedback import normalize_query
 
 logger = logging.getLogger(__name__)
@@ -97,7 +99,8 @@ def sample_pairs(examples: Sequence[Any], k: int = 100, seed: int = 42, *, key_o
 
     Args:
         examples: :class:`~vectune.pipeline.pairs.negatives.Example` objects (``anchor``, ``positive``, ``negatives``,
-            ``source``) or :class:`~vectune.pipeline.pairs.teachers.base.Query` objects (``text``, ``chunk_id``, ``source``).
+            ``source``) or :class:`~vectune.pipeline.pairs.teachers.base.Query` objects (``text``, ``chunk_id``,
+            ``source``).
         k: how many rows at most.
         seed: which ones.
         key_of: passage text → chunk key (a dict or a function), to name positives and negatives by key.
@@ -141,49 +144,6 @@ def subsample(rows: Sequence[Any], k: int, seed: int = 42) -> list[Any]:
     if len(rows) <= k:
         return list(rows)
     return [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), k))]
-
-
-def write_jsonl(rows: Iterable[Mapping], out: Path | str | IO[str]) -> int:
-    """Write rows as JSONL to a path or an open text file; returns how many."""
-    if isinstance(out, (str, Path)):
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "w", encoding="utf-8") as f:
-            return write_jsonl(rows, f)
-    n = 0
-    for r in rows:
-        out.write(json.dumps(dict(r), ensure_ascii=False) + "\n")
-        n += 1
-    return n
-
-
-def _cell(value: Any) -> str:
-    s = "" if value is None else str(value)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def markdown(rows: Sequence[Mapping], title: str | None = None) -> str:
-    """The rows as a Markdown table (for reading and for the run report)."""
-    md = [f"# {title}", ""] if title else []
-    md += ["| # | source | query | positive | hard negative | pair id |", "|---|---|---|---|---|---|"]
-    for i, r in enumerate(rows, 1):
-        mark = " **(rejected)**" if r.get("rejected") else ""
-        md.append(f"| {i} | {_cell(r.get('source'))} | {_cell(r.get('query'))}{mark} "
-                  f"| {_cell(r.get('positive_snippet'))} | {_cell(r.get('negative_snippet'))} "
-                  f"| `{_cell(r.get('pair_id'))}` |")
-    md += ["", "To veto pairs: export as JSONL, set `\"reject\": true` on a bad pair (or `\"reject\": \"query\"` to "
-           "drop every pair of its query), then run `vectune pairs reject FILE --alias ALIAS`."]
-    return "\n".join(md) + "\n"
-
-
-def write_markdown(rows: Sequence[Mapping], out: Path | str | IO[str], title: str | None = None) -> int:
-    """Write rows as a Markdown table to a path or an open text file; returns how many."""
-    text = markdown(rows, title)
-    if isinstance(out, (str, Path)):
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text, encoding="utf-8")
-    else:
-        out.write(text)
-    return len(rows)
 
 
 def write_run_sample(run_dir: Path | str, rows: Sequence[Mapping]) -> Path:
@@ -360,7 +320,7 @@ class Rejections:
             rec = dict(rec)
             if rec.get("kind") not in ("pair", "query") or self._known(rec):
                 continue
-            rec.setdefault("time", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            rec.setdefault("time", datetime.now(UTC).isoformat(timespec="seconds"))
             self._index(rec)
             new.append(rec)
         if new:

@@ -13,17 +13,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vectune.core.chunks import Chunk, sample, split
-from vectune.errors import BadInput
-from vectune.pipeline.evaluate import EvalQuery
-from vectune.pipeline.pairs.teachers.base import Query, QueryGenerator
-from vectune.pipeline.pairs.labeled import LabeledQuery
-from vectune.models.encoder import Encoder
-from vectune.pipeline.pairs.negatives import Example
-from vectune.pipeline.read import ReadResult
 from vectune.config.sections import NegativesConfig, PairsConfig
-from vectune.qdrant.store import Store, point_id_for
+from vectune.core.chunks import Chunk, sample, split
 from vectune.core.vectors import normalize
+from vectune.errors import BadInput
+from vectune.models.encoder import Encoder
+from vectune.pipeline.evaluate import EvalQuery
+from vectune.pipeline.pairs.feedback import merge_negatives
+from vectune.pipeline.pairs.labeled import LabeledQuery
+from vectune.pipeline.pairs.negatives import Example, count_sources, mine, texts_from_records
+from vectune.pipeline.pairs.teachers.base import Query, QueryGenerator
+from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
+from vectune.pipeline.read import ReadResult
+from vectune.qdrant.store import Store, point_id_for
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,8 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
         cfg: the pairs settings (queries per chunk, budgets, round-trip filter).
         trainset: real labeled queries to train on, if any.
         label_source: where they came from (``train-set`` or ``feedback``).
-        rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.review.Rejections`): never trained on.
+        rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.review.Rejections`): never
+            trained on.
         teacher_train: ask the teacher for training queries (False when only the query side learns
             from real labels: it would not use them).
         seed: the seed of the budget's sample.
@@ -116,7 +119,6 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
     eval_generated: list[Query] = list(gen_eval.queries)
     roundtrip = None
     if cfg.roundtrip_filter and generator.name.startswith("openai"):
-        from vectune.pipeline.pairs.teachers.roundtrip import roundtrip_filter
 
         def keys_only(vecs, k):
             return [[key for key, _ in hits] for hits in search(vecs, k)]
@@ -176,7 +178,6 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
     Returns:
         ``pairs`` with its training examples (and their counts) filled in.
     """
-    from vectune.pipeline.pairs.negatives import count_sources, mine, texts_from_records
 
     qv = live_enc.encode_queries([q.text for q in pairs.queries])
     pv = normalize(np.stack([read.by_key[q.chunk_id].vector for q in pairs.queries]))
@@ -190,7 +191,6 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
                             skip_top=cfg.skip_top, relative_margin=cfg.relative_margin, relevant=pairs.relevant,
                             seed=seed)
     if explicit:
-        from vectune.pipeline.pairs.feedback import merge_negatives
 
         examples, applied = merge_negatives(examples, explicit, cfg.per_query)
         mstats.explicit = applied

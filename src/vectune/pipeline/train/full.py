@@ -13,16 +13,16 @@ import logging
 import os
 import tempfile
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from vectune.config.sections import FullConfig
 from vectune.errors import BadInput, VectuneError
 from vectune.models.device import bf16, cuda
 from vectune.models.encoder import Encoder
 from vectune.models.store import ModelStore, new_model_tag
+from vectune.observe.progress import interactive
 from vectune.pipeline.pairs.negatives import Example
 from vectune.pipeline.train.candidate import Candidate, TrainStats
-from vectune.observe.progress import interactive
 from vectune.qdrant.lineage import passage_model
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ both towers (:mod:`vectune.pipeline.train.full`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from vectune.config.sections import FullConfig, QueryConfig
 from vectune.errors import BadInput
@@ -27,7 +27,8 @@ def wants_full(mode: str, full: FullConfig) -> bool:
 
 
 def train_candidates(read, pairs, live_enc: Encoder, *, mode: str, kinds: Sequence[str], query: QueryConfig,
-                     full: FullConfig, models: ModelStore, seed: int = 42, device: str | None = None) -> list[Candidate]:
+                     full: FullConfig, models: ModelStore, seed: int = 42,
+                     device: str | None = None) -> list[Candidate]:
     """Train every candidate of this cycle, cheapest first.
 
     Args:

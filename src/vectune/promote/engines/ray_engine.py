@@ -1,9 +1,10 @@
 """Re-embedding on Ray Data: :func:`build_ray`, the ``ray`` engine (``VECTUNE_ENGINE=ray``).
 
-Same contract as :func:`vectune.promote.build`: every point of ``source`` is written
-into ``target`` with the same id, payload and other named/sparse vectors, and the
-tuned dense vector re-embedded by the model ``models.load(encoder_ref, **encoder_kwargs)``. It is meant for collections of tens of millions of points on
-several GPUs; on one machine the local engine is as fast (see bench/RESULTS.md).
+Same contract as :func:`vectune.promote.build.build`: every point of ``source`` is written
+into ``target`` with the same id, payload and other named/sparse vectors, and the tuned
+dense vector re-embedded by the model ``models.load(encoder_ref, **encoder_kwargs)``. It is
+meant for collections of tens of millions of points on several GPUs; on one machine the
+local engine is as fast (see bench/RESULTS.md).
 
 How the work is split
     The driver scrolls the source once for ids only (constant memory: it keeps one
@@ -67,19 +68,21 @@ import tarfile
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from vectune.config.sections import QdrantConfig
 from vectune.core.chunks import extract_text
-from vectune.errors import BadInput, QdrantUnavailable, VectuneError
 from vectune.core.hashing import text_hash
 from vectune.core.jsonl import write_json_atomic
-from vectune.promote.build import build
-from vectune.promote.stats import SyncStats
-from vectune.config.sections import QdrantConfig
+from vectune.errors import BadInput, QdrantUnavailable, VectuneError
 from vectune.models.store import ModelStore
+from vectune.promote.build import build
+from vectune.promote.mark import Shape, with_marker
+from vectune.promote.stats import SyncStats
 from vectune.qdrant.store import DenseSpec, Store, point_with_vector
 
 logger = logging.getLogger(__name__)
@@ -311,7 +314,8 @@ def _map(ds, ctor: dict, size: int, use_gpu: bool, batch_size: int | None,
 def build_ray(models: ModelStore, qdrant: QdrantConfig, encoder_ref: str, encoder_kwargs: dict, source: str,
               target: str,
               spec: DenseSpec, text_field: str, batch: int, partitions: int | None = None,
-              progress_dir: Path | None = None, *, store: Store | None = None, qdrant_path: Path | None = None, concurrency: int | None = None,
+              progress_dir: Path | None = None, *, store: Store | None = None, qdrant_path: Path | None = None,
+              concurrency: int | None = None,
               max_rounds: int = 3, actor_retries: int = 3, ship_model: bool | None = None) -> SyncStats:
     """Re-embed every point of ``source`` into ``target`` on Ray (see module doc).
 
@@ -467,7 +471,6 @@ def _round_embedded(store, source, target, spec, text_field, batch, todo, prog, 
     prog.save()
     if not refs:
         return
-    from vectune.promote.mark import Shape, with_marker
 
     shape = Shape.of(store, source, spec, copy=False)  # marked like every point vectune publishes
     got = dict.fromkeys(expected, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vectune.pipeline.pairs.teachers.base import GenerationResult, GenerationStats, Query, QueryGenerator
+from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
 
 __all__ = ["GenerationResult", "GenerationStats", "Query", "QueryGenerator", "make_generator"]
 
@@ -22,10 +23,9 @@ def make_generator(teacher, *, seed: int = 42, cache_dir: Path | None = None, ex
         A :class:`QueryGenerator`.
     """
     if teacher.kind == "offline":
-        from vectune.pipeline.pairs.teachers.offline import OfflineGenerator
-
         return OfflineGenerator(method=teacher.method, seed=seed)
     if teacher.kind == "openai":
+        # deferred: the openai SDK loads only when an LLM teacher is configured
         from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
 
         gen = OpenAIGenerator(teacher, cache_dir=cache_dir or Path(".vectune/work/cache/teacher"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import abc
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from vectune.core.chunks import Chunk
 from vectune.core.stats import Stats

@@ -160,7 +160,7 @@ class ReplyCache:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "ReplyCache":
+    def __enter__(self) -> ReplyCache:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -22,7 +22,7 @@ import math
 import random
 import re
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 from vectune.core.chunks import Chunk, get_field
 from vectune.pipeline.pairs.teachers.base import GenerationResult, GenerationStats, Query, QueryGenerator

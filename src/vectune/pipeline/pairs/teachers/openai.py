@@ -25,19 +25,21 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import openai
 from pydantic import SecretStr
 
+from vectune.config.settings import OpenAITeacher
 from vectune.core.chunks import Chunk, text_hash
 from vectune.errors import BadInput
+from vectune.observe.progress import Progress
 from vectune.pipeline.pairs.teachers.base import GenerationResult, GenerationStats, Query, QueryGenerator
 from vectune.pipeline.pairs.teachers.cache import CacheEntry, ReplyCache, cache_key
 from vectune.pipeline.pairs.teachers.parse import parse_questions
 from vectune.pipeline.pairs.teachers.prompt import Prompt
-from vectune.config.settings import OpenAITeacher
 
 logger = logging.getLogger(__name__)
 
@@ -336,9 +338,9 @@ class OpenAIGenerator(QueryGenerator):
                     max_retries=0,  # retries are ours: counted and capped here
                 )
                 items = iter(work)
-                from vectune.observe.progress import Progress
 
-                bar = Progress(len(work), "teacher (chunks)", every_s=1e9)  # a bar on a TTY; the log line below otherwise
+                # a bar on a TTY; the log line below otherwise
+                bar = Progress(len(work), "teacher (chunks)", every_s=1e9)
 
                 async def worker() -> None:
                     nonlocal done, last_log

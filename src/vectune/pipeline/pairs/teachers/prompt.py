@@ -77,7 +77,7 @@ class Prompt:
     source: str = "default"
     examples: tuple[str, ...] = ()
 
-    def with_examples(self, examples) -> "Prompt":
+    def with_examples(self, examples) -> Prompt:
         """This prompt showing real user queries as examples of how users ask (Promptagator-style few-shot).
 
         Args:
@@ -91,7 +91,7 @@ class Prompt:
         return replace(self, examples=tuple(neutralise(str(e)).strip() for e in examples if str(e).strip()))
 
     @classmethod
-    def load(cls, prompt_file: Path | str | None = None, domain_hint: str | None = None) -> "Prompt":
+    def load(cls, prompt_file: Path | str | None = None, domain_hint: str | None = None) -> Prompt:
         """Build the prompt, reading ``prompt_file`` when given.
 
         Args:

@@ -21,8 +21,7 @@ Settings: :class:`vectune.config.sections.QueryConfig`, the one place of their d
 
 from vectune.pipeline.train.query.encoder import train_query_encoder
 from vectune.pipeline.train.query.linear import apply_linear, train_linear_map
-from vectune.pipeline.train.query.router import (build_asymmetric_model, document_route, is_asymmetric,
-                                                 query_route)
+from vectune.pipeline.train.query.router import build_asymmetric_model, document_route, is_asymmetric, query_route
 from vectune.pipeline.train.query.stats import Positives, QuerySideStats
 
 __all__ = ["Positives", "QuerySideStats", "apply_linear", "build_asymmetric_model", "document_route",

@@ -9,7 +9,8 @@ import copy
 import logging
 import math
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -93,7 +93,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
                 for b in range(per_epoch):
                     batch = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                     q = torch.nn.functional.normalize(q_all[batch] @ w.T, dim=-1)
-                    loss = softmax_loss(q, data.corpus, [data.pos_rows[i] for i in batch], [data.pos_gain[i] for i in batch],
+                    loss = softmax_loss(q, data.corpus, [data.pos_rows[i] for i in batch],
+                                        [data.pos_gain[i] for i in batch],
                                  cfg.scale, cfg.multi_positive)
                     loss = loss + weight * ((w - eye) ** 2).sum()
                     opt.zero_grad(set_to_none=True)

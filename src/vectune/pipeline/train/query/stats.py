@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Union
 
 #: One query's positives: passage keys (all relevant), or key -> grade (grade > 0 is relevant).
 Positives = Union[Sequence[str], Mapping[str, float]]
