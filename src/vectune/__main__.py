@@ -1,0 +1,5 @@
+"""``python -m vectune``: the ``vectune`` command."""
+
+from vectune.cli import main
+
+main()
