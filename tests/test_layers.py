@@ -43,7 +43,7 @@ def _package(module: str) -> str:
 
 
 def _layer(package: str) -> int:
-    if package == "vectune":
+    if package in ("vectune", "vectune.__main__"):  # the package itself and `python -m vectune`: the top
         return -1
     for i, group in enumerate(LAYERS):
         if package in group:

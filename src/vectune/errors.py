@@ -10,6 +10,7 @@ Exit codes of ``vectune``:
 * 4 — Qdrant unreachable or refused the request
 * 5 — another operator holds the lock on this alias
 * 6 — verification of a new collection failed; the alias was not touched
+* 143 — stopped by SIGTERM at a safe point (see :class:`Terminated`); the next run resumes or starts clean
 """
 
 from __future__ import annotations
@@ -43,3 +44,11 @@ class VerificationFailed(VectuneError):
     """A freshly built collection failed verification; nothing was swapped."""
 
     exit_code = 6
+
+
+class Terminated(SystemExit):
+    """A signal (SIGTERM, SIGINT) stopped the process: unwind, clean up, exit ``128 + signum`` (143 for SIGTERM)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum

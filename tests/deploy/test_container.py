@@ -2,7 +2,8 @@
 
 ``test_smoke`` (marker ``container``) builds the image with podman or docker and
 runs it: ``vectune check``, a shortened ``vectune demo`` cycle, ``vectune serve``
-firing once on schedule and stopping on SIGTERM, read-only root file system, JSON
+firing once on schedule and stopping on SIGTERM, ``vectune run`` stopped by SIGTERM in
+the middle of a cycle (exit 143) and run again on the same volumes (exit 0), read-only root file system, JSON
 logs, no secret in logs, the HEALTHCHECK, and the compose file on embedded Qdrant.
 It took 20 minutes on 2 busy CPU cores from nothing (the image build 8-10 of them) and
 needs podman or docker, which ``make test`` does not install, so it runs only when asked for
@@ -83,7 +84,10 @@ def test_smoke(tmp_path: Path, request: pytest.FixtureRequest) -> None:
                  "serve fired on schedule", "the scheduled cycle finished with exit code 0",
                  "HEALTHCHECK passes while serving", "stopped cleanly on SIGTERM", "exactly one cycle ran",
                  "serve: logs are JSON", "serve wrote its report to the work volume",
-                 "serve wrote the Prometheus textfile to the work volume", "no secret in any log or volume file"):
+                 "serve wrote the Prometheus textfile to the work volume", "no secret in any log or volume file",
+                 "the run reached a long stage", "SIGTERM mid-cycle: exit code 143, interrupted report",
+                 "next run on the same volumes: lock free, exits 0 (resumes or starts clean)",
+                 "after SIGTERM and the rerun: alias on the one live collection, no orphan"):
         assert must in passed, f"check {must!r} did not run"
     assert result["image_size_bytes"] > 100e6
 
@@ -134,3 +138,23 @@ def test_debian_mirror_from_apt_sources(tmp_path: Path, monkeypatch: pytest.Monk
     assert smoke.debian_mirror(tmp_path) == "http://deb.debian.org/debian"
     monkeypatch.setenv("DEBIAN_MIRROR", "http://forced.example/debian")
     assert smoke.debian_mirror(tmp_path) == "http://forced.example/debian"
+
+
+def test_service_volumes_of_the_compose_file() -> None:
+    """The named volumes the smoke creates before podman-compose runs the service: read from the real file."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert smoke.service_volumes(text, "vectune") == ["vectune_models", "vectune_work"]
+    assert smoke.service_volumes(text, "qdrant") == ["qdrant_storage"]
+    assert smoke.service_volumes(text, "nope") == []
+
+
+def test_compose_failure_shows_the_real_error_not_the_volume_probe() -> None:
+    proc = subprocess.CompletedProcess(
+        ["podman-compose"], 0,
+        stdout="services:\n  vectune: {}\npodman run --name=p_vectune_1 -d --init vectune:t\nexit code: 125\n",
+        stderr="Error: inspecting object: no such volume p_vectune_models\n"
+               "Error: inspecting object: no such volume p_vectune_work\n"
+               "Error: container-init binary not found on the host: stat /usr/libexec/podman/catatonit\n")
+    text = smoke.compose_failure(proc)
+    assert "catatonit" in text and "no such volume" not in text
+    assert "exit code: 125" in text and "podman run --name=p_vectune_1" in text and "services:" not in text

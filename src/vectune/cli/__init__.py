@@ -7,14 +7,13 @@ Every option can also be set by its ``VECTUNE_*`` environment variable or a ``.e
 
 from __future__ import annotations
 
-import signal
-
 import click
 
 from vectune.cli.cycle import demo, run, serve
 from vectune.cli.feedback import feedback, pairs
 from vectune.cli.setup import adopt, check, index
 from vectune.cli.versions import history, prune, rollback, status
+from vectune.ops.interrupt import install as install_sigterm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,10 +27,7 @@ for command in (index, adopt, run, status, history, rollback, prune, demo, serve
 
 
 def main() -> None:
-    def _term(signum, frame):  # SIGTERM (k8s deadline, docker stop): unwind so finally-blocks release locks
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, _term)
+    install_sigterm()  # SIGTERM (k8s deadline, docker stop): unwind so finally-blocks release locks; exit 143
     cli(prog_name="vectune")
 
 

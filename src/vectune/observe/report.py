@@ -36,7 +36,7 @@ class RunReport:
         dry_run: stop after evaluation.
         timings: seconds per stage.
         counts: per-stage counts.
-        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed`` or ``locked``.
+        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked`` or ``interrupted`` (SIGTERM).
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
@@ -132,6 +132,7 @@ def summary(report: RunReport | dict) -> str:
         "noop": f"NOTHING TO DO: alias '{report['alias']}' ({report.get('live_collection')})",
         "dry-run": f"DRY RUN: alias '{report['alias']}' untouched ({report.get('live_collection')})",
         "failed": f"FAILED: alias '{report['alias']}'",
+        "interrupted": f"INTERRUPTED: alias '{report['alias']}'",
     }.get(str(status), str(status))
     out = [head]
     gate = report.get("gate") or {}

@@ -80,11 +80,12 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
     marker = InFlight(settings.run_dir(alias)).load()
     if marker:
         recovered["previous_run"] = marker
+        how = f"was stopped by {marker['interrupted_by']}" if marker.get("interrupted_by") else "died"
         History(settings.work_dir, alias).append({"event": "crash", "run_id": marker.get("run_id"),
-                                               "stage": marker.get("stage"),
-                                               "reason": f"run {marker.get('run_id')} died during stage "
-                                                         f"'{marker.get('stage')}'"})
-        logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
+                                                  "stage": marker.get("stage"),
+                                                  "reason": f"run {marker.get('run_id')} {how} during stage "
+                                                            f"'{marker.get('stage')}'"})
+        logger.warning("previous run %s %s during stage '%s'", marker.get("run_id"), how, marker.get("stage"))
     promoter = Promoter(store, alias, settings.promote, ModelStore.from_settings(settings), settings.run_dir(alias),
                         lock)
     ckpt = promoter.ckpt

@@ -13,11 +13,12 @@ import uuid
 from datetime import UTC, datetime
 
 from vectune.config.settings import Settings
-from vectune.errors import LockHeld, VectuneError
+from vectune.errors import LockHeld, Terminated, VectuneError
 from vectune.observe import metrics
 from vectune.observe import report as report_mod
 from vectune.observe.history import History
 from vectune.observe.report import RunReport
+from vectune.ops.interrupt import signal_name
 from vectune.ops.session import hold
 from vectune.pipeline.cycle import Timings, cycle
 from vectune.promote.checkpoint import InFlight
@@ -51,6 +52,11 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
                 _held_cycle(store, settings, alias, rep, timings)
     except LockHeld as e:
         rep.end("locked", str(e))
+        _finish(settings, rep, started)
+        raise
+    except Terminated as e:  # SIGTERM: say so in the report and metrics, then exit 143
+        rep.end("interrupted", f"stopped by {signal_name(e)} during stage '{timings.current or 'start'}'; the "
+                               f"lock was released and the next run resumes or starts clean")
         _finish(settings, rep, started)
         raise
     except Exception as e:  # a handled failure or a bug: leave a report and metrics behind, then surface it
@@ -90,6 +96,9 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
             inflight.clear()
         except LockLost:
             raise  # another operator holds the alias now: touch nothing, leave the marker
+        except Terminated as e:  # SIGTERM: stop here; the marker (and any checkpoint) lets the next run recover
+            inflight.interrupted(signal_name(e) or "a signal")
+            raise
         except VectuneError:
             inflight.clear()  # a handled failure leaves a report, not a crash marker
             raise

@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from vectune.errors import Terminated
+
 logger = logging.getLogger(__name__)
 
 MACROS: dict[str, str] = {
@@ -67,14 +69,6 @@ _SEARCH_YEARS = 30
 
 class CronError(ValueError):
     """A cron expression that cannot be parsed or can never fire."""
-
-
-class Terminated(SystemExit):
-    """Raised inside a running job when the scheduler receives SIGTERM/SIGINT."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(128 + signum)
-        self.signum = signum
 
 
 def _parse_value(token: str, name: str, lo: int, hi: int, names: dict[str, int]) -> int:

@@ -46,9 +46,11 @@ class Timings(dict):
     """Seconds per stage; ``on_stage`` is told when a stage starts (lock renewal, in-flight marker)."""
 
     on_stage = None
+    current: str | None = None  # the stage started last (where a SIGTERM stopped the run)
 
     @contextmanager
     def stage(self, name: str):
+        self.current = name
         if self.on_stage:
             self.on_stage(name)
         faults.point(name)

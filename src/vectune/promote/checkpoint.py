@@ -95,3 +95,9 @@ class InFlight:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def interrupted(self, signal_name: str) -> None:
+        """Note on the marker that the run was stopped by ``signal_name`` (not killed), keeping its stage."""
+        marker = self.load()
+        if marker:
+            write_json_atomic(self.path, {**marker, "interrupted_by": signal_name, "interrupted_at": now()})

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from vectune.config.sections import FullConfig
+from vectune.core import faults
 from vectune.errors import BadInput, VectuneError
 from vectune.models.device import bf16, cuda
 from vectune.models.encoder import Encoder
@@ -132,6 +133,8 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], cfg: Full
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # loss goes to our report and logs, not stdout
+        if faults.active("train_step"):  # tests only: a failpoint between two optimizer steps
+            trainer.add_callback(_fault_callback())
         t0 = time.perf_counter()
         result = trainer.train()
         secs = time.perf_counter() - t0
@@ -146,6 +149,17 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], cfg: Full
     )
     logger.info("trained on %d examples in %.1fs (%d steps, loss %s)", stats.examples, secs, stats.steps, stats.loss)
     return stats
+
+
+def _fault_callback():
+    """A trainer callback that reaches the ``train_step`` failpoint after every optimizer step."""
+    from transformers import TrainerCallback  # heavy: only with the trainer
+
+    class _AtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            faults.point("train_step", step=state.global_step)
+
+    return _AtStep()
 
 
 def _warmup(ratio: float) -> dict:
