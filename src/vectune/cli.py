@@ -330,12 +330,9 @@ cli.add_command(pairs)
 
 
 def main() -> None:
-    import signal
+    from vectune.interrupt import install
 
-    def _term(signum, frame):  # SIGTERM (k8s deadline, docker stop): unwind so finally-blocks release locks
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, _term)
+    install()  # SIGTERM (k8s deadline, docker stop): unwind so finally-blocks release locks; exit 143
     cli(prog_name="vectune")
 
 

@@ -25,7 +25,9 @@ from vectune.lock import LockLost
 from vectune.gate import judge
 from vectune.hashing import file_hash
 from vectune.jsonl import write_json_atomic
+from vectune.interrupt import signal_name
 from vectune.report import RunReport
+from vectune.schedule import Terminated
 from vectune.settings import Settings
 from vectune.store import Store
 
@@ -45,9 +47,11 @@ class Timings(dict):
     """Seconds per stage; ``on_stage`` is told when a stage starts (lock renewal, in-flight marker)."""
 
     on_stage = None
+    current: str | None = None  # the stage started last (where a SIGTERM stopped the run)
 
     @contextmanager
     def stage(self, name: str):
+        self.current = name
         if self.on_stage:
             self.on_stage(name)
         faults.point(name)
@@ -82,6 +86,11 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
                 _locked_cycle(store, settings, alias, rep, timings)
     except LockHeld as e:
         rep.end("locked", str(e))
+        _finish(settings, rep, started)
+        raise
+    except Terminated as e:  # SIGTERM: say so in the report and metrics, then exit 143
+        rep.end("interrupted", f"stopped by {signal_name(e)} during stage '{timings.current or 'start'}'; the "
+                               f"lock was released and the next run resumes or starts clean")
         _finish(settings, rep, started)
         raise
     except Exception as e:  # a handled failure or a bug: leave a report and metrics behind, then surface it
@@ -127,6 +136,9 @@ def _locked_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, 
         inflight.clear()
     except LockLost:
         raise  # another operator holds the alias now: touch nothing, leave the marker
+    except Terminated as e:  # SIGTERM: stop here; the marker (and any checkpoint) lets the next run recover
+        inflight.interrupted(signal_name(e))
+        raise
     except VectuneError:
         inflight.clear()  # a handled failure leaves a report, not a crash marker
         raise

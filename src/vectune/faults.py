@@ -8,13 +8,20 @@ writing to the alias while the new collection is built). Both are inert unless s
 Points: the start of each cycle stage (``read`` … ``generate``, ``mine``, ``train``,
 ``evaluate``, ``save_model``, ``reindex``), then ``reindex_page`` (after each page
 of the reindex; ``VECTUNE_FAILPOINT_AFTER=N`` lets N pages pass), ``before_verify``,
-``before_final_sync``, ``before_swap`` and ``after_swap``.
+``before_final_sync``, ``before_swap`` and ``after_swap``; ``train_step`` (after each optimizer
+step of full-mode training, only while it is the failpoint).
+
+``VECTUNE_FAILPOINT_ACTION=pause`` makes the failpoint pause instead of kill: the process
+writes ``<name> <pid>`` to ``VECTUNE_FAILPOINT_FILE`` (when set) and sleeps there for
+``VECTUNE_FAILPOINT_PAUSE_S`` seconds (default 600), once, then goes on. A test sends a
+signal meanwhile (SIGTERM at an exact stage).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import defaultdict
 from typing import Callable
 
@@ -36,7 +43,27 @@ def point(name: str, **ctx) -> None:
         counts = _COUNTS
         counts[name] += 1
         if counts[name] > after:
-            os.kill(os.getpid(), signal.SIGKILL)
+            if os.environ.get("VECTUNE_FAILPOINT_ACTION") == "pause":
+                _pause(name)
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pause(name: str) -> None:
+    """Sleep at ``name`` once (the pause action), after telling the test where we are."""
+    if _PAUSED.get(name):
+        return
+    _PAUSED[name] = True
+    flag = os.environ.get("VECTUNE_FAILPOINT_FILE")
+    if flag:
+        tmp = f"{flag}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{name} {os.getpid()}\n")
+        os.replace(tmp, flag)
+    deadline = time.monotonic() + float(os.environ.get("VECTUNE_FAILPOINT_PAUSE_S", "600") or 0)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 _COUNTS: dict[str, int] = defaultdict(int)
+_PAUSED: dict[str, bool] = {}

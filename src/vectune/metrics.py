@@ -8,7 +8,7 @@ the same text to a Prometheus Pushgateway. Both use only the standard library.
 Gauges (all labelled ``alias``; the two quality gauges also ``metric``):
 
 * ``vectune_last_run_timestamp_seconds`` — when the last run finished (Unix time)
-* ``vectune_last_run_success`` — 1 unless the run failed
+* ``vectune_last_run_success`` — 1 unless the run failed or was interrupted (SIGTERM)
 * ``vectune_last_run_duration_seconds`` — how long it took
 * ``vectune_last_run_promoted`` — 1 if a new collection was promoted
 * ``vectune_last_run_status`` — 1 for the run's status label, 0 for the others
@@ -39,15 +39,15 @@ from vectune.jsonl import write_atomic
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("promoted", "kept", "noop", "dry-run", "failed")
+STATUSES = ("promoted", "kept", "noop", "dry-run", "failed", "interrupted")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _HELP: dict[str, str] = {
     "vectune_last_run_timestamp_seconds": "Unix time the last vectune run finished.",
-    "vectune_last_run_success": "1 if the last vectune run did not fail, else 0.",
+    "vectune_last_run_success": "1 if the last vectune run neither failed nor was interrupted, else 0.",
     "vectune_last_run_duration_seconds": "Duration of the last vectune run in seconds.",
     "vectune_last_run_promoted": "1 if the last vectune run promoted a new collection, else 0.",
-    "vectune_last_run_status": "1 for the status of the last vectune run (promoted, kept, noop, dry-run, failed).",
+    "vectune_last_run_status": "1 for the status of the last vectune run (promoted, kept, noop, dry-run, failed, interrupted).",
     "vectune_last_success_timestamp_seconds": "Unix time of the last vectune run that did not fail.",
     "vectune_recall_live": "Gate metric of the live model on the last run's eval set.",
     "vectune_recall_candidate": "Gate metric of the candidate model on the last run's eval set.",
@@ -131,7 +131,7 @@ def render(report: dict[str, Any], *, previous_success: float | None = None, now
     duration = _number(report.get("duration_s"))
     if duration is None and started is not None:
         duration = max(0.0, finished - started)
-    success = status != "failed"
+    success = status not in ("failed", "interrupted")
     promoted = status == "promoted"
     last_success = finished if success else previous_success
 

@@ -35,7 +35,7 @@ class RunReport:
         dry_run: stop after evaluation.
         timings: seconds per stage.
         counts: per-stage counts.
-        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed`` or ``locked``.
+        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked`` or ``interrupted`` (SIGTERM).
         reason: why, in one sentence.
     """
 
@@ -127,6 +127,7 @@ def summary(report: RunReport | dict) -> str:
         "noop": f"NOTHING TO DO: alias '{report['alias']}' ({report.get('live_collection')})",
         "dry-run": f"DRY RUN: alias '{report['alias']}' untouched ({report.get('live_collection')})",
         "failed": f"FAILED: alias '{report['alias']}'",
+        "interrupted": f"INTERRUPTED: alias '{report['alias']}'",
     }.get(status, str(status))
     out = [head]
     gate = report.get("gate") or {}

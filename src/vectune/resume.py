@@ -101,6 +101,12 @@ class InFlight:
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
 
+    def interrupted(self, signal_name: str) -> None:
+        """Note on the marker that the run was stopped by ``signal_name`` (not killed), keeping its stage."""
+        marker = self.load()
+        if marker:
+            write_json_atomic(self.path, {**marker, "interrupted_by": signal_name, "interrupted_at": lineage.now()})
+
 
 @dataclass
 class Recovery:
@@ -148,11 +154,12 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
     marker = InFlight(settings, alias).load()
     if marker:
         recovered["previous_run"] = marker
+        how = f"was stopped by {marker['interrupted_by']}" if marker.get("interrupted_by") else "died"
         lineage.append_event(settings, alias, {"event": "crash", "run_id": marker.get("run_id"),
                                                "stage": marker.get("stage"),
-                                               "reason": f"run {marker.get('run_id')} died during stage "
+                                               "reason": f"run {marker.get('run_id')} {how} during stage "
                                                          f"'{marker.get('stage')}'"})
-        logger.warning("previous run %s died during stage '%s'", marker.get("run_id"), marker.get("stage"))
+        logger.warning("previous run %s %s during stage '%s'", marker.get("run_id"), how, marker.get("stage"))
     ckpt = Checkpoint(settings, alias)
     state = ckpt.load()
     if state:

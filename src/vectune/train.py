@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from vectune import faults
 from vectune.errors import BadInput
 from vectune.models import Encoder
 from vectune.negatives import Example
@@ -257,6 +258,8 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # loss goes to our report and logs, not stdout
+        if faults.active("train_step"):  # tests only: a failpoint between two optimizer steps
+            trainer.add_callback(_fault_callback())
         t0 = time.perf_counter()
         result = trainer.train()
         secs = time.perf_counter() - t0
@@ -271,6 +274,17 @@ def train_local(model, query_prompt: str, examples: Sequence[Example], settings:
     )
     logger.info("trained on %d examples in %.1fs (%d steps, loss %s)", stats.examples, secs, stats.steps, stats.loss)
     return stats
+
+
+def _fault_callback():
+    """A trainer callback that reaches the ``train_step`` failpoint after every optimizer step."""
+    from transformers import TrainerCallback
+
+    class _AtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            faults.point("train_step", step=state.global_step)
+
+    return _AtStep()
 
 
 def _warmup(ratio: float) -> dict:
