@@ -2,7 +2,8 @@
 
 ``test_smoke`` (marker ``container``) builds the image with podman or docker and
 runs it: ``vectune check``, a shortened ``vectune demo`` cycle, ``vectune serve``
-firing once on schedule and stopping on SIGTERM, read-only root file system, JSON
+firing once on schedule and stopping on SIGTERM, ``vectune run`` stopped by SIGTERM in
+the middle of a cycle (exit 143) and run again on the same volumes (exit 0), read-only root file system, JSON
 logs, no secret in logs, the HEALTHCHECK, and the compose file on embedded Qdrant.
 It took 20 minutes on 2 busy CPU cores from nothing (the image build 8-10 of them) and
 needs podman or docker, which ``make test`` does not install, so it runs only when asked for
@@ -83,7 +84,10 @@ def test_smoke(tmp_path: Path, request: pytest.FixtureRequest) -> None:
                  "serve fired on schedule", "the scheduled cycle finished with exit code 0",
                  "HEALTHCHECK passes while serving", "stopped cleanly on SIGTERM", "exactly one cycle ran",
                  "serve: logs are JSON", "serve wrote its report to the work volume",
-                 "serve wrote the Prometheus textfile to the work volume", "no secret in any log or volume file"):
+                 "serve wrote the Prometheus textfile to the work volume", "no secret in any log or volume file",
+                 "the run reached a long stage", "SIGTERM mid-cycle: exit code 143, interrupted report",
+                 "next run on the same volumes: lock free, exits 0 (resumes or starts clean)",
+                 "after SIGTERM and the rerun: alias on the one live collection, no orphan"):
         assert must in passed, f"check {must!r} did not run"
     assert result["image_size_bytes"] > 100e6
 

@@ -70,7 +70,8 @@ def test_render_promoted() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "success", "promoted"), [("kept", 1, 0), ("noop", 1, 0), ("dry-run", 1, 0), ("failed", 0, 0)]
+    ("status", "success", "promoted"),
+    [("kept", 1, 0), ("noop", 1, 0), ("dry-run", 1, 0), ("failed", 0, 0), ("interrupted", 0, 0)],
 )
 def test_render_statuses(status: str, success: int, promoted: int) -> None:
     vals = parse(render({**REPORT, "status": status}))
