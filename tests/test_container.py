@@ -138,3 +138,23 @@ def test_debian_mirror_from_apt_sources(tmp_path: Path, monkeypatch: pytest.Monk
     assert smoke.debian_mirror(tmp_path) == "http://deb.debian.org/debian"
     monkeypatch.setenv("DEBIAN_MIRROR", "http://forced.example/debian")
     assert smoke.debian_mirror(tmp_path) == "http://forced.example/debian"
+
+
+def test_service_volumes_of_the_compose_file() -> None:
+    """The named volumes the smoke creates before podman-compose runs the service: read from the real file."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert smoke.service_volumes(text, "vectune") == ["vectune_models", "vectune_work"]
+    assert smoke.service_volumes(text, "qdrant") == ["qdrant_storage"]
+    assert smoke.service_volumes(text, "nope") == []
+
+
+def test_compose_failure_shows_the_real_error_not_the_volume_probe() -> None:
+    proc = subprocess.CompletedProcess(
+        ["podman-compose"], 0,
+        stdout="services:\n  vectune: {}\npodman run --name=p_vectune_1 -d --init vectune:t\nexit code: 125\n",
+        stderr="Error: inspecting object: no such volume p_vectune_models\n"
+               "Error: inspecting object: no such volume p_vectune_work\n"
+               "Error: container-init binary not found on the host: stat /usr/libexec/podman/catatonit\n")
+    text = smoke.compose_failure(proc)
+    assert "catatonit" in text and "no such volume" not in text
+    assert "exit code: 125" in text and "podman run --name=p_vectune_1" in text and "services:" not in text
