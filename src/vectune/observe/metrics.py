@@ -16,6 +16,11 @@ Gauges (all labelled ``alias``; the two quality gauges also ``metric``):
   over from the previous file when this run failed)
 * ``vectune_recall_live`` / ``vectune_recall_candidate`` — the gate metric of the
   live and candidate models (``metric`` says which, e.g. ``recall@5``)
+* ``vectune_watch_verdict`` — 1 for the watch's verdict label (``verdict``: off, skipped, too-few,
+  inconclusive, confirmed, worse, error), 0 for the others
+* ``vectune_watch_rolled_back`` — 1 if the watch rolled the live model back in the last run
+* ``vectune_watch_fresh_queries`` — fresh queries the watch judged on (or found too few)
+* ``vectune_watch_delta`` — live − rollback target on the gate metric, on the fresh queries
 
 Suggested alerts: ``time() - vectune_last_success_timestamp_seconds > 2*86400``
 and ``vectune_last_run_success == 0``.
@@ -42,7 +47,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("promoted", "kept", "noop", "dry-run", "failed", "interrupted")
+STATUSES = ("promoted", "kept", "noop", "dry-run", "failed", "interrupted", "rolled-back")
+#: The watch's verdicts (:data:`vectune.ops.watch.VERDICTS`; observe sits below ops, so they are listed here too).
+WATCH_VERDICTS = ("off", "skipped", "too-few", "inconclusive", "confirmed", "worse", "error")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 _HELP: dict[str, str] = {
@@ -55,6 +62,11 @@ _HELP: dict[str, str] = {
     "vectune_last_success_timestamp_seconds": "Unix time of the last vectune run that did not fail.",
     "vectune_recall_live": "Gate metric of the live model on the last run's eval set.",
     "vectune_recall_candidate": "Gate metric of the candidate model on the last run's eval set.",
+    "vectune_watch_verdict": ("1 for the watch's verdict on the live model in the last run (off, skipped, too-few, "
+                              "inconclusive, confirmed, worse, error)."),
+    "vectune_watch_rolled_back": "1 if the watch rolled the live model back in the last run, else 0.",
+    "vectune_watch_fresh_queries": "Fresh queries (after the promotion) the watch judged the live model on.",
+    "vectune_watch_delta": "Live minus rollback target on the gate metric, on the fresh queries.",
 }
 
 
@@ -157,6 +169,18 @@ def render(report: dict[str, Any], *, previous_success: float | None = None, now
         value = _number(gate.get(key))
         if value is not None:
             samples.append((name, {**base, "metric": metric_name}, value))
+
+    watch = report.get("watch") or {}
+    if isinstance(watch, dict) and watch.get("verdict"):
+        verdict = str(watch["verdict"])
+        for v in (WATCH_VERDICTS if verdict in WATCH_VERDICTS else (*WATCH_VERDICTS, verdict)):
+            samples.append(("vectune_watch_verdict", {**base, "verdict": v}, 1.0 if v == verdict else 0.0))
+        samples.append(("vectune_watch_rolled_back", base, 1.0 if watch.get("rolled_back") else 0.0))
+        samples.append(("vectune_watch_fresh_queries", base, float(watch.get("queries") or 0)))
+        scores = watch.get("scores") or {}
+        delta = _number(scores.get("delta"))
+        if delta is not None:
+            samples.append(("vectune_watch_delta", {**base, "metric": str(scores.get("metric") or "unknown")}, delta))
 
     lines: list[str] = []
     seen: set[str] = set()

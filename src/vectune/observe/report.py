@@ -36,10 +36,12 @@ class RunReport:
         dry_run: stop after evaluation.
         timings: seconds per stage.
         counts: per-stage counts.
-        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked`` or ``interrupted`` (SIGTERM).
+        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked``, ``interrupted`` (SIGTERM)
+            or ``rolled-back`` (the watch rolled the live model back; exit code 7).
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
+        watch: what the watch found before the cycle (:class:`vectune.ops.watch.WatchResult`).
     """
 
     run_id: str
@@ -70,6 +72,7 @@ class RunReport:
     duration_s: float | None = None
     report_files: dict | None = None
     settings: dict | None = None
+    watch: dict | None = None
 
     def end(self, status: str, reason: str) -> None:
         """Record the outcome."""
@@ -133,8 +136,12 @@ def summary(report: RunReport | dict) -> str:
         "dry-run": f"DRY RUN: alias '{report['alias']}' untouched ({report.get('live_collection')})",
         "failed": f"FAILED: alias '{report['alias']}'",
         "interrupted": f"INTERRUPTED: alias '{report['alias']}'",
+        "rolled-back": f"ROLLED BACK by the watch: alias '{report['alias']}' -> {report.get('new_collection')}",
     }.get(str(status), str(status))
     out = [head]
+    watch = report.get("watch") or {}
+    if watch and status != "rolled-back":
+        out.append(f"watch: {watch.get('verdict')} - {watch.get('reason')}")
     gate = report.get("gate") or {}
     if report.get("reason"):
         out.append(f"reason: {report['reason']}")
@@ -165,6 +172,12 @@ def markdown(report: dict, chart: str | None = None) -> str:
         md.append("")
         if chart:
             md += [f"![recall@k]({chart})", ""]
+    if r.get("watch"):
+        w = {k: v for k, v in r["watch"].items() if k != "scores"}
+        scores = dict(r["watch"].get("scores") or {})
+        scores.pop("per_query", None)
+        md += ["## Watch", "", f"**{w.get('verdict')}** — {w.get('reason')}", "", "```",
+               json.dumps({**w, "scores": scores or None}, indent=2, default=str), "```", ""]
     if r.get("gate"):
         md += ["## Gate", "", "```", json.dumps(r["gate"], indent=2), "```", ""]
     md += ["## Counts", "", "```", json.dumps(r.get("counts", {}), indent=2), "```", ""]

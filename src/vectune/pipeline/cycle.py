@@ -23,6 +23,7 @@ from vectune.core.hashing import file_hash
 from vectune.core.jsonl import write_json_atomic
 from vectune.models.store import ModelStore
 from vectune.observe.report import RunReport
+from vectune.pipeline.condemned import WatchState, pin, uncovered
 from vectune.pipeline.evaluate import evaluate_candidate
 from vectune.pipeline.gate import judge
 from vectune.pipeline.pairs import labeled
@@ -90,12 +91,20 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed)
         if fb_counts:
             rep.counts["feedback"] = fb_counts
+    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
+    if condemned is not None:
+        if fb is not None:
+            fb.golden, fb.train, pinned = pin(condemned, fb.golden, fb.train)
+        else:
+            golden, train, pinned = pin(condemned, golden, trainset)
+            golden, trainset = (golden or None), (train or None)
+        rep.counts["condemned"] = {**condemned.summary(), **pinned}
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
     examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed) if fb and settings.pairs.few_shot else ()
     generator = make_generator(settings.teacher, seed=settings.seed, cache_dir=settings.work_dir / "cache" / "teacher",
                                examples=examples)
-    fingerprint = _fingerprint(rd, generator, settings, fb)
+    fingerprint = _fingerprint(rd, generator, settings, fb, condemned=condemned.run_id if condemned else None)
     state_file = run_dir / "last_cycle.json"
     if not rep.dry_run and (last := _last_state(state_file, fingerprint)):
         return rep.end("noop", f"collection content and settings unchanged since run {last.get('run_id')} "
@@ -146,6 +155,13 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     if rep.dry_run:
         return rep.end("dry-run", f"dry run; the gate would {'promote' if decision.promote else 'keep live'}: "
                                   f"{decision.reason}")
+    if decision.promote and condemned is not None and (missing := uncovered(condemned, golden or [])):
+        # no flapping: a new promotion must win on the queries that condemned the last one
+        decision.promote = False
+        decision.reason = (f"the watch rolled '{condemned.model}' back on {len(condemned.queries)} fresh queries; a "
+                           f"new promotion needs evidence that includes them, and {len(missing)} were not in it "
+                           f"(the gate said: {decision.reason})")
+        rep.gate = decision.to_dict()
     if not decision.promote:
         rep.end("kept", decision.reason)
         if settings.promote.keep_candidate:
@@ -155,22 +171,29 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         return _save_state(state_file, fingerprint, rep)
 
     data = {"chunks_read": rd.stats.points, "usable": rd.stats.usable, "train_examples": len(pairs.examples),
-            "eval_queries": outcome.results[evidence][0].queries}
+            "eval_queries": outcome.results[evidence][0].queries,
+            # the newest feedback this cycle read: what arrives after it is fresh for the watch (ops/watch.py)
+            "feedback_until": ((rep.counts.get("feedback") or {}).get("window") or {}).get("last")}
     rep.new_collection = lineage.collection_name(alias, cand.tag)
     promoter = Promoter(store, alias, settings.promote, models, run_dir, lock)
     done = promoter.promote(rd, cand, outcome, decision, text_field=rd.text_field, evidence=evidence,
                             teacher=generator.name, data=data, run_id=rep.run_id, stage=timings.stage)
     rep.counts["reindex"] = done.counts
     rep.end("promoted", decision.reason)
+    if condemned is not None:
+        WatchState(run_dir).clear(by=rep.run_id)
+        rep.counts["condemned"]["cleared"] = True
     _save_state(state_file, fingerprint, rep)
 
 
 # --------------------------------------------------------------------------- the no-op check
-def _fingerprint(rd, generator, settings: Settings, fb=None) -> str:
+def _fingerprint(rd, generator, settings: Settings, fb=None, condemned: str | None = None) -> str:
     """What this cycle would learn from: the collection's content and every setting that can change a decision."""
     cfg = settings.decisive()  # config.settings.NOT_DECISIVE lists what is left out, on purpose
     cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.labels.eval_set),
                train_set=file_hash(settings.labels.train_set), base=rd.meta.get("base_model"))
+    if condemned:
+        cfg["condemned"] = condemned  # a pending condemnation changes the evidence
     if fb is not None:
         cfg["feedback"] = sorted((q.text, sorted(q.relevant)) for q in fb.golden + fb.train)
     return hashlib.sha256(json.dumps([rd.fingerprint, cfg], sort_keys=True, default=str).encode()).hexdigest()
