@@ -48,6 +48,8 @@ def test_cutoff_is_the_newest_feedback_the_promotion_saw_else_its_time():
     # a target trained on newer feedback (a roll-forward's parent): fresh for both means after both
     assert cutoff({"data": {"feedback_until": ts(5)}}, {"data": {"feedback_until": ts(7)}}) == ts(7)
     assert cutoff({}, {}) is None
+    # a cycle that records its labels' provenance: the newest label it used
+    assert cutoff({"labels": {"last_ts": ts(8)}, "data": {"feedback_until": ts(9)}}, {}) == ts(8)
 
 
 def test_only_a_promotion_live_through_it_is_watched(store):

@@ -218,14 +218,20 @@ def not_watched(store: Store, live: str, meta: dict) -> str | None:
 def cutoff(meta: dict, target_meta: dict) -> str | None:
     """The time after which feedback is fresh for both models.
 
-    The newest feedback the live model's promotion read (``data.feedback_until``), else its
+    The newest feedback the live model's promotion read (``labels.last_ts`` or ``data.feedback_until``), else its
     creation time (a promotion that learned from no feedback); later still when the rollback
     target was itself trained on newer feedback.
     """
-    own = (meta.get("data") or {}).get("feedback_until") or meta.get("created_at")
-    theirs = (target_meta.get("data") or {}).get("feedback_until")
+    own = _trained_until(meta) or meta.get("created_at")
+    theirs = _trained_until(target_meta)
     times = [t for t in (own, theirs) if t]
     return max(times, key=epoch) if times else None
+
+
+def _trained_until(meta: dict) -> str | None:
+    """The newest feedback a collection's promotion read: its label provenance's newest label (``labels.last_ts``,
+    when the cycle records one), else the newest feedback event its cycle read (``data.feedback_until``)."""
+    return (meta.get("labels") or {}).get("last_ts") or (meta.get("data") or {}).get("feedback_until")
 
 
 # --------------------------------------------------------------------------- scoring

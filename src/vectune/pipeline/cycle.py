@@ -91,16 +91,11 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed)
         if fb_counts:
             rep.counts["feedback"] = fb_counts
-    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
-    if condemned is not None:
-        if fb is not None:
-            fb.golden, fb.train, pinned = pin(condemned, fb.golden, fb.train)
-        else:
-            golden, train, pinned = pin(condemned, golden, trainset)
-            golden, trainset = (golden or None), (train or None)
-        rep.counts["condemned"] = {**condemned.summary(), **pinned}
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
+    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
+    if condemned is not None:
+        golden, trainset = _pin(condemned, fb, golden, trainset, rep)
     examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed) if fb and settings.pairs.few_shot else ()
     generator = make_generator(settings.teacher, seed=settings.seed, cache_dir=settings.work_dir / "cache" / "teacher",
                                examples=examples)
@@ -184,6 +179,15 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         WatchState(run_dir).clear(by=rep.run_id)
         rep.counts["condemned"]["cleared"] = True
     _save_state(state_file, fingerprint, rep)
+
+
+def _pin(condemned, fb, golden, trainset, rep: RunReport):
+    """The queries that condemned the last promotion go to the evidence side, never to training."""
+    golden, train, pinned = pin(condemned, golden, trainset)
+    if fb is not None:  # the few-shot examples come from the feedback's training side: keep it in step
+        fb.golden, fb.train = golden, train
+    rep.counts["condemned"] = {**condemned.summary(), **pinned}
+    return (golden or None), (train or None)
 
 
 # --------------------------------------------------------------------------- the no-op check
