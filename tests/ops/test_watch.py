@@ -190,6 +190,7 @@ def test_a_worse_promotion_is_rolled_back_by_the_next_run_and_never_flaps(indexe
     assert _live() == base
     event = _history(home)[-1]
     assert event["event"] == "watch-rollback" and event["from"] == bad and event["to"] == base
+    assert "watch-rollback" in invoke("history", "--alias", "docs").output
     prom = (tmp_path / "metrics" / "vectune_docs.prom").read_text()
     assert 'vectune_watch_rolled_back{alias="docs"} 1' in prom
     assert 'vectune_last_run_status{alias="docs",status="rolled-back"} 1' in prom

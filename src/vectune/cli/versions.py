@@ -50,7 +50,11 @@ def event_text(ev: dict) -> str:
         g = ev.get("gate") or {}
         return (f"{ev.get('live_collection')} -> {ev.get('new_collection')} {g.get('metric')} "
                 f"{g.get('live')}->{g.get('candidate')}")
-    if e in ("rejection", "failure", "crash"):
+    if e == "watch-rollback":
+        w = ev.get("watch") or {}
+        return (f"{ev.get('from')} -> {ev.get('to')}: {w.get('metric')} {w.get('delta'):+.4f} on {w.get('queries')} "
+                f"fresh queries since {w.get('since')}" if w.get("delta") is not None else str(ev.get("reason")))
+    if e in ("rejection", "failure", "crash", "watch-confirmed"):
         return str(ev.get("reason"))
     return json.dumps({k: v for k, v in ev.items() if k not in ("time", "alias", "event")}, default=str)
 

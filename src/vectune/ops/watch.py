@@ -327,15 +327,17 @@ def _verdict(res: WatchResult, cfg, metric: str, samples: int) -> None:
             f"({s['live'][metric]:.4f} vs {s['target'][metric]:.4f}; {ci})")
     if worse.promote:
         res.verdict = "worse"
-        res.reason = (f"the live model is worse than its rollback target on fresh feedback: {head}; one-sided "
-                      f"{cfg.test} p = {worse.p_value if worse.p_value is not None else '-'}")
+        res.reason = f"the live model is worse than its rollback target on fresh feedback: {head}{_p(worse, cfg)}"
     elif better.promote:
         res.verdict = "confirmed"
-        res.reason = (f"fresh feedback confirms the promotion: {head}; one-sided {cfg.test} "
-                      f"p = {better.p_value if better.p_value is not None else '-'}")
+        res.reason = f"fresh feedback confirms the promotion: {head}{_p(better, cfg)}"
     else:
         res.verdict = "inconclusive"
         res.reason = f"no significant difference on fresh feedback: {head}"
+
+
+def _p(d, cfg) -> str:
+    return f"; one-sided {cfg.test} p = {d.p_value:.4f}" if d.p_value is not None else ""
 
 
 def _brief(res: WatchResult) -> dict:
@@ -365,9 +367,9 @@ def _roll_back(store: Store, settings: Settings, alias: str, res: WatchResult, m
                              queries=[{"query": q.text, "relevant": sorted(q.relevant)} for q in queries],
                              delta=s.get("delta"), p_value=s.get("p_worse"))
     state.condemn(condemned)
-    lock.renew()
+    lock.fence("watch rollback")
     try:
-        stats, vinfo, model = publish_back(store, settings, alias, live, target, tmeta, lock, run_id)
+        stats, vinfo, passages = publish_back(store, settings, alias, live, target, tmeta, lock, run_id)
     except BadInput:
         state.clear(by=f"{run_id}: the rollback could not start")
         raise
@@ -377,10 +379,11 @@ def _roll_back(store: Store, settings: Settings, alias: str, res: WatchResult, m
     store.set_metadata(live, rec)
     synced = stats.to_dict() if stats else None
     res.rolled_back = True
-    res.rollback = {"from": live, "to": target, "model": model, "synced": synced, "verify": vinfo}
+    res.rollback = {"from": live, "to": target, "model": res.target_model, "passage_model": passages,
+                    "synced": synced, "verify": vinfo}
     res.reason = f"rolled back '{alias}' from '{live}' to '{target}': {res.reason}"
     History(settings.work_dir, alias).append({
-        "event": "watch-rollback", "run_id": run_id, "from": live, "to": target, "model": model,
+        "event": "watch-rollback", "run_id": run_id, "from": live, "to": target, "model": res.target_model,
         "condemned_model": condemned.model, "reason": res.reason, "synced": synced, "watch": _brief(res)})
 
 
