@@ -4,7 +4,7 @@ A long-running container (``docker compose up``) has no crond, so ``serve`` runs
 cycle on a standard 5-field cron schedule itself (``minute hour day-of-month month day-of-week``).
 Parsing and the calendar come from `cronsim <https://pypi.org/project/cronsim/>`_: ``*``, lists,
 ranges, steps (``*/15``, ``5/20``), month and weekday names, weekday 7 = Sunday, the Vixie rule
-(both day fields restricted: a day matches if *either* does), and cronsim's ``L``/``W``/``#``. The
+(both day fields restricted: a day matches if *either* does), and cronsim's ``L``, ``LW`` and ``#``. The
 macros ``@yearly`` (``@annually``), ``@monthly``, ``@weekly``, ``@daily`` (``@midnight``) and
 ``@hourly`` are accepted; ``@reboot`` is not (use run-at-start).
 

@@ -26,16 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    Field,
-    StrictInt,
-    StrictStr,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
 from vectune.core.labels import QUERY_KEYS, RELEVANT_KEYS
@@ -151,8 +142,8 @@ def _unique(ids: list[str]) -> list[str]:
     return ids
 
 
-_Id = Annotated[StrictStr | Annotated[StrictInt, Field(ge=0)], AfterValidator(lambda v: str(v).strip()),
-                StringConstraints(min_length=1)]
+_Id = Annotated[Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True, ge=0)],
+                AfterValidator(lambda v: str(v).strip()), Field(min_length=1)]
 _Ids = Annotated[list[_Id], BeforeValidator(lambda v: [] if v is None else [v] if isinstance(v, (str, int)) else v),
                  AfterValidator(_unique)]
 _NOT_IDS = "{name}: {input!r} is not an id (a string or a non-negative integer) or a list of them"
@@ -176,8 +167,9 @@ REASONS = {
 class FeedbackEvent(BaseModel):
     """One feedback event as stored (``ids``: the relevant ids); build it with :meth:`check`."""
 
-    alias: Annotated[StrictStr, Field(pattern=r"\S")]
-    query: Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)]
+    alias: Annotated[str, Field(strict=True, pattern=r"\S")]
+    query: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1,
+                                            max_length=MAX_QUERY_CHARS)]
     signal: Literal["click", "cite", "thumbs_up", "thumbs_down", "skip"] = "click"
     ids: Annotated[_Ids, Field(min_length=1)]
     negative_ids: _Ids = []
