@@ -38,7 +38,7 @@ from vectune.ops import rollback as rollback_ops
 from vectune.ops import run as run_ops
 from vectune.ops import status as status_ops
 from vectune.ops.health import run_checks
-from vectune.pipeline.pairs import review
+from vectune.pipeline.pairs import rejections, review
 from vectune.qdrant.store import Store
 
 
@@ -175,14 +175,14 @@ class Alias:
         run_dir = self.settings.run_dir(self.name)
         rows = review.subsample(review.read_run_sample(run_dir, self.name), k,
                                 self.settings.seed if seed is None else seed)
-        rejections = review.Rejections(run_dir)
+        vetoed = rejections.Rejections(run_dir)
         for r in rows:
-            r["rejected"] = rejections.row_rejected(r)
+            r["rejected"] = vetoed.row_rejected(r)
         return rows
 
-    def rejections(self) -> review.Rejections:
+    def rejections(self) -> rejections.Rejections:
         """The pairs and whole queries people vetoed for this alias (later cycles never train on them)."""
-        return review.Rejections(self.settings.run_dir(self.name))
+        return rejections.Rejections(self.settings.run_dir(self.name))
 
 
 # --- beyond one alias -----------------------------------------------------------------------
