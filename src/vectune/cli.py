@@ -192,6 +192,58 @@ def history(alias, as_json, **kw):
     _emit({"alias": alias, "events": events}, as_json, text)
 
 
+# ----------------------------------------------------------------------------- report pages / pair review
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--run", "run_id", default=None, help="Which run's page (default: the latest).")
+@click.option("--open", "open_", is_flag=True, help="Open the history page in a web browser.")
+@connection_options
+@handle_errors
+def report(alias, run_id, open_, **kw):
+    """Write the alias's history page (and a run's report page) from its reports and history; print their paths."""
+    from vectune.ops.report_pages import refresh
+
+    s = _settings(kw)
+    alias = _require_alias(alias, s)
+    out = refresh(s, alias, run_id)
+    click.echo(f"history: {out['history']}")
+    if out.get("run"):
+        click.echo(f"run {out['run_id']}: {out['run']}")
+    if open_:
+        import webbrowser
+
+        webbrowser.open(out["history"].resolve().as_uri())
+
+
+@cli.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--open", "open_", is_flag=True, help="Open the page in a web browser.")
+@connection_options
+@handle_errors
+def review(alias, port, open_, **kw):
+    """Serve the last run's pair sample on 127.0.0.1 to read and reject pairs in a browser (Ctrl-C stops)."""
+    from vectune.ops.review_server import ReviewServer
+
+    s = _settings(kw)
+    alias = _require_alias(alias, s)
+    server = ReviewServer(s.run_dir(alias), alias, port=port)
+    click.echo(f"reviewing the pair sample of alias '{alias}' at {server.url}\n"
+               "(only this machine can reach it, and only with the token; Ctrl-C stops)")
+    sys.stdout.flush()
+    if open_:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
 # ----------------------------------------------------------------------------- rollback / prune
 @cli.command()
 @click.option("--alias", default=None, help="[VECTUNE_ALIAS]")

@@ -252,7 +252,8 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
     rep.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rep.duration_s = round((datetime.now(timezone.utc) - started).total_seconds(), 1)
     try:
-        paths = report_mod.write(rep, settings.resolved_work_dir / "reports" / rep.alias)
+        paths = report_mod.write(rep, settings.resolved_work_dir / "reports" / rep.alias,
+                                 lineage.read_history(settings, rep.alias))
         rep.report_files = {k: str(v) for k, v in paths.items()}
     except OSError as e:
         logger.warning("could not write the run report: %s", e)
