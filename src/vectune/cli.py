@@ -127,7 +127,8 @@ def run(alias, dry_run, as_json, **kw):
     alias = _require_alias(alias, s)
     rep = cycle.run(s, alias, dry_run=dry_run)
     files = rep.report_files or {}
-    _emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else ""))
+    _emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else "")
+          + (f"\npage: {files['html']}" if files.get("html") else ""))
 
 
 # ----------------------------------------------------------------------------- status / history

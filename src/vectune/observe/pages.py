@@ -894,9 +894,9 @@ def history_page(alias: str, runs: Sequence[Mapping], events: Sequence[Mapping],
         elif e["event"] == "adopt":
             live = ev.get("collection") or live
     last = entries[-1] if entries else None
-    t = "neutral"
-    if last is not None:
-        t = {"promotion": "good", "rollback": "warn", "failure": "warn", "crash": "warn"}.get(last["event"], "neutral")
+    decisive = [e for e in entries if e["event"] in ("promotion", "rejection", "rollback", "failure", "crash")]
+    t = {"promotion": "good", "rollback": "warn", "failure": "warn", "crash": "warn"}.get(
+        decisive[-1]["event"] if decisive else "", "neutral")
     nruns = sum(1 for e in entries if e.get("run"))
     summary = ", ".join(f"{v} {EVENT_LABEL.get(k, k)}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
     head = (f"<div class='banner {t}' id='decision'><div class='verdict'>History of alias '{_e(alias)}'</div>"
