@@ -10,7 +10,8 @@ It renders, from the JSON reports and the history on disk (nothing is made up):
 - ``docs/report-promoted.png``: the SciFact run's page as it was written when it promoted;
 - ``docs/report-rollback.png``: the same run's page after the demo's rollback (``vectune report`` rewrites it);
 - ``docs/report-kept.png``: the pydoc run's page (the gain was within noise: kept);
-- ``docs/history.png``: the SciFact alias's history page.
+- ``docs/history.png``: the SciFact alias's history page;
+- ``docs/review.png``: ``vectune review`` serving the SciFact run's pair sample (nothing clicked).
 
 Headless Chromium from Debian's packages (``chromium``, ``chromium-driver``) takes the shots; nothing is downloaded.
 """
@@ -78,12 +79,19 @@ def main() -> None:
     kept = _latest(work / "reports" / a.kept_alias, "kept")
     (tmp / "kept.html").write_text(pages.report_page(kept, events=_events(work, a.kept_alias)))
     history = pages.write_history_page(promo_dir, a.promoted_alias, events)
+    from vectune.ops.review_server import ReviewServer
+
     driver = _driver()
     try:
         shoot(driver, tmp / "promoted.html", out / "report-promoted.png")
         shoot(driver, tmp / "rollback.html", out / "report-rollback.png", max_height=1100)
         shoot(driver, tmp / "kept.html", out / "report-kept.png")
         shoot(driver, history, out / "history.png")
+        with ReviewServer(work / "runs" / a.promoted_alias, a.promoted_alias).start() as server:  # reads, clicks nothing
+            driver.set_window_size(1280, 1000)
+            driver.get(server.url)
+            driver.save_screenshot(str(out / "review.png"))
+            print(f"{out / 'review.png'} (1280x1000)")
     finally:
         driver.quit()
 

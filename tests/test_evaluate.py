@@ -40,3 +40,18 @@ def test_eval_corpus_keeps_every_required_chunk_under_the_cap():
     assert len(out) == 10 and must <= set(keys) and keys == sorted(keys)
     assert [c.key for c in eval_corpus(chunks, by_key, must, cap=10, seed=1)] == keys  # seeded
     assert len(eval_corpus(chunks, by_key, must, cap=100, seed=1)) == 50
+
+
+def test_outcome_reports_a_delta_interval_per_metric():
+    import numpy as np
+
+    from vectune.evaluate import EvalOutcome, EvalResult
+
+    half = np.r_[np.zeros(25), np.ones(25)]
+    live = EvalResult({"ndcg@10": 0.0, "recall@5": 0.5}, {"ndcg@10": np.zeros(50), "recall@5": half}, 50, 9)
+    cand = EvalResult({"ndcg@10": 0.5, "recall@5": 0.5}, {"ndcg@10": half, "recall@5": half}, 50, 9)
+    d = EvalOutcome({"golden": (live, cand)}, corpus=[]).to_dict()["golden"]
+    lo, hi = d["delta_ci"]["ndcg@10"]
+    assert 0 < lo < 0.5 < hi < 1  # a clear gain: the interval sits right of zero, around +0.5
+    assert d["delta_ci"]["recall@5"] == [0.0, 0.0]  # identical per-query values: no spread
+    assert d["live"]["queries"] == 50 and "delta_ci" not in d["live"]

@@ -263,6 +263,17 @@ def rollback(alias, to, force, **kw):
     how = (f"synced {synced['upserted']} re-embedded, {synced['deleted']} deleted" if synced
            else "NOT synced (forced)")
     click.echo(f"rolled back '{alias}': {out['from']} -> {out['to']} (model {out['model']}; {how})")
+    _refresh_pages(s, alias)
+
+
+def _refresh_pages(s, alias: str) -> None:
+    """Bring the alias's history page (and the undone promotion's page) up to date; never fails the command."""
+    try:
+        from vectune.ops.report_pages import refresh
+
+        refresh(s, alias)
+    except Exception as e:  # noqa: BLE001 - the pages are for people; the rollback itself is done
+        logger.warning("could not rewrite the history page of '%s': %s", alias, e)
 
 
 @cli.command()

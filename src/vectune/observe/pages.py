@@ -782,7 +782,8 @@ def _trend(entries: list[dict]) -> tuple[str, str]:
             for k, c in cands.items():
                 g = (c or {}).get("gate") or {}
                 if g.get("metric") == metric and g.get("candidate") is not None:
-                    kinds.setdefault(k, []).append((x, g["candidate"], r.get("status"), r.get("run_id")))
+                    st = r.get("status") if k == (r.get("choice") or {}).get("chosen") else "not chosen"
+                    kinds.setdefault(k, []).append((x, g["candidate"], st, r.get("run_id")))
         else:
             kinds.setdefault(_kind_of(r), []).append((x, _gate_of(e).get("candidate"),
                                                       r.get("status") or e.get("event"), r.get("run_id")))

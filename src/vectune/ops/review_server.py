@@ -75,7 +75,7 @@ def page(alias: str, rows: list[dict], rejections: review.Rejections, token: str
             f"and {counts['queries']} whole queries.</p></div>{note}"
             "<section class='card'><table><tr><th class='num'>#</th><th>query</th><th>positive (answers it)</th>"
             f"<th>hard negative</th><th>source</th><th></th></tr>{''.join(trs)}</table></section>")
-    extra = ("form.act{display:inline}button{font:inherit;font-size:13px;padding:4px 10px;border-radius:6px;"
+    extra = ("form.act{display:inline}form.act+form.act{margin-left:6px}button{font:inherit;font-size:13px;padding:4px 10px;border-radius:6px;"
              "border:1px solid #d0d7de;background:#f6f8fa;cursor:pointer;margin:2px 0;white-space:nowrap}"
              "button:hover{background:#ffebe9;border-color:#ff8182;color:#c0392b}td.acts{white-space:nowrap}"
              "tr.rej td{color:#8c959f;text-decoration:line-through}tr.rej td.acts{text-decoration:none}")
