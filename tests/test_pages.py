@@ -50,7 +50,7 @@ def test_promoted_page_says_the_decision_and_draws_the_gate():
     assert "class='chart forest'" in html and "min delta +0.005" in html  # the forest plot with its threshold
     assert "ndcg@10  ← gate" in html and "+0.0300  [+0.0110, +0.0490]" in html  # the gate row and its CI
     assert "[−0.0100, +0.1100]" in html  # a non-gate metric's CI from evaluation.delta_ci
-    assert "queries about new documents (4)" in html and "kept: epoch 2.00" in html  # the training curves
+    assert "queries about new documents (4)" in html and "kept: epoch 2" in html  # the training curves
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "3</b> training items left out" in html  # counts.rejected
     assert "href='history.html'" in html

@@ -208,6 +208,8 @@ def _scalar(value: Any) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
+        if value.is_integer() and abs(value) < 1e9:
+            return f"{int(value):,}"
         a = abs(value)
         return _num(value, 1 if a >= 100 else (2 if a >= 10 else 4))
     if isinstance(value, int):
@@ -516,7 +518,7 @@ def _train_block(name: str, st: Mapping) -> str:
                            "points": [tuple(p) for p in new], "color": "#7c3aed", "dash": "6 3"})
         hl = [{"y": st.get("val_live"), "label": f"live model {_num(st.get('val_live'))}"}] \
             if isinstance(st.get("val_live"), (int, float)) else []
-        vl = [{"x": st["chosen_epoch"], "label": f"kept: epoch {_num(st['chosen_epoch'], 2)}", "color": svg.GREEN}] \
+        vl = [{"x": st["chosen_epoch"], "label": f"kept: epoch {_scalar(st['chosen_epoch'])}", "color": svg.GREEN}] \
             if isinstance(st.get("chosen_epoch"), (int, float)) else []
         out += svg.lines(series, title=f"{name}: {metric} per epoch", x_label="epoch", y_label=metric,
                          hlines=hl, vlines=vl, height=250)
@@ -762,6 +764,45 @@ def _kind_of(r: Mapping) -> str:
     return next((k for k in KIND_COST if tag.endswith("-" + k)), "candidate")
 
 
+def _done(e: Mapping) -> float | None:
+    """When an entry took effect: a run's end (its swap), else the event's time."""
+    r = e.get("run") or {}
+    return _ts(r.get("finished_at")) or _ts((e.get("detail") or {}).get("time")) or _ts(e.get("time"))
+
+
+def _live_steps(entries: list[dict], metric: str, evidence: str) -> list[tuple[float, float]]:
+    """The live model's metric as a step line: measured at each run, switched at promotions and rollbacks.
+
+    A collection's value is the last one measured for it (as live, or as the promoted candidate); a
+    rollback switches to the value of the collection it returns to, when one was measured.
+    """
+    value: dict[str, float] = {}
+    pts: list[tuple[float, float]] = []
+    current = None
+    for e in entries:
+        r, ev, g = e.get("run") or {}, e.get("detail") or {}, _gate_of(e)
+        t = _ts(e["time"])
+        if t is None:
+            continue
+        if g.get("metric") == metric and g.get("evidence") == evidence and g.get("live") is not None:
+            live = r.get("live_collection") or ev.get("live_collection")
+            value[live] = g["live"]
+            current = g["live"]
+            pts.append((t, current))
+            if e["event"] == "promotion" and g.get("candidate") is not None:
+                value[r.get("new_collection") or ev.get("new_collection")] = g["candidate"]
+                t2 = _done(e) or t
+                pts += [(t2, current), (t2, g["candidate"])]
+                current = g["candidate"]
+        elif e["event"] == "rollback" and current is not None:
+            back = value.get(ev.get("to"))
+            pts.append((t, current))
+            if back is not None:
+                pts.append((t, back))
+                current = back
+    return pts
+
+
 def _trend(entries: list[dict]) -> tuple[str, str]:
     """The trend chart of the live model's and the candidates' gate metric, and its caption."""
     gated = [e for e in entries if _gate_of(e).get("metric") is not None and _ts(e["time"]) is not None]
@@ -773,7 +814,7 @@ def _trend(entries: list[dict]) -> tuple[str, str]:
     metric = max(set(metrics), key=metrics.count)
     gated = [e for e in gated if _gate_of(e).get("evidence") == evidence and _gate_of(e).get("metric") == metric]
     xs = [_ts(e["time"]) for e in gated]
-    live_pts = [(x, _gate_of(e).get("live")) for x, e in zip(xs, gated)]
+    live_pts = _live_steps(entries, metric, evidence)
     kinds: dict[str, list] = {}
     for x, e in zip(xs, gated):
         r = e.get("run") or {}
@@ -787,7 +828,7 @@ def _trend(entries: list[dict]) -> tuple[str, str]:
         else:
             kinds.setdefault(_kind_of(r), []).append((x, _gate_of(e).get("candidate"),
                                                       r.get("status") or e.get("event"), r.get("run_id")))
-    series = [{"name": f"live model ({metric})", "points": live_pts, "color": svg.INK, "r": 3}]
+    series = [{"name": f"live model ({metric})", "points": live_pts, "color": svg.INK, "dots": False}]
     for i, (k, pts) in enumerate(kinds.items()):
         series.append({"name": f"candidate: {k}", "points": [(x, y) for x, y, _, _ in pts],
                        "color": svg.PALETTE[i % len(svg.PALETTE)], "line": False, "r": 5,
@@ -803,7 +844,7 @@ def _trend(entries: list[dict]) -> tuple[str, str]:
             vlines.append({"x": x, "label": "rollback", "color": svg.AMBER})
             all_x.append(x)
         elif e["event"] == "promotion":
-            vlines.append({"x": x, "label": "promoted", "color": svg.GREEN})
+            vlines.append({"x": _done(e) or x, "label": "promoted", "color": svg.GREEN})
     if len(vlines) > 12:
         for v in vlines:
             v["label"] = ""
@@ -815,9 +856,9 @@ def _trend(entries: list[dict]) -> tuple[str, str]:
                for i in range(n)] if span > 0 else [(lo, datetime.fromtimestamp(lo).strftime("%Y-%m-%d %H:%M"))]
     chart = svg.lines(series, title=f"{metric} on {evidence} queries over time", y_label=metric, vlines=vlines,
                       x_ticks=x_ticks, height=300)
-    caption = (f"{metric} on the {evidence} queries of each run: the black line is the live model when the run "
-               f"started, the dots each candidate it trained (filled: promoted; hollow: not). Green lines mark "
-               f"promotions, amber ones rollbacks.")
+    caption = (f"{metric} on the {evidence} queries of each run: the black line is the live model (measured by each "
+               f"run, switched at promotions and rollbacks), the dots each candidate a run trained (filled: promoted; "
+               f"hollow: not). Green lines mark promotions, amber ones rollbacks.")
     return chart, caption
 
 
@@ -834,10 +875,12 @@ def _collections(entries: list[dict], runs: Sequence[Mapping]) -> str:
             name = r.get("new_collection") or ev.get("new_collection")
             reindex = r.get("counts", {}).get("reindex") if r else None
             pts = _points(reindex)
-            seen.setdefault(name, {"first live": _when(e["time"]), "points": pts, "how": "promoted"})
+            seen.setdefault(name, {"first live": _when(r.get("finished_at") or e["time"]), "points": pts,
+                                   "how": "promoted"})
             prev = r.get("live_collection") or ev.get("live_collection")
             if prev:
-                seen.setdefault(prev, {"first live": "before", "points": None, "how": "earlier live"})
+                read = (r.get("counts") or {}).get("read") or {}
+                seen.setdefault(prev, {"first live": "before", "points": read.get("points"), "how": "earlier live"})
         elif e["event"] == "rollback":
             seen.setdefault(ev.get("to"), {"first live": _when(e["time"]), "points": None, "how": "rollback target"})
             seen[ev.get("to")]["last rollback"] = _when(e["time"])
