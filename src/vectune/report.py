@@ -165,14 +165,21 @@ def _md_value(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
+        if v.is_integer() and abs(v) < 1e9:
+            return f"{int(v):,}"
+        return f"{v:,.1f}" if abs(v) >= 100 else (f"{v:.2f}" if abs(v) >= 10 else f"{v:.4f}")
     if isinstance(v, int):
         return f"{v:,}"
     return _md_cell(v)
 
 
 def _md_facts(d) -> str:
-    return " · ".join(f"{k.replace('_', ' ')} {_md_value(v)}" for k, v in _md_flat(d))
+    return " · ".join(f"{k.replace('_', ' ')} {_md_value(v)}" for k, v in _md_flat(d) if v not in (None, ""))
+
+
+def _md_snip(text, chars: int = 140) -> str:
+    t = _md_cell(text)
+    return t if len(t) <= chars else t[: chars - 1].rstrip() + "…"
 
 
 def markdown(report: dict, chart: str | None = None) -> str:
@@ -234,15 +241,14 @@ def markdown(report: dict, chart: str | None = None) -> str:
             delta = f"{g['delta']:+.4f}" if g.get("delta") is not None else ""
             md.append(f"| {kind} | {_md_cell(cost)} | {delta} | {ci} | {p} | {verdict} |")
         md.append("")
-    trains = {k: (c or {}).get("train") for k, c in cands.items()} if cands else {r.get("candidate_model") or "candidate":
-                                                                                 counts.get("train")}
+    trains = ({k: (c or {}).get("train") for k, c in cands.items()} if cands
+              else {pages._kind_of(r): counts.get("train")})
     lines = []
     for kind, st in trains.items():
         if not st:
             continue
         curve, new = st.get("val_curve") or [], st.get("val_curve_new_docs") or []
-        s = f"- **{kind}**: " + _md_facts({k: v for k, v in st.items() if k not in ("val_curve", "val_curve_new_docs")
-                                            and not isinstance(v, (list, dict))})
+        s = f"- **{kind}**: " + _md_facts({k: st[k] for k in pages.TRAIN_KEYS if k in st})
         if curve:
             s += (f". Validation {st.get('val_metric', '')} per epoch: "
                   + " → ".join(f"{v:.4f}" for _, v in curve))
@@ -276,8 +282,8 @@ def markdown(report: dict, chart: str | None = None) -> str:
                    "to read and reject them in a browser):", "",
                    "| query | positive | hard negative | source |", "|---|---|---|---|"]
             for p in sample[:10]:
-                md.append(f"| {_md_cell(p.get('query'))} | {_md_cell(p.get('positive_snippet'))} | "
-                          f"{_md_cell(p.get('negative_snippet'))} | {_md_cell(p.get('source'))} |")
+                md.append(f"| {_md_snip(p.get('query'))} | {_md_snip(p.get('positive_snippet'))} | "
+                          f"{_md_snip(p.get('negative_snippet'))} | {_md_cell(p.get('source'))} |")
             md.append("")
     if r.get("timings"):
         md += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
