@@ -502,8 +502,7 @@ def _candidates_section(r: Mapping) -> str:
 
 # --------------------------------------------------------------------------- training
 TRAIN_KEYS = ("examples", "train_queries", "val_queries", "val_new_docs", "steps", "epochs", "epochs_run", "stopped_by",
-              "chosen_epoch",
-              "seconds", "loss", "examples_per_s", "val_live", "val_best", "beats_live", "processes")
+              "chosen_epoch", "seconds", "loss", "examples_per_s", "val_live", "val_best", "beats_live", "processes")
 
 
 def _train_block(name: str, st: Mapping) -> str:
