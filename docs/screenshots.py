@@ -1,14 +1,17 @@
 """Screenshots of the report and history pages for the README, from real runs' reports.
 
 Run the two demos first (``vectune demo`` promotes on SciFact, then rolls back;
-``vectune demo --corpus pydoc`` keeps the live model), then::
+``vectune demo --corpus pydoc`` keeps the live model), then a few more nights on ``scifact-demo``
+(``vectune run --alias scifact-demo --candidates linear``, then ``vectune run --alias scifact-demo
+--query-epochs 4`` twice: kept, promoted, nothing to do), then::
 
     python docs/screenshots.py --work-dir .vectune/work
 
 It renders, from the JSON reports and the history on disk (nothing is made up):
 
-- ``docs/report-promoted.png``: the SciFact run's page as it was written when it promoted;
-- ``docs/report-rollback.png``: the same run's page after the demo's rollback (``vectune report`` rewrites it);
+- ``docs/report-promoted.png``: the page of the SciFact alias's latest promotion that is still live;
+- ``docs/report-rollback.png``: the page of a promotion that was rolled back (the demo's own rollback), as
+  ``vectune report`` rewrites it after the rollback;
 - ``docs/report-kept.png``: the pydoc run's page (the gain was within noise: kept);
 - ``docs/history.png``: the SciFact alias's history page;
 - ``docs/review.png``: ``vectune review`` serving the SciFact run's pair sample (nothing clicked).
@@ -71,11 +74,15 @@ def main() -> None:
     work, out = a.work_dir, a.out
     tmp = Path(tempfile.mkdtemp(prefix="vectune-pages-"))
     promo_dir = work / "reports" / a.promoted_alias
-    promoted = _latest(promo_dir, "promoted")
     events = _events(work, a.promoted_alias)
-    before = [e for e in events if (e.get("time") or "") <= (promoted.get("finished_at") or "")]
-    (tmp / "promoted.html").write_text(pages.report_page(promoted, events=before))
-    (tmp / "rollback.html").write_text(pages.report_page(promoted, events=events))
+    undone = {e.get("from") for e in events if e.get("event") == "rollback"}
+    promoted_runs = [r for r in pages.read_reports(promo_dir) if r.get("status") == "promoted"]
+    rolled = [r for r in promoted_runs if r.get("new_collection") in undone]
+    live = [r for r in promoted_runs if r.get("new_collection") not in undone]
+    if not rolled or not live:
+        raise SystemExit(f"{promo_dir} needs a promotion that was rolled back and one that was not")
+    (tmp / "promoted.html").write_text(pages.report_page(live[-1], events=events))
+    (tmp / "rollback.html").write_text(pages.report_page(rolled[-1], events=events))
     kept = _latest(work / "reports" / a.kept_alias, "kept")
     (tmp / "kept.html").write_text(pages.report_page(kept, events=_events(work, a.kept_alias)))
     history = pages.write_history_page(promo_dir, a.promoted_alias, events)

@@ -375,8 +375,10 @@ def _summary_grid(r: Mapping) -> str:
             sub.append(f"corpus {_num(live_q['corpus'])}")
         cells.append(_stat("evidence", _e(deciding or ev), " · ".join(sub)))
     if r.get("mode"):
-        chosen = (r.get("choice") or {}).get("chosen")
-        cells.append(_stat("mode", _e(r["mode"]), f"chosen: {_e(chosen)}" if chosen else None))
+        choice = r.get("choice") or {}
+        sub = (f"chosen: {_e(choice['chosen'])}" if choice.get("chosen") else
+               "no candidate passed" if choice.get("order") else None)
+        cells.append(_stat("mode", _e(r["mode"]), sub))
     if r.get("live_collection"):
         cells.append(_stat("live before", f"<span class='small'>{_e(r['live_collection'])}</span>",
                            f"model {_e(r.get('live_model'))}" if r.get("live_model") else None))

@@ -230,13 +230,23 @@ def lines(series: Sequence[dict], *, title: str = "chart", x_label: str = "", y_
                     f"stroke-width='1.5' stroke-dasharray='6 4'/>")
         body.append(f"<text x='{left + pw - 4}' y='{Y(h['y']) - 5:.1f}' font-size='11' fill='{c}' text-anchor='end'>"
                     f"{escape(str(h.get('label', '')))}</text>")
+    placed: list[tuple[float, float, int]] = []  # label spans already drawn, to stagger close ones
     for v in vlines:
         c = v.get("color", AMBER)
         body.append(f"<line x1='{X(v['x']):.1f}' x2='{X(v['x']):.1f}' y1='{top}' y2='{top + ph}' stroke='{c}' "
                     f"stroke-width='1.5' stroke-dasharray='3 3'/>")
+        label = str(v.get("label", ""))
+        if not label:
+            continue
         near_right = X(v["x"]) > left + pw - 90
-        body.append(f"<text x='{X(v['x']) + (-4 if near_right else 4):.1f}' y='{top + 11}' font-size='11' fill='{c}' "
-                    f"text-anchor='{'end' if near_right else 'start'}'>{escape(str(v.get('label', '')))}</text>")
+        x0 = X(v["x"]) + (-4 if near_right else 4)
+        span = (x0 - 6.5 * len(label), x0) if near_right else (x0, x0 + 6.5 * len(label))
+        row = 0
+        while any(a < span[1] and span[0] < b and r == row for a, b, r in placed):
+            row += 1
+        placed.append((span[0], span[1], row))
+        body.append(f"<text x='{x0:.1f}' y='{top + 11 + 13 * row}' font-size='11' fill='{c}' "
+                    f"text-anchor='{'end' if near_right else 'start'}'>{escape(label)}</text>")
     legend = []
     for i, s in enumerate(series):
         c = s.get("color") or PALETTE[i % len(PALETTE)]
