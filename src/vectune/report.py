@@ -1,8 +1,10 @@
-"""Run reports: a JSON record (stable schema) and a Markdown summary with a chart.
+"""Run reports: a JSON record (stable schema), a Markdown summary and an HTML page.
 
-Every ``vectune run`` writes ``<work_dir>/reports/<alias>/<run_id>.json`` and
-``.md`` (plus ``.png`` with recall@k of live vs candidate when matplotlib is
-installed), and prints the evaluation table and decision.
+Every ``vectune run`` writes ``<work_dir>/reports/<alias>/<run_id>.json``, ``.md``
+(sentences and tables, for terminals and pull requests), ``.html`` (the report page,
+:mod:`vectune.observe.pages`) and rewrites the alias's ``history.html``; plus ``.png``
+with recall@k of live vs candidate when matplotlib is installed. It prints the
+evaluation table and decision.
 """
 
 from __future__ import annotations
@@ -358,11 +360,9 @@ def write(report: RunReport | dict, reports_dir: Path, events: list[dict] | None
     paths["md"] = stem.with_suffix(".md")
     paths["md"].write_text(markdown(report, png.name if png else None), encoding="utf-8")
     write_atomic(reports_dir / "latest.json", text)
-    try:  # the pages are for people: a rendering bug must not fail the run
+    try:  # the pages are for people: neither a full disk nor a rendering bug may fail the run
         paths["html"] = pages.write_report_page(report, reports_dir, events or ())
         paths["history"] = pages.write_history_page(reports_dir, str(report.get("alias")), events or (), [report])
-    except OSError:
-        raise
     except Exception:  # noqa: BLE001
         logger.exception("could not write the HTML pages of run %s", report.get("run_id"))
     return paths
