@@ -176,7 +176,7 @@ def _md_value(v) -> str:
 
 
 def _md_facts(d) -> str:
-    return " · ".join(f"{k.replace('_', ' ')} {_md_value(v)}" for k, v in _md_flat(d) if v not in (None, ""))
+    return " · ".join(f"{k} {_md_value(v)}" for k, v in _md_flat(d) if v not in (None, ""))  # keys as in the JSON
 
 
 def _md_snip(text, chars: int = 140) -> str:
