@@ -193,6 +193,23 @@ class Rejections:
             raise BadInput("a rejected query needs its text")
         return self.add([_record("query", query=query, note=note)])
 
+    def add_row(self, row: Mapping, whole_query: bool = False, note: str | None = None) -> int:
+        """Veto a sample row (see :func:`sample_pairs`): its pair, or with ``whole_query`` every pair of its query.
+
+        Returns:
+            1 when the rejection is new, 0 when it was already known.
+        """
+        if whole_query:
+            return self.add_query(row.get("query") or "", note=note)
+        ref = row.get("positive_key")
+        if ref is None and row.get("positive_hash"):
+            ref = f"sha:{row['positive_hash']}"
+        pid = row.get("pair_id") or (pair_id(row["query"], ref) if row.get("query") and ref is not None else None)
+        if not pid:
+            raise BadInput("a rejected row needs its pair id, or its query and positive key")
+        return self.add([_record("pair", pair_id_=pid, query=row.get("query"), positive_key=row.get("positive_key"),
+                                 positive_hash=row.get("positive_hash"), note=note)])
+
     def counts(self) -> dict:
         return {"pairs": len(self.pair_ids), "queries": len(self.queries)}
 
