@@ -11,24 +11,16 @@ import pytest
 
 from tests.helpers.feedback import ts
 from vectune.apps.feedback import FEEDBACK_COLLECTION, log
-from vectune.config.settings import Settings
 from vectune.qdrant.feedback import REASONS, SIGNALS, BadFeedback, FeedbackEvent, make_event, read_rows
-from vectune.qdrant.store import Store
 
 
-@pytest.fixture
-def store():
-    s = Store.open(Settings(qdrant_path=":memory:"))
-    yield s
-    s.close()
-
-
-def test_stored_points_that_are_not_events_are_counted_not_fatal(store):
+def test_stored_points_that_are_not_events_are_counted_not_fatal(memory_store):
     from qdrant_client import models
 
-    log(store, "docs", "good", ["a"], ts=ts(0))
-    store.upsert(FEEDBACK_COLLECTION, [models.PointStruct(id=1, vector={}, payload={"alias": "docs", "query": 5})])
-    rows, bad = read_rows(store, "docs")
+    log(memory_store, "docs", "good", ["a"], ts=ts(0))
+    not_an_event = models.PointStruct(id=1, vector={}, payload={"alias": "docs", "query": 5})
+    memory_store.upsert(FEEDBACK_COLLECTION, [not_an_event])
+    rows, bad = read_rows(memory_store, "docs")
     assert len(rows) == 1 and bad == 1
 
 
