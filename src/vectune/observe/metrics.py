@@ -82,12 +82,11 @@ def registry(report: dict[str, Any], *, previous_success: float | None = None,
                *(("vectune_last_run_status", (st,), st == status) for st in dict.fromkeys((*STATUSES, status))),
                ("vectune_last_success_timestamp_seconds", (), finished if success else previous_success),
                *((f"vectune_recall_{key}", (metric,), _as(_FLOAT, gate.get(key))) for key in ("live", "candidate"))]
-    reg = CollectorRegistry()
-    gauges = {name: Gauge(name, what, ["alias", *([extra] if extra else [])], registry=reg)
-              for name, (what, extra) in GAUGES.items()}
-    for name, labels, value in samples:
-        if value is not None:
-            gauges[name].labels(alias, *labels).set(value)
+    reg, present = CollectorRegistry(), [sample for sample in samples if sample[2] is not None]
+    gauges = {name: Gauge(name, what, ["alias", *([extra] if extra else [])], registry=reg)  # no empty families
+              for name, (what, extra) in GAUGES.items() if any(sample[0] == name for sample in present)}
+    for name, labels, value in present:
+        gauges[name].labels(alias, *labels).set(value)
     return reg
 
 
