@@ -189,8 +189,9 @@ def test_a_worse_promotion_is_rolled_back_by_the_next_run_and_never_flaps(indexe
     assert "the same stored vectors" in rep["watch"]["vectors"]["target"]  # query side: same passage vectors
     assert _live() == base
     event = _history(home)[-1]
-    assert event["event"] == "watch-rollback" and event["from"] == bad and event["to"] == base
-    assert "watch-rollback" in invoke("history", "--alias", "docs").output
+    assert event["event"] == "rollback" and event["by"] == "watch" and event["from"] == bad and event["to"] == base
+    assert event["condemned_model"] in bad and event["watch"]["delta"] < 0
+    assert "by the watch" in invoke("history", "--alias", "docs").output
     prom = (tmp_path / "metrics" / "vectune_docs.prom").read_text()
     assert 'vectune_watch_rolled_back{alias="docs"} 1' in prom
     assert 'vectune_last_run_status{alias="docs",status="rolled-back"} 1' in prom
@@ -250,11 +251,12 @@ def test_fresh_feedback_that_agrees_leaves_the_promotion_and_confirms_it(indexed
     assert w["live"] == good and w["target"] == bad and w["scores"]["delta"] > 0
     assert w["since"].startswith("2026-01-02T12:39") and w["fresh"]["repeated"] == 0
     assert _live() == good
-    events = [e["event"] for e in _history(home)]
-    assert "watch-confirmed" in events and "watch-rollback" not in events
+    events = _history(home)
+    assert [e.get("verdict") for e in events if e["event"] == "watch"] == ["confirmed"]
+    assert not [e for e in events if e["event"] == "rollback"]
 
     # nothing new since: the next run reuses the verdict instead of scoring again
     invoke("run", "--alias", "docs", "--no-feedback")
     w2 = _latest(home)["watch"]
     assert w2["verdict"] == "confirmed" and w2["cached_from"] == rep["run_id"]
-    assert [e["event"] for e in _history(home)].count("watch-confirmed") == 1
+    assert [e["event"] for e in _history(home)].count("watch") == 1

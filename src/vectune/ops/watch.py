@@ -20,7 +20,7 @@ holding the alias, scores the live model against its rollback target on them bef
   (:func:`vectune.pipeline.gate.decide`) at the watch's own level.
 * **Verdicts**: ``worse`` (the target is significantly better by at least ``watch_min_delta``):
   rolled back through the one fenced rollback path (:func:`vectune.ops.rollback.publish_back`,
-  under the lease the run holds), recorded in history (``watch-rollback``), the run report
+  under the lease the run holds), recorded in history (a ``rollback`` event ``by: watch``), the run report
   (``watch``), the metrics, and the run ends ``rolled-back`` with exit code 7; ``confirmed`` (the
   live model is significantly better); ``inconclusive``; ``too-few`` fresh queries (nothing
   judged, the reason says how many); ``skipped`` (nothing to judge: an indexed or adopted
@@ -182,8 +182,8 @@ def _watch(store: Store, settings: Settings, alias: str, *, run_id: str, lock, a
     _verdict(res, cfg, settings.gate.metric, settings.gate.samples)
     if res.verdict == "confirmed" and state.confirmed != live and act:
         History(settings.work_dir, alias).append({
-            "event": "watch-confirmed", "run_id": run_id, "live_collection": live, "live_model": res.live_model,
-            "rollback_target": target, "reason": res.reason, "watch": _brief(res)})
+            "event": "watch", "verdict": "confirmed", "run_id": run_id, "live_collection": live,
+            "live_model": res.live_model, "rollback_target": target, "reason": res.reason, "watch": _brief(res)})
         state.confirm(live)
     if res.verdict == "worse":
         if not cfg.rollback:
@@ -383,7 +383,7 @@ def _roll_back(store: Store, settings: Settings, alias: str, res: WatchResult, m
                     "synced": synced, "verify": vinfo}
     res.reason = f"rolled back '{alias}' from '{live}' to '{target}': {res.reason}"
     History(settings.work_dir, alias).append({
-        "event": "watch-rollback", "run_id": run_id, "from": live, "to": target, "model": res.target_model,
+        "event": "rollback", "by": "watch", "run_id": run_id, "from": live, "to": target, "model": res.target_model,
         "condemned_model": condemned.model, "reason": res.reason, "synced": synced, "watch": _brief(res)})
 
 
