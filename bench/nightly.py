@@ -288,11 +288,13 @@ def markdown(r: dict) -> str:
                      f"{_gate_text(n.get('gate'))} | {w} | {run} | {n['test']['means']['ndcg@10']:.3f} | "
                      f"{_vs(n.get('vs_previous'))} | {_vs(n.get('vs_night0'))} | {len(n['collections'])} |")
     if r.get("checks"):
-        lines += ["", "Checks (issue 18): " + "; ".join(
+        what = ("Checks (issue 18's must-show, which is the full subset with default settings; informational on "
+                "this smaller run): " if r.get("quick") or r.get("env") else "Checks (issue 18): ")
+        lines += ["", what + "; ".join(
             f"{c['name']}: **{'pass' if c['ok'] else 'FAIL'}** ({c['detail']})" for c in r["checks"])]
     lines += ["", "Reasons:", ""] + [f"- night {n['night']}: {n['status']} — {n.get('reason')}"
-                                     + (f" Watch: {n['watch']['reason']}" if (n.get('watch') or {}).get('reason')
-                                        else "") for n in r["rows"] if n["night"] > 0]
+                                     + (f" Watch: {n['watch']['reason']}" if (n.get("watch") or {}).get("verdict")
+                                        not in (None, "skipped", "off") else "") for n in r["rows"] if n["night"] > 0]
     return "\n".join(lines) + "\n"
 
 
@@ -395,7 +397,7 @@ def main() -> None:
     empty = rows[-1] if rows[-1].get("empty") else None
     result = {"dataset": d["name"], "tag": args.tag, "date": common.now(), "command": common.command_line(),
               "machine": common.machine(), "docs": docs, "test_queries": len(test), "nights": args.nights,
-              "per_night": [len(n) for n in nights], "env": args.env, "index_seconds": index_info["seconds"],
+              "per_night": [len(n) for n in nights], "env": args.env, "quick": args.quick, "index_seconds": index_info["seconds"],
               "index_load": index_info["load"], "minutes": round((time.perf_counter() - t_start) / 60, 1),
               "rows": [{k: v for k, v in r.items() if k != "test"} | {"test": {k: v for k, v in r["test"].items()
                                                                                  if k != "per_query"}}
