@@ -76,6 +76,9 @@ class World:
         self.swapped = False  # the app encodes with the target's model once the alias points at it
         self.app_model = "base"
         self.truth: dict[str, dict] = {}
+        #: Every (text, tuned vector) pair ever written together (by the app, or the original index): in copy
+        #: mode a point's tuned vector must be one written with the text it ends with.
+        self.pairs: dict[str, list] = {}
         self.errors: list[str] = []
         dense = qm.VectorParams(size=384, distance=qm.Distance.COSINE)
         vectors = {DENSE: dense, "img": qm.VectorParams(size=8, distance=qm.Distance.COSINE)} if named else dense
@@ -117,6 +120,12 @@ class World:
     def _truth_upsert(self, p) -> None:
         vec = p.vector if isinstance(p.vector, dict) else {"": p.vector}
         self.truth[str(p.id)] = {"payload": dict(p.payload), "vectors": {k: self._norm(k, v) for k, v in vec.items()}}
+        if vec.get(self.managed) is not None:
+            self._pair(p.payload.get("text"), vec[self.managed])
+
+    def _pair(self, text, vector) -> None:
+        if isinstance(text, str):
+            self.pairs.setdefault(text, []).append(self._norm(self.managed, vector))
 
     def _norm(self, name, v):
         if hasattr(v, "indices"):
@@ -208,6 +217,7 @@ class World:
             return []
         v = self.app_encoding(text)
         self.truth[str(pid)]["vectors"][self.managed] = self._norm(self.managed, v)
+        self._pair(text, v)
         return [lambda: w.update_vectors([qm.PointVectors(id=pid, vector={self.managed: v} if self.named else v)])]
 
     copy_mode = False
@@ -250,7 +260,33 @@ class World:
                 have = self._norm(name, gv[name]) if gv.get(name) is not None else None
                 if not _same(have, want):
                     wrong.append(f"{key}: vector {name or 'default'!r} differs")
+        wrong += self.inconsistent(right, got)
         return len(got), wrong
+
+    def inconsistent(self, right: str | None, got: dict | None = None) -> list[str]:
+        """The invariant of issue 22 (item 5): no point whose tuned vector belongs to another text.
+
+        Re-encoding (``right`` a model): the tuned vector is that model's encoding of the point's text. Copy
+        mode (``right`` None): it is a vector that was written together with the point's text (by the app,
+        or by the original index). Holds even where the documented cooperation cases leave a point inexact.
+        """
+        if got is None:
+            coll = self.store.resolve_alias(ALIAS)
+            got = {str(r.id): r for r in self.c.scroll(coll, limit=10_000, with_payload=True, with_vectors=True)[0]}
+        out = []
+        for key, g in sorted(got.items()):
+            text = (g.payload or {}).get("text")
+            gv = g.vector if isinstance(g.vector, dict) else {"": g.vector}
+            if not isinstance(text, str) or gv.get(self.managed) is None:
+                continue
+            have = self._norm(self.managed, gv[self.managed])
+            if right is not None:
+                ok = _same(have, ("dense", _unit(self.models[right].encode_passages([text])[0])))
+            else:
+                ok = any(_same(have, v) for v in self.pairs.get(text, ()))
+            if not ok:
+                out.append(f"{key}: tuned vector belongs to another text than {text[:40]!r}")
+        return out
 
 
 class _Plain:

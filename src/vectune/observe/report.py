@@ -40,6 +40,9 @@ class RunReport:
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
+        models_verified: the live and rollback target's models checked against their manifests' hashes.
+        retention: versions kept and deleted after the run, each kept version's points and footprint,
+            and the next promotion's space estimate (:mod:`vectune.ops.retention`, :mod:`vectune.ops.space`).
     """
 
     run_id: str
@@ -66,6 +69,8 @@ class RunReport:
     candidate_saved: str | None = None
     new_collection: str | None = None
     recovered: dict | None = None
+    models_verified: list | None = None
+    retention: dict | None = None
     finished_at: str | None = None
     duration_s: float | None = None
     report_files: dict | None = None
