@@ -113,7 +113,8 @@ class Checkpoint:
             snapshot.journal = self.journal_path
 
     @staticmethod
-    def _read_snapshot(path: Path) -> Snapshot | None:
+    def read_snapshot(path: Path) -> Snapshot | None:
+        """One snapshot file (None when missing; :class:`TornState` when damaged), without its journal."""
         try:
             with gzip.open(path, "rt", encoding="utf-8") as f:
                 data = json.load(f)
@@ -135,12 +136,12 @@ class Checkpoint:
             TornState: the snapshot is damaged (and, with ``use_copy``, its copy too).
         """
         try:
-            snap = self._read_snapshot(self.snapshot_path)
+            snap = self.read_snapshot(self.snapshot_path)
         except TornState as e:
             if not use_copy:
                 raise self._torn(e) from None
             try:
-                snap = self._read_snapshot(self.snapshot_copy_path)
+                snap = self.read_snapshot(self.snapshot_copy_path)
             except TornState as e2:
                 raise TornState(e.path, f"{e}; its copy too: {e2}") from None
             if snap is None:
@@ -154,15 +155,17 @@ class Checkpoint:
     def problems(self) -> list[TornState]:
         """Every damaged file of the checkpoint (promotion.json, the snapshot, the journal), none if all read."""
         out: list[TornState] = []
-        for check in (self.load, self.load_snapshot, self._check_journal):
+        for check in (self.load, self.load_snapshot, self.check_journal):
             try:
                 check()
             except TornState as e:
                 out.append(e)
         return out
 
-    def _check_journal(self) -> None:
+    def check_journal(self) -> tuple[set[str], bool]:
+        """The journal's progress (keys done, finished); raises :class:`TornState` when it is damaged."""
         if self.journal_path.exists():
+            return
             Snapshot(None, None, None, {}).with_journal(self.journal_path).done()
 
     def clear(self) -> None:
