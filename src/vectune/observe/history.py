@@ -78,7 +78,8 @@ class History:
         """
         if not self.path.exists():
             return None
-        good, torn = [], []
+        good: list[bytes] = []
+        torn: list[bytes] = []
         for raw in self.path.read_bytes().splitlines():
             if not raw.strip():
                 continue

@@ -17,6 +17,16 @@ Gauges (all labelled ``alias``; the two quality gauges also ``metric``):
 * ``vectune_recall_live`` / ``vectune_recall_candidate`` — the gate metric of the
   live and candidate models (``metric`` says which, e.g. ``recall@5``)
 
+Retention and space (from the report's ``retention``, when the run held the alias):
+
+* ``vectune_versions_kept`` — collections of the alias after the run
+* ``vectune_versions_deleted`` — collections retention deleted in this run
+* ``vectune_collection_points`` / ``vectune_collection_disk_bytes`` / ``vectune_collection_ram_bytes``
+  — per kept collection (``collection`` label; the footprints only where Qdrant reports them)
+* ``vectune_next_promotion_bytes`` — the estimated space the next promotion needs
+* ``vectune_space_headroom_bytes`` — the headroom it is compared with (when there is one)
+* ``vectune_space_warning`` — 1 when the next promotion would need more than the headroom
+
 Suggested alerts: ``time() - vectune_last_success_timestamp_seconds > 2*86400``
 and ``vectune_last_run_success == 0``.
 """
@@ -55,6 +65,14 @@ _HELP: dict[str, str] = {
     "vectune_last_success_timestamp_seconds": "Unix time of the last vectune run that did not fail.",
     "vectune_recall_live": "Gate metric of the live model on the last run's eval set.",
     "vectune_recall_candidate": "Gate metric of the candidate model on the last run's eval set.",
+    "vectune_versions_kept": "Collections of the alias kept after the last run.",
+    "vectune_versions_deleted": "Collections of the alias retention deleted in the last run.",
+    "vectune_collection_points": "Points of each kept collection of the alias.",
+    "vectune_collection_disk_bytes": "Disk bytes of each kept collection, as Qdrant reports them.",
+    "vectune_collection_ram_bytes": "Memory bytes of each kept collection, as Qdrant reports them.",
+    "vectune_next_promotion_bytes": "Estimated space the next promotion of the alias needs.",
+    "vectune_space_headroom_bytes": "Headroom the next promotion's estimate is compared with.",
+    "vectune_space_warning": "1 when the next promotion would need more space than the headroom, else 0.",
 }
 
 
@@ -158,6 +176,8 @@ def render(report: dict[str, Any], *, previous_success: float | None = None, now
         if value is not None:
             samples.append((name, {**base, "metric": metric_name}, value))
 
+    samples += _retention_samples(report.get("retention"), base)
+
     lines: list[str] = []
     seen: set[str] = set()
     for name, labels, value in samples:
@@ -167,6 +187,29 @@ def render(report: dict[str, Any], *, previous_success: float | None = None, now
             lines.append(f"# TYPE {name} gauge")
         lines.append(f"{name}{_labels(labels)} {_fmt_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _retention_samples(ret: Any, base: dict[str, str]) -> list[tuple[str, dict[str, str], float]]:
+    """The retention and space gauges of a report's ``retention`` (none when the run did not measure)."""
+    if not isinstance(ret, dict) or "versions" not in ret:
+        return []
+    out: list[tuple[str, dict[str, str], float]] = []
+    rows = [r for r in ret.get("versions") or [] if isinstance(r, dict)]
+    out.append(("vectune_versions_kept", base, float(len(rows))))
+    out.append(("vectune_versions_deleted", base, float(len(ret.get("deleted") or []))))
+    for key, name in (("points", "vectune_collection_points"), ("disk_bytes", "vectune_collection_disk_bytes"),
+                      ("ram_bytes", "vectune_collection_ram_bytes")):
+        for r in rows:
+            value = _number(r.get(key))
+            if value is not None:
+                out.append((name, {**base, "collection": str(r.get("collection"))}, value))
+    nxt = ret.get("next_promotion") or {}
+    if _number(nxt.get("needs_bytes")) is not None:
+        out.append(("vectune_next_promotion_bytes", base, float(nxt["needs_bytes"])))
+    if _number(nxt.get("headroom_bytes")) is not None:
+        out.append(("vectune_space_headroom_bytes", base, float(nxt["headroom_bytes"])))
+    out.append(("vectune_space_warning", base, 1.0 if nxt.get("warning") else 0.0))
+    return out
 
 
 def read_last_success(path: str | os.PathLike[str], alias: str) -> float | None:

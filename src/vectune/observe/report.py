@@ -172,10 +172,37 @@ def markdown(report: dict, chart: str | None = None) -> str:
             md += [f"![recall@k]({chart})", ""]
     if r.get("gate"):
         md += ["## Gate", "", "```", json.dumps(r["gate"], indent=2), "```", ""]
+    md += _retention_md(r.get("retention"))
     md += ["## Counts", "", "```", json.dumps(r.get("counts", {}), indent=2), "```", ""]
     md += ["## Timings (s)", "", "| stage | seconds |", "|---|---|"]
     md += [f"| {k} | {v} |" for k, v in (r.get("timings") or {}).items()]
     return "\n".join(md) + "\n"
+
+
+def _retention_md(ret: dict | None) -> list[str]:
+    """The versions kept after the run, what retention deleted, and the next promotion's space estimate."""
+    if not ret:
+        return []
+    md = ["## Versions kept", "", f"retention `{ret.get('policy')}`, keep_versions {ret.get('keep_versions')}; "
+          f"deleted: {', '.join(ret.get('deleted') or []) or '-'}; models deleted: "
+          f"{', '.join(ret.get('models_deleted') or []) or '-'}", ""]
+    rows = ret.get("versions") or []
+    if rows:
+        md += ["| collection | points | disk bytes | memory bytes | |", "|---|---|---|---|---|"]
+        for v in rows:
+            role = "live" if v.get("live") else ("rollback target" if v.get("rollback_target") else "")
+            md.append(f"| `{v.get('collection')}` | {v.get('points')} | {v.get('disk_bytes') or '-'} | "
+                      f"{v.get('ram_bytes') or '-'} | {role} |")
+        md.append("")
+    nxt = ret.get("next_promotion") or {}
+    if nxt:
+        md += [f"next promotion needs about {nxt.get('needs_bytes')} bytes ({nxt.get('how')}); headroom "
+               f"{nxt.get('headroom_bytes')} ({nxt.get('headroom_from') or 'not checked'})", ""]
+        if nxt.get("warning"):
+            md += [f"**WARNING**: {nxt['warning']}", ""]
+    if ret.get("error"):
+        md += [f"**retention failed**: {ret['error']}", ""]
+    return md
 
 
 def chart(report: dict, path: Path) -> Path | None:

@@ -89,6 +89,9 @@ def versions(store, alias: str) -> list[tuple[str, dict]]:
 def rollback_target(store, alias: str, live: str, *, marked_too: bool = False) -> str | None:
     """The default rollback target: the live collection's parent, else the newest older version.
 
+    A collection still being built or verified (a publish underway, or its leftover) is no version
+    to roll back to, and is never the fallback.
+
     Args:
         store: Qdrant access.
         alias: the alias.
@@ -102,8 +105,8 @@ def rollback_target(store, alias: str, live: str, *, marked_too: bool = False) -
     parent = store.metadata(live).get("parent_collection")
     if parent and parent != live and store.collection_exists(parent) and ok(parent):
         return parent
-    for name, _ in reversed(versions(store, alias)):
-        if name != live and ok(name):
+    for name, meta in reversed(versions(store, alias)):
+        if name != live and meta.get("state") not in ("building", "verified") and ok(name):
             return name
     return None
 
