@@ -44,6 +44,44 @@ class Memo:
     encode_queries = encode_passages
 
 
+class HashModel:
+    """A stand-in "model" for copy-mode worlds: a fixed unit vector per text (no torch). Copy mode never
+    re-encodes, so the vectors only need to be data that differ by text."""
+
+    def __init__(self, ref: str = "hash"):
+        self.ref, self.dim, self.query_prompt, self.max_seq_length, self.calls = ref, 384, "", 64, 0
+
+    def encode_passages(self, texts):
+        import hashlib
+
+        out = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(f"{self.ref}|{t}".encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).normal(size=self.dim)
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, dtype=np.float32).reshape(len(out), self.dim)
+
+    encode_queries = encode_passages
+
+
+def hash_models() -> dict:
+    return {"base": HashModel("base"), "cand": HashModel("cand")}
+
+
+def load_models() -> dict:
+    """The real pair of models of the exact-write tests: MiniLM at 64 tokens, and MiniLM with its dimensions
+    permuted (another deterministic model), with every text the app writes encoded once."""
+    from vectune.config.settings import Settings
+    from vectune.models.store import ModelStore
+
+    base = ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2", max_seq_length=64)
+    perm = np.random.default_rng(7).permutation(base.dim)
+    out = {"base": Memo(base), "cand": Memo(base, perm, ref="cand")}
+    for m in out.values():
+        m.encode_passages([app_text(n) for n in range(1, 80)])
+    return out
+
+
 def app_text(n: int) -> str:
     words = np.random.default_rng(n).choice(
         ["alias", "vector", "payload", "python", "decorator", "generator", "sparse", "window", "swap"], 8)
@@ -406,3 +444,46 @@ FLOWS = ("promote", "promote-copy", "rollback", "rollforward", "rollback-copy")
 
 def _ids(world: World, start: int, n: int) -> list:
     return list(range(start, start + n))
+
+
+# ----------------------------------------------------------------------------------------- ops on the world
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def share(world: World, monkeypatch) -> None:
+    """Every ``Store.open`` of vectune's commands (CLI, ``Alias``) uses the world's own client, in-process.
+
+    The world's store is embedded Qdrant in memory: the commands act on the same collections the truth
+    model watches, and a "crash" is an exception raised at a fault point (the client stays usable).
+    """
+    from vectune.qdrant.store import Store
+
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, settings: Store.from_client(world.c)))
+
+
+def as_versions(world: World, copy: bool) -> tuple[str, str]:
+    """Give the world's two collections the lineage vectune's commands read: ``docs--base`` (the bundled
+    MiniLM at 64 tokens, which the ``base`` model is) and ``docs--cand`` (a tuned model the model store
+    does not hold; its passage vectors are the bundled model's in ``copy`` mode, as after a query-side
+    promotion). Returns ``(base, cand)``."""
+    from vectune.qdrant import lineage
+
+    base, cand = world.base, f"{ALIAS}--cand"
+    common = {"dense_vector": world.managed, "text_field": "text", "max_seq_length": 64}
+    base_rec = lineage.record(alias=ALIAS, model_ref=BUNDLED, model_tag="all-minilm-l6-v2", created_by="index",
+                              state="live", **common)
+    base_rec["created_at"] = "2024-01-01T00:00:00+00:00"
+    world.store.set_metadata(base, base_rec)
+    if world.store.collection_exists(cand):
+        cand_rec = lineage.record(alias=ALIAS, model_ref="cand-tag", model_tag="cand-tag", created_by="promote",
+                                  parent_collection=base, parent_model=BUNDLED, state="building",
+                                  passage_model=BUNDLED if copy else "cand-tag", mode="query" if copy else "full",
+                                  **common)
+        cand_rec["created_at"] = "2024-02-01T00:00:00+00:00"
+        live = world.store.resolve_alias(ALIAS)
+        cand_rec["state"] = "live" if live == cand else "building"
+        if live == cand:
+            base_rec["state"] = "retired"
+            world.store.set_metadata(base, base_rec)
+        world.store.set_metadata(cand, cand_rec)
+    return base, cand

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from vectune.core import faults
 from vectune.core.chunks import extract_text
 from vectune.core.hashing import payload_hash
 from vectune.core.jsonl import append_durable
@@ -444,6 +445,7 @@ def reconcile(store: Store, encoder, old: str, new: str, spec: DenseSpec, text_f
                 stats.upserted += int(p.kind in ("carry", "replace"))
                 stats.deleted += int(p.kind == "delete")
             snap.record([key for key, _ in chunk])
+            faults.point("reconcile_batch", store=store, source=old, target=new)
         snap.record(finished=True)
     finish(store, old, new, lock)
 
