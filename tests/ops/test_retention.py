@@ -150,8 +150,9 @@ def test_nightly_promotions_keep_three_versions_and_the_oldest_still_rolls_back(
     from tests.helpers.cli import qdrant
     from vectune import Alias
 
-    for k, v in {"VECTUNE_MODE": "query", "VECTUNE_QUERY_CANDIDATES": "linear", "VECTUNE_KEEP_VERSIONS": "3",
-                 "VECTUNE_ALLOW_SYNTHETIC_GATE": "true", "VECTUNE_MIN_DELTA": "-1", "VECTUNE_BOOTSTRAP": "false"}.items():
+    env = {"VECTUNE_MODE": "query", "VECTUNE_QUERY_CANDIDATES": "linear", "VECTUNE_KEEP_VERSIONS": "3",
+           "VECTUNE_ALLOW_SYNTHETIC_GATE": "true", "VECTUNE_MIN_DELTA": "-1", "VECTUNE_BOOTSTRAP": "false"}
+    for k, v in env.items():
         monkeypatch.setenv(k, v)
     docs = Alias("docs")
     promoted, seen_max = [], 0

@@ -150,8 +150,8 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, promo
                     f"the {kind} of run {state.get('run_id')} swapped '{alias}' to '{target}' and then stopped before "
                     f"carrying over the writes made in its window; that needs model {model!r} (to re-embed them), "
                     f"which is not in the model store ({settings.model_dir}). Restore the model and run "
-                    f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
-                    f"'{target}'; they are still in '{parent}')")
+                    f"again. To give up on those writes instead, run `vectune recover --alias {alias} "
+                    f"--abandon-window` (they are then missing from '{target}'; they are still in '{parent}')")
             enc = None if (copy or finished) else models.load_lineage(store.metadata(target), ref=model)
             reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot,
                       settings.promote.upsert_batch, stats, lock)

@@ -24,7 +24,8 @@ A run stops with exit code 3 on a state file it cannot read (:mod:`vectune.ops.i
 One case cannot be finished from what is left: a publish that swapped and then lost both copies
 of its snapshot (and its journal does not say it finished). The writes made in its window cannot
 be found any more; ``--abandon-window`` gives them up (they stay in the old collection) and
-completes the rest.
+completes the rest. The same flag gives them up when they cannot be re-encoded because the
+target's model is gone from the model store.
 """
 
 from __future__ import annotations
@@ -150,9 +151,11 @@ def _checkpoint(store: Store, settings: Settings, alias: str, ckpt: Checkpoint, 
                     out["set_aside"].append(str(set_aside(p, stamp)))
         return
     if state is not None and snap is not None:
-        return  # intact enough: recovery does the rest
-    # No snapshot. Swapped (the alias is on the target, the old collection still announces it)?
-    target, parent = _swapped_without_snapshot(store, alias, live, state)
+        if not (abandon_window and state.get("stage") == "swapped" and live == state.get("target")):
+            return  # intact enough: recovery does the rest
+        target, parent = live, state.get("parent")  # asked to give the window up (e.g. its model is gone)
+    else:  # no snapshot. Swapped (the alias is on the target, the old collection still announces it)?
+        target, parent = _swapped_without_snapshot(store, alias, live, state)
     if target is None:
         if state is not None and state.get("stage") in ("building", "built", "verified"):
             return  # not swapped: the resumed publish takes a new snapshot

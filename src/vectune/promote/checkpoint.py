@@ -165,8 +165,8 @@ class Checkpoint:
     def check_journal(self) -> tuple[set[str], bool]:
         """The journal's progress (keys done, finished); raises :class:`TornState` when it is damaged."""
         if self.journal_path.exists():
-            return
-            Snapshot(None, None, None, {}).with_journal(self.journal_path).done()
+            return Snapshot(None, None, None, {}).with_journal(self.journal_path).done()
+        return set(), False
 
     def clear(self) -> None:
         for p in (self.path, self.snapshot_path, self.snapshot_copy_path, self.journal_path,

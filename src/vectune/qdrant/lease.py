@@ -39,11 +39,12 @@ lease as expired only when *its* clock is past ``expires_at + clock_skew_s``
 (setting ``lock_clock_skew_s``, 30 s by default); a holder whose heartbeat cannot
 renew gives up at its own ``expires_at`` and :meth:`check` fences once less than
 ``ttl/2`` is left. Clocks of two hosts may thus differ by up to ``clock_skew_s``
-in either direction with no overlap. With a larger skew, every fenced state change
-is still exact (the token decides, not a clock); only a write batch already in
-flight could overlap with the next holder. Likewise a process frozen (SIGSTOP, VM
-pause) for longer than ``ttl/2`` between a check and its write: Qdrant cannot
-check a token on data writes, so that one case is bounded by time, not exact.
+in either direction with no overlap. With a larger skew, or a process frozen (SIGSTOP, VM
+pause) for longer than the lease between a check and the request it guards, that one request can
+still land after the next holder took over: a fence proves the lease at the moment it is made, and
+Qdrant checks no token on a delete, a swap or a data write. Deletes are made safe against this by
+their order (:mod:`vectune.qdrant.deletion`: marked, re-checked, deleted; a marked collection is never
+made live); a swap or a data write in that case is bounded by time, not exact.
 
 **Embedded mode** (qdrant-client local, checked with qdrant-client 1.20): the
 conditional upsert (``update_filter``), ``update_mode``, filtered ``set_payload``
