@@ -33,6 +33,9 @@ test: lint
 	@command -v docker-compose >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		(apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null 2>&1) || \
 		echo "docker-compose not installed: the compose validation test will skip"; }
+	@command -v chromedriver >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1) || \
+		echo "chromium/chromium-driver not installed: the browser tests will skip"; }
 	$(PY) -m pytest -q
 
 # The quick loop for development (< 2 minutes on 2 cores): every test except those marked slow.

@@ -137,3 +137,14 @@ def server():
     srv = FakeOpenAI().start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def memory_store():
+    """A throwaway in-memory Qdrant (qdrant-client's embedded mode), closed afterwards."""
+    from vectune.config.settings import Settings
+    from vectune.qdrant.store import Store
+
+    s = Store.open(Settings(qdrant_path=":memory:"))
+    yield s
+    s.close()

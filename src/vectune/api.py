@@ -35,11 +35,13 @@ from vectune.ops import feedback as feedback_ops
 from vectune.ops import index as index_ops
 from vectune.ops import prune as prune_ops
 from vectune.ops import repair as repair_ops
+from vectune.ops import report_pages
 from vectune.ops import rollback as rollback_ops
 from vectune.ops import run as run_ops
 from vectune.ops import status as status_ops
 from vectune.ops.health import run_checks
-from vectune.pipeline.pairs import review
+from vectune.ops.review_server import ReviewServer
+from vectune.pipeline.pairs import rejections, review
 from vectune.qdrant.store import Store
 
 
@@ -185,14 +187,26 @@ class Alias:
         run_dir = self.settings.run_dir(self.name)
         rows = review.subsample(review.read_run_sample(run_dir, self.name), k,
                                 self.settings.seed if seed is None else seed)
-        rejections = review.Rejections(run_dir)
+        vetoed = rejections.Rejections(run_dir)
         for r in rows:
-            r["rejected"] = rejections.row_rejected(r)
+            r["rejected"] = vetoed.row_rejected(r)
         return rows
 
-    def rejections(self) -> review.Rejections:
+    def rejections(self) -> rejections.Rejections:
         """The pairs and whole queries people vetoed for this alias (later cycles never train on them)."""
-        return review.Rejections(self.settings.run_dir(self.name))
+        return rejections.Rejections(self.settings.run_dir(self.name))
+
+    def review_server(self, port: int = 0) -> ReviewServer:
+        """A pair-review web server for the last run's sample, on 127.0.0.1 with a token.
+
+        Use ``.url`` (token included) and ``.serve_forever()``; ``.close()`` stops it.
+        """
+        return ReviewServer(self.settings.run_dir(self.name), self.name, port=port)
+
+    # --- pages ------------------------------------------------------------------------------
+    def pages(self, run_id: str | None = None) -> dict:
+        """Rewrite the alias's history page and a run's report page (the latest by default); their paths."""
+        return report_pages.refresh(self.settings, self.name, run_id)
 
 
 # --- beyond one alias -----------------------------------------------------------------------

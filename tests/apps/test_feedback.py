@@ -11,16 +11,7 @@ import pytest
 
 from tests.helpers.feedback import T0, ts
 from vectune.apps.feedback import FEEDBACK_COLLECTION, log, log_many
-from vectune.config.settings import Settings
 from vectune.qdrant.feedback import BadFeedback, read_rows
-from vectune.qdrant.store import Store
-
-
-@pytest.fixture
-def store():
-    s = Store.open(Settings(qdrant_path=":memory:"))
-    yield s
-    s.close()
 
 
 # --------------------------------------------------------------------------- writing
@@ -66,20 +57,20 @@ def test_default_time_is_now_utc():
     ({"ts": "yesterday"}, "ISO 8601"),
     ({"alias": ""}, "alias"),
 ])
-def test_bad_events_are_refused_with_a_clear_value_error(store, kwargs, words):
+def test_bad_events_are_refused_with_a_clear_value_error(memory_store, kwargs, words):
     args = {"alias": "docs", "query": "q", "relevant_ids": ["a"], **kwargs}
     with pytest.raises(ValueError, match=words) as e:
-        log(store, args.pop("alias"), args.pop("query"), args.pop("relevant_ids"), **args)
+        log(memory_store, args.pop("alias"), args.pop("query"), args.pop("relevant_ids"), **args)
     assert isinstance(e.value, BadFeedback) and e.value.exit_code == 3
-    assert not store.collection_exists(FEEDBACK_COLLECTION)  # nothing written
+    assert not memory_store.collection_exists(FEEDBACK_COLLECTION)  # nothing written
 
 
-def test_log_many_batches_and_writes_nothing_when_a_row_is_bad(store):
+def test_log_many_batches_and_writes_nothing_when_a_row_is_bad(memory_store):
     rows = [{"alias": "docs", "query": f"question {i}", "relevant_ids": [f"doc-{i % 9}"], "ts": ts(i)}
             for i in range(600)]
-    assert log_many(store, rows, batch=256) == 600
-    assert store.count(FEEDBACK_COLLECTION) == 600
+    assert log_many(memory_store, rows, batch=256) == 600
+    assert memory_store.count(FEEDBACK_COLLECTION) == 600
     bad = [{"alias": "docs", "query": "new one", "ids": ["doc-1"]}, {"alias": "docs", "query": "", "ids": ["x"]}]
     with pytest.raises(BadFeedback, match="feedback row 1: .*query"):
-        log_many(store, bad)
-    assert store.count(FEEDBACK_COLLECTION) == 600
+        log_many(memory_store, bad)
+    assert memory_store.count(FEEDBACK_COLLECTION) == 600

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from vectune.observe import metrics
-from vectune.observe.metrics import export, push, render, textfile_path, write_textfile
+from vectune.observe.metrics import export, push, registry, render, textfile_path, write_textfile
 
 REPORT = {
     "alias": "docs",
@@ -187,19 +187,18 @@ def gateway() -> tuple[str, type[_Gateway]]:
 
 def test_push_puts_grouped_text(gateway: tuple[str, type[_Gateway]]) -> None:
     url, gw = gateway
-    text = render(REPORT)
-    assert push(url + "/", "vectune", text, grouping={"alias": "docs"}) == 200
-    method, path, headers, body = gw.received[0]
+    push(url + "/", "vectune", registry(REPORT), grouping={"alias": "docs"})
+    (method, path, headers, body), = gw.received
     assert method == "PUT"
     assert path == "/metrics/job/vectune/alias/docs"
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert body.decode() == text
+    assert body.decode() == render(REPORT)
 
 
 def test_push_base64_and_basic_auth(gateway: tuple[str, type[_Gateway]]) -> None:
     url, gw = gateway
     authed = url.replace("http://", "http://user:p%40ss@")
-    push(authed, "vectune", "x 1\n", grouping={"alias": "a/b"})
+    push(authed, "vectune", registry({"alias": "a/b"}), grouping={"alias": "a/b"})
     _, path, headers, _ = gw.received[0]
     enc = base64.urlsafe_b64encode(b"a/b").decode().rstrip("=")
     assert path == f"/metrics/job/vectune/alias@base64/{enc}"
@@ -212,7 +211,7 @@ def test_push_error_raises(gateway: tuple[str, type[_Gateway]]) -> None:
     url, gw = gateway
     gw.status = 400
     with pytest.raises(urllib.error.HTTPError):
-        push(url, "vectune", "x 1\n")
+        push(url, "vectune", registry(REPORT))
 
 
 def test_export_never_raises(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -33,7 +33,8 @@ def test_write_makes_json_md_and_latest(tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["schema"] == 1 and data["status"] == "promoted" and data["evaluation"] == evals
     md = paths["md"].read_text()
-    assert "| golden | recall@5 | 0.5000 | 0.7500 | +0.2500 |" in md
+    assert "| golden | **recall@5 (gate)** | 0.5000 | 0.7500 | +0.2500 | [+0.1000, +0.4000] |" in md
+    assert "```" not in md  # sentences and tables, no JSON dumps
     assert latest(tmp_path) == RunReport.from_dict(data)
     text = summary(r)
     assert text.startswith("PROMOTED: alias 'docs' -> docs--m2")

@@ -71,6 +71,22 @@ def test_next_fire_utc(expr: str, after: datetime, expected: datetime) -> None:
     assert Cron.parse(expr).matches(got)
 
 
+
+@pytest.mark.parametrize(
+    ("expr", "after", "expected"),
+    [
+        ("0 3 L * *", u(2025, 2, 10, 0, 0), u(2025, 2, 28, 3, 0)),  # last day of the month
+        ("0 3 L * *", u(2024, 2, 10, 0, 0), u(2024, 2, 29, 3, 0)),
+        ("0 0 LW * *", u(2025, 5, 1, 0, 0), u(2025, 5, 30, 0, 0)),  # last weekday: May 31 2025 is a Saturday
+        ("0 9 * * mon#1", u(2025, 1, 1, 0, 0), u(2025, 1, 6, 9, 0)),  # first Monday
+        ("0 9 * * 5L", u(2025, 1, 1, 0, 0), u(2025, 1, 31, 9, 0)),  # last Friday
+    ],
+)
+def test_cronsim_extensions(expr: str, after: datetime, expected: datetime) -> None:
+    """cronsim's L, LW, # and nL work (the module docstring promises them)."""
+    assert next_fire(expr, after) == expected
+    assert Cron.parse(expr).matches(expected) and not Cron.parse(expr).matches(expected - timedelta(days=1))
+
 def test_naive_reference_is_wall_time_in_tz() -> None:
     assert next_fire("0 3 * * *", datetime(2025, 1, 1, 1, 0)) == u(2025, 1, 1, 3, 0)
     got = next_fire("0 3 * * *", datetime(2025, 1, 1, 1, 0), "Europe/Berlin")

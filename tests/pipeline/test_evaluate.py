@@ -71,3 +71,16 @@ def test_ndcg_is_the_one_graded_definition():
     assert ndcg([2, 1, 0], [2, 1]) == pytest.approx(1.0)
     assert ndcg([1, 2, 0], [2, 1]) == pytest.approx((1 + 2 / np.log2(3)) / (2 + 1 / np.log2(3)))
     assert ndcg([0, 0], [1]) == 0.0 and ndcg([1], []) == 0.0
+
+
+def test_outcome_reports_a_delta_interval_per_metric():
+    from vectune.pipeline.evaluate import EvalOutcome, EvalResult
+
+    half = np.r_[np.zeros(25), np.ones(25)]
+    live = EvalResult({"ndcg@10": 0.0, "recall@5": 0.5}, {"ndcg@10": np.zeros(50), "recall@5": half}, 50, 9)
+    cand = EvalResult({"ndcg@10": 0.5, "recall@5": 0.5}, {"ndcg@10": half, "recall@5": half}, 50, 9)
+    d = EvalOutcome({"golden": (live, cand)}, corpus=[]).to_dict()["golden"]
+    lo, hi = d["delta_ci"]["ndcg@10"]
+    assert 0 < lo < 0.5 < hi < 1  # a clear gain: the interval sits right of zero, around +0.5
+    assert d["delta_ci"]["recall@5"] == [0.0, 0.0]  # identical per-query values: no spread
+    assert d["live"]["queries"] == 50 and "delta_ci" not in d["live"]

@@ -41,6 +41,7 @@ def test_changing_any_decisive_setting_after_a_kept_run_is_not_a_noop(indexed, m
             rep = _status()
             assert rep["status"] == "kept", f"{var}={value} after a kept run answered {rep['status']}: {rep['reason']}"
             assert _status()["status"] == "noop", f"the same {var}={value} again is a no-op"
+    assert _status()["status"] == "kept"  # back to the defaults: a change again since the last decided run
     # settings that cannot change a decision do not trigger a run
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "17")
     monkeypatch.setenv("VECTUNE_LOCK_TTL_S", "600")

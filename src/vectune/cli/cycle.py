@@ -75,7 +75,8 @@ def run(alias, dry_run, as_json, **kw):
     """One full cycle, then exit (for cron): read, mine, fine-tune, evaluate, promote if better."""
     rep = alias_from(alias, kw).run(dry_run=dry_run)
     files = rep.report_files or {}
-    emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else ""))
+    emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else "")
+         + (f"\npage: {files['html']}" if files.get("html") else ""))
 
 
 @click.command()

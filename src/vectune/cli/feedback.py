@@ -17,7 +17,7 @@ from vectune.api import export_feedback, import_feedback
 from vectune.cli.common import alias_from, connection_options, handle_errors, settings_from
 from vectune.errors import BadInput
 from vectune.observe import pairs_view
-from vectune.pipeline.pairs.review import reject_file
+from vectune.pipeline.pairs.rejections import reject_file
 
 
 # ----------------------------------------------------------------------------- feedback

@@ -1,8 +1,9 @@
-"""Run reports: a JSON record (stable schema) and a Markdown summary with a chart.
+"""Run reports: a JSON record (stable schema), a Markdown summary and an HTML page.
 
-Every ``vectune run`` writes ``<work_dir>/reports/<alias>/<run_id>.json`` and
-``.md`` (plus ``.png`` with recall@k of live vs candidate when matplotlib is
-installed), and prints the evaluation table and decision.
+Every ``vectune run`` writes ``<work_dir>/reports/<alias>/<run_id>.json``, ``.md``
+(sentences and tables, for terminals and pull requests), ``.html`` (the report page with
+its inline SVG charts, :mod:`vectune.observe.pages`) and rewrites the alias's ``history.html``.
+It prints the evaluation table and decision.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from vectune.core.jsonl import write_atomic
 from vectune.core.scores import METRICS
+from vectune.observe import pages
 
 logger = logging.getLogger(__name__)
 
@@ -148,34 +150,168 @@ def summary(report: RunReport | dict) -> str:
     return "\n".join(out)
 
 
-def markdown(report: dict, chart: str | None = None) -> str:
-    """The report as Markdown."""
+def _md_cell(v) -> str:
+    return ("" if v is None else str(v)).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_flat(d, prefix: str = "") -> list[tuple[str, object]]:
+    """A nested dict as ``(dotted key, scalar)`` pairs (lists of scalars joined, other lists counted)."""
+    out = []
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out += _md_flat(v, key + ".")
+        elif isinstance(v, (list, tuple)):
+            if all(not isinstance(x, (dict, list)) for x in v):
+                out.append((key, ", ".join(map(str, v))))
+            elif all(isinstance(x, dict) for x in v):
+                out.append((key, "; ".join("(" + ", ".join(f"{a} {_md_value(b)}" for a, b in _md_flat(x)) + ")"
+                                           for x in v)))
+            else:
+                out.append((key, f"{len(v)} items"))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _md_value(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e9:
+            return f"{int(v):,}"
+        return f"{v:,.1f}" if abs(v) >= 100 else (f"{v:.2f}" if abs(v) >= 10 else f"{v:.4f}")
+    if isinstance(v, int):
+        return f"{v:,}"
+    return _md_cell(v)
+
+
+def _md_facts(d) -> str:
+    return " · ".join(f"{k} {_md_value(v)}" for k, v in _md_flat(d) if v not in (None, ""))  # keys as in the JSON
+
+
+def _md_snip(text, chars: int = 140) -> str:
+    t = _md_cell(text)
+    return t if len(t) <= chars else t[: chars - 1].rstrip() + "…"
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown for terminals and pull requests: sentences and tables, no JSON."""
     r = report
-    md = [f"# vectune run {r.get('run_id')} — {r.get('status')}", ""]
-    md += [f"- alias: `{r.get('alias')}`",
-           f"- live collection: `{r.get('live_collection')}` (model `{r.get('live_model')}`)"]
+    gate, evaluation, counts = r.get("gate") or {}, r.get("evaluation") or {}, r.get("counts") or {}
+    word = pages.STATUS_WORDS.get(str(r.get("status")), str(r.get("status")))
+    md = [f"# vectune run {r.get('run_id')}: {word.lower()}", "",
+          f"**{word}.** {pages.headline(r)}." + (f" {r['reason']}" if r.get("reason") else ""), ""]
+    facts = [f"- alias `{r.get('alias')}`; live collection before the run: `{r.get('live_collection')}` "
+             f"(model `{r.get('live_model')}`)"]
     if r.get("new_collection"):
-        md.append(f"- new collection: `{r['new_collection']}` (model `{r.get('candidate_model')}`)")
-    md += [f"- started {r.get('started_at')}, took {r.get('duration_s')} s",
-           f"- decision: **{r.get('status')}** — {r.get('reason')}", ""]
-    if r.get("evaluation"):
-        md += ["## Evaluation", "", "| evidence | metric | live | candidate | delta |", "|---|---|---|---|---|"]
-        for ev, pair in r["evaluation"].items():
-            live, cand = pair.get("live") or {}, pair.get("candidate") or {}
-            for m in METRICS:
-                if m in live:
-                    c = cand.get(m)
-                    md.append(f"| {ev} | {m} | {live[m]:.4f} | {'' if c is None else f'{c:.4f}'} | "
-                              f"{'' if c is None else f'{c - live[m]:+.4f}'} |")
+        facts.append(f"- new collection: `{r['new_collection']}` (model `{r.get('candidate_model')}`)")
+    elif r.get("candidate_model"):
+        facts.append(f"- candidate: `{r['candidate_model']}`" + (f", saved at `{r['candidate_saved']}`"
+                                                               if r.get("candidate_saved") else " (not kept)"))
+    if r.get("mode"):
+        facts.append(f"- mode: {r['mode']}" + (f"; chosen candidate: {(r.get('choice') or {}).get('chosen')}"
+                                              if (r.get("choice") or {}).get("chosen") else ""))
+    facts.append(f"- started {r.get('started_at')}, took {r.get('duration_s')} s")
+    md += facts + [""]
+    for note in pages._notes(r):
+        md += [f"> {note}", ""]
+    if evaluation:
+        md += ["## Did the candidate beat the live model?", ""]
+        if gate.get("metric"):
+            n = ((evaluation.get(gate.get("evidence")) or {}).get("live") or {}).get("queries")
+            over = n if n is not None else "the"
+            s = (f"The gate decided on **{gate['metric']}** over {over} {gate.get('evidence')} "
+                 f"queries: {gate.get('live')} → {gate.get('candidate')}, delta **{gate.get('delta', 0):+.4f}**")
+            if gate.get("ci_low") is not None:
+                s += f", 95% CI [{gate['ci_low']:+.4f}, {gate['ci_high']:+.4f}]"
+            if gate.get("p_value") is not None:
+                s += f", one-sided {gate.get('test')} p = {gate['p_value']:.4f}"
+            if gate.get("min_delta") is not None:
+                s += f"; it needs at least {gate['min_delta']:+.4f}"
+            md += [s + ".", ""]
+        md += ["| evidence | metric | live | candidate | delta | 95% CI |", "|---|---|---:|---:|---:|---:|"]
+        for row in pages._delta_rows(evaluation, gate):
+            name = f"**{row['metric']} (gate)**" if row["highlight"] else row["metric"]
+            ci = f"[{row['lo']:+.4f}, {row['hi']:+.4f}]" if row["lo"] is not None else ""
+            md.append(f"| {row['evidence']} | {name} | {row['live']:.4f} | {row['candidate']:.4f} | "
+                      f"{row['value']:+.4f} | {ci} |")
         md.append("")
-        if chart:
-            md += [f"![recall@k]({chart})", ""]
-    if r.get("gate"):
-        md += ["## Gate", "", "```", json.dumps(r["gate"], indent=2), "```", ""]
+    cands = r.get("candidates") or {}
+    if cands:
+        choice = r.get("choice") or {}
+        md += ["## Candidates", "", "| candidate | cost class | delta | 95% CI | p | gate |",
+               "|---|---|---:|---:|---:|---|"]
+        for kind in choice.get("order") or list(cands):
+            c = cands.get(kind) or {}
+            g = c.get("gate") or {}
+            cost = c.get("cost_class") or c.get("cost") or pages.KIND_COST.get(kind, "")
+            ci = f"[{g['ci_low']:+.4f}, {g['ci_high']:+.4f}]" if g.get("ci_low") is not None else ""
+            p = f"{g['p_value']:.4f}" if g.get("p_value") is not None else ""
+            chosen = ", **chosen**" if kind == choice.get("chosen") else ""
+            verdict = ("passes" if g.get("promote") else "fails") + chosen
+            delta = f"{g['delta']:+.4f}" if g.get("delta") is not None else ""
+            md.append(f"| {kind} | {_md_cell(cost)} | {delta} | {ci} | {p} | {verdict} |")
+        md.append("")
+    trains = ({k: (c or {}).get("train") for k, c in cands.items()} if cands
+              else {pages._kind_of(r): counts.get("train")})
+    lines = []
+    for kind, st in trains.items():
+        if not st:
+            continue
+        curve, new = st.get("val_curve") or [], st.get("val_curve_new_docs") or []
+        s = f"- **{kind}**: " + _md_facts({k: st[k] for k in pages.TRAIN_KEYS if k in st})
+        if curve:
+            s += (f". Validation {st.get('val_metric', '')} per epoch: "
+                  + " → ".join(f"{v:.4f}" for _, v in curve))
+        if new:
+            s += "; on held-out queries about new documents: " + " → ".join(f"{v:.4f}" for _, v in new)
+        lines.append(s)
+    if lines:
+        md += ["## Training", ""] + lines + [""]
+    ev = gate.get("evidence") or r.get("evidence")
+    if ev:
+        md += ["## Evidence", "", f"Deciding evidence: {pages.EVIDENCE_WORDS.get(ev, ev)}.", ""]
+        for name, pair in evaluation.items():
+            live = (pair or {}).get("live") or {}
+            md.append(f"- {name}: {live.get('queries')} queries against a corpus of {live.get('corpus')}")
+        for key in pages.EVIDENCE_COUNT_KEYS:
+            if counts.get(key):
+                value = _md_facts(counts[key]) if isinstance(counts[key], dict) else counts[key]
+                md.append(f"- {key.replace('_', ' ')}: {value}")
+        md.append("")
+    rej = counts.get("rejected")
+    sample = r.get("pairs_sample") or []
+    if rej or sample:
+        md += ["## Training pairs", ""]
+        if rej:
+            kept = rej.get("kept_rejections") or {}
+            left = sum(v for k, v in rej.items() if k != "kept_rejections" and isinstance(v, int))
+            md += [f"{left} training items were left out because a reviewer rejected them "
+                   f"({_md_facts({k: v for k, v in rej.items() if k != 'kept_rejections'})}); "
+                   f"{kept.get('pairs', 0)} pairs and {kept.get('queries', 0)} whole queries are vetoed in all.", ""]
+        if sample:
+            md += [f"A sample ({min(len(sample), 10)} of {len(sample)} shown; "
+                   f"`vectune review --alias {r.get('alias')}` "
+                   "to read and reject them in a browser):", "",
+                   "| query | positive | hard negative | source |", "|---|---|---|---|"]
+            for p in sample[:10]:
+                md.append(f"| {_md_snip(p.get('query'))} | {_md_snip(p.get('positive_snippet'))} | "
+                          f"{_md_snip(p.get('negative_snippet'))} | {_md_cell(p.get('source'))} |")
+            md.append("")
     md += _retention_md(r.get("retention"))
-    md += ["## Counts", "", "```", json.dumps(r.get("counts", {}), indent=2), "```", ""]
-    md += ["## Timings (s)", "", "| stage | seconds |", "|---|---|"]
-    md += [f"| {k} | {v} |" for k, v in (r.get("timings") or {}).items()]
+    if r.get("timings"):
+        md += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
+        md += [f"| {k} | {v} |" for k, v in r["timings"].items()]
+        md.append("")
+    rest = {k: v for k, v in counts.items() if k not in pages.SHOWN_COUNTS}
+    for key in ("watch",):
+        if r.get(key) is not None:
+            rest[key] = r[key]
+    if rest:
+        md += ["## Other counts", ""]
+        md += [f"- **{k}**: {_md_facts(v) if isinstance(v, dict) else _md_value(v)}" for k, v in rest.items()]
+        md.append("")
     return "\n".join(md) + "\n"
 
 
@@ -183,62 +319,42 @@ def _retention_md(ret: dict | None) -> list[str]:
     """The versions kept after the run, what retention deleted, and the next promotion's space estimate."""
     if not ret:
         return []
-    md = ["## Versions kept", "", f"retention `{ret.get('policy')}`, keep_versions {ret.get('keep_versions')}; "
-          f"deleted: {', '.join(ret.get('deleted') or []) or '-'}; models deleted: "
-          f"{', '.join(ret.get('models_deleted') or []) or '-'}", ""]
+    md = ["## Versions kept", "", f"Retention `{ret.get('policy')}`, keep_versions {ret.get('keep_versions')}; "
+          f"deleted: {', '.join(f'`{c}`' for c in ret.get('deleted') or []) or 'none'}; models deleted: "
+          f"{', '.join(f'`{m}`' for m in ret.get('models_deleted') or []) or 'none'}.", ""]
     rows = ret.get("versions") or []
     if rows:
-        md += ["| collection | points | disk bytes | memory bytes | |", "|---|---|---|---|---|"]
+        md += ["| collection | points | disk bytes | memory bytes | |", "|---|---:|---:|---:|---|"]
         for v in rows:
             role = "live" if v.get("live") else ("rollback target" if v.get("rollback_target") else "")
-            md.append(f"| `{v.get('collection')}` | {v.get('points')} | {v.get('disk_bytes') or '-'} | "
-                      f"{v.get('ram_bytes') or '-'} | {role} |")
+            md.append(f"| `{v.get('collection')}` | {_md_value(v.get('points'))} | {_md_value(v.get('disk_bytes'))} | "
+                      f"{_md_value(v.get('ram_bytes'))} | {role} |")
         md.append("")
     nxt = ret.get("next_promotion") or {}
     if nxt:
-        md += [f"next promotion needs about {nxt.get('needs_bytes')} bytes ({nxt.get('how')}); headroom "
-               f"{nxt.get('headroom_bytes')} ({nxt.get('headroom_from') or 'not checked'})", ""]
+        head = nxt.get("headroom_bytes")
+        md += [f"The next promotion needs about {_md_value(nxt.get('needs_bytes'))} bytes "
+               f"({_md_cell(nxt.get('how'))}); "
+               + (f"headroom {_md_value(head)} bytes ({nxt.get('headroom_from')})." if head is not None
+                  else "headroom not checked (set VECTUNE_SPACE_HEADROOM_GB)."), ""]
         if nxt.get("warning"):
-            md += [f"**WARNING**: {nxt['warning']}", ""]
+            md += [f"> **Warning**: {_md_cell(nxt['warning'])}", ""]
     if ret.get("error"):
-        md += [f"**retention failed**: {ret['error']}", ""]
+        md += [f"> **Retention failed**: {_md_cell(ret['error'])}", ""]
     return md
 
 
-def chart(report: dict, path: Path) -> Path | None:
-    """PNG bar chart of recall@k (and MRR/nDCG) for live vs candidate; None without matplotlib."""
-    evals = report.get("evaluation") or {}
-    if not evals:
-        return None
-    try:
-        import matplotlib
+def write(report: RunReport | dict, reports_dir: Path, events: list[dict] | None = None) -> dict[str, Path]:
+    """Write JSON, Markdown and the HTML page for a run (and ``latest.json``), then the alias's history page.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(evals), figsize=(5.5 * len(evals), 3.6), squeeze=False)
-    for ax, (ev, pair) in zip(axes[0], evals.items()):
-        live, cand = pair.get("live") or {}, pair.get("candidate") or {}
-        ms = [m for m in METRICS if m in live]
-        xs = range(len(ms))
-        ax.bar([x - 0.2 for x in xs], [live[m] for m in ms], width=0.4, label="live")
-        if cand:
-            ax.bar([x + 0.2 for x in xs], [cand.get(m, 0) for m in ms], width=0.4, label="candidate")
-        ax.set_xticks(list(xs), ms, rotation=20)
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{ev} queries (n={live.get('queries', 0)})")
-        ax.legend(loc="lower right")
-    fig.suptitle(f"{report.get('alias')}: {report.get('status')}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    Args:
+        report: the run report.
+        reports_dir: the alias's reports folder.
+        events: the alias's history events so far (:class:`vectune.observe.history.History`), for the history page.
 
-
-def write(report: RunReport | dict, reports_dir: Path) -> dict[str, Path]:
-    """Write JSON, Markdown and PNG for a run (and ``latest.json``); returns their paths."""
-
+    Returns:
+        The files' paths by kind (``json``, ``md``, ``html``, ``history``).
+    """
     reports_dir.mkdir(parents=True, exist_ok=True)
     report = _as_dict(report)
     stem = reports_dir / str(report["run_id"])
@@ -246,12 +362,14 @@ def write(report: RunReport | dict, reports_dir: Path) -> dict[str, Path]:
     text = json.dumps(report, indent=2, default=str)
     paths = {"json": stem.with_suffix(".json")}
     write_atomic(paths["json"], text)
-    png = chart(report, stem.with_suffix(".png"))
-    if png:
-        paths["png"] = png
     paths["md"] = stem.with_suffix(".md")
-    paths["md"].write_text(markdown(report, png.name if png else None), encoding="utf-8")
+    paths["md"].write_text(markdown(report), encoding="utf-8")
     write_atomic(reports_dir / "latest.json", text)
+    try:  # the pages are for people: neither a full disk nor a rendering bug may fail the run
+        paths["html"] = pages.write_report_page(report, reports_dir, events or ())
+        paths["history"] = pages.write_history_page(reports_dir, str(report.get("alias")), events or (), [report])
+    except Exception:  # noqa: BLE001
+        logger.exception("could not write the HTML pages of run %s", report.get("run_id"))
     return paths
 
 

@@ -23,6 +23,7 @@ from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.observe.history import History
 from vectune.ops import retention
+from vectune.ops.report_pages import refresh_pages
 from vectune.ops.session import hold
 from vectune.promote.checkpoint import Checkpoint
 from vectune.promote.promotion import Promoter, mark_rolled_back
@@ -122,6 +123,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
     synced = stats.to_dict() if stats else None
     event = history.append({"event": "rollback", "from": live, "to": target, "model": model, "synced": synced,
                             "forced": bool(force and not stats)})
+    refresh_pages(settings, alias)
     return {"alias": alias, "from": live, "to": target, "model": model, "synced": synced, "verify": vinfo,
             "time": event["time"], "retention": kept}
 

@@ -114,23 +114,24 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
 
 
 def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
-    """Write the report, export metrics, append the history event."""
+    """Append the history event, write the report (JSON, Markdown, its page and the history page), export metrics."""
     rep.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     rep.duration_s = round((datetime.now(UTC) - started).total_seconds(), 1)
+    history = History(settings.work_dir, rep.alias)
+    if rep.status in ("promoted", "kept", "failed"):
+        history.append({
+            "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep.status],
+            "run_id": rep.run_id, "live_collection": rep.live_collection, "new_collection": rep.new_collection,
+            "live_model": rep.live_model, "candidate_model": rep.candidate_model, "reason": rep.reason,
+            "gate": rep.gate})
     try:
-        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias)
+        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias, history.read(strict=False))
         rep.report_files = {k: str(v) for k, v in paths.items()}
     except OSError as e:
         logger.warning("could not write the run report: %s", e)
     observe = settings.observe
     if observe.metrics_dir or observe.pushgateway_url:
         metrics.export(rep, textfile_dir=observe.metrics_dir, pushgateway_url=observe.pushgateway_url)
-    if rep.status in ("promoted", "kept", "failed"):
-        History(settings.work_dir, rep.alias).append({
-            "event": {"promoted": "promotion", "kept": "rejection", "failed": "failure"}[rep.status],
-            "run_id": rep.run_id, "live_collection": rep.live_collection, "new_collection": rep.new_collection,
-            "live_model": rep.live_model, "candidate_model": rep.candidate_model, "reason": rep.reason,
-            "gate": rep.gate})
 
 
 __all__ = ["run"]

@@ -27,7 +27,8 @@ from vectune.pipeline.evaluate import evaluate_candidate
 from vectune.pipeline.gate import judge
 from vectune.pipeline.pairs import labeled
 from vectune.pipeline.pairs.feedback import explicit_negatives, few_shot_examples, labels_from_feedback
-from vectune.pipeline.pairs.review import Rejections, record_sample
+from vectune.pipeline.pairs.rejections import Rejections
+from vectune.pipeline.pairs.review import record_sample
 from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
 from vectune.pipeline.pairs.teachers import make_generator
 from vectune.pipeline.read import check_live_vectors, read

@@ -18,6 +18,7 @@ import numpy as np
 from vectune.core.scores import METRICS
 from vectune.core.vectors import normalize
 from vectune.errors import BadInput
+from vectune.pipeline.paired import paired_bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,25 @@ class EvalOutcome:
     counts: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """``{set: {"live": ..., "candidate": ...}}`` as the run report shows it."""
-        return {name: {"live": lr.to_dict(), "candidate": cr.to_dict()} for name, (lr, cr) in self.results.items()}
+        """``{set: {"live": ..., "candidate": ..., "delta_ci": {metric: [low, high]}}}`` as the run report shows it.
+
+        ``delta_ci`` is the 95% paired-bootstrap interval of each metric's mean delta (the report page's
+        forest plot); the gate computes its own for the metric it decides on.
+        """
+        return {name: {"live": lr.to_dict(), "candidate": cr.to_dict(), "delta_ci": delta_cis(lr, cr)}
+                for name, (lr, cr) in self.results.items()}
+
+
+def delta_cis(live: EvalResult, cand: EvalResult, samples: int = 1000, confidence: float = 0.95) -> dict:
+    """95% paired-bootstrap interval of ``candidate - live`` per metric, rounded (empty without per-query values)."""
+    out = {}
+    for m, lv in (live.per_query or {}).items():
+        cv = (cand.per_query or {}).get(m)
+        if cv is None or len(cv) != len(lv) or not len(lv):
+            continue
+        low, high = paired_bootstrap(lv, cv, samples, confidence)
+        out[m] = [round(low, 4), round(high, 4)]
+    return out
 
 
 def evaluate_candidate(store, read, pairs, live_enc, cand, cfg, golden=None, held_name: str = "synthetic",

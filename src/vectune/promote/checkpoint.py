@@ -1,23 +1,10 @@
-"""Checkpoints and in-flight markers: what a killed run leaves for the next one (:mod:`vectune.ops.recover`).
+"""Checkpoints and in-flight markers: what a killed run leaves for the next one.
 
 A promotion — and a rollback or roll-forward, which publish through the same path —
 writes ``<run_dir>/promotion.json`` before it builds anything and updates it as it goes
 (scroll offset after each page, verified, snapshot, swapped; reconciliation journals
-each batch of window writes it carried over).
-A run that is killed — at any point, SIGKILL included — leaves that file and an
-in-flight marker behind. The next run (holding the alias lock) then:
-
-* reports the crash (``status``/``history`` show which run died in which stage);
-* resumes the promotion where it stopped — the reindex from its last offset, or
-  the catch-up/verify/swap, or the post-swap reconciliation — instead of
-  training again, as long as the alias still points where it did; a rollback
-  likewise;
-* never drops a swapped promotion's or rollback's reconciliation: when the model it
-  needs to re-embed the window's writes is gone it stops loudly and keeps the
-  checkpoint (a copy-mode publish needs no model);
-* otherwise deletes the leftover collection: no unverified or half-built
-  collection of the alias survives a run (orphans are never kept). After a
-  post-swap finish exactly one collection of the alias is marked ``live``.
+each batch of window writes it carried over). A run's stage is kept in ``inflight.json``.
+What the next run does with them: :mod:`vectune.ops.recover`.
 """
 
 from __future__ import annotations

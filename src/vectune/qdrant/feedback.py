@@ -18,14 +18,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import unicodedata
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
 
 from vectune.core.labels import QUERY_KEYS, RELEVANT_KEYS
 from vectune.errors import BadInput, QdrantUnavailable
@@ -118,101 +120,92 @@ def normalize_query(text: str) -> str:
     return t.rstrip("?.! ").strip()
 
 
-def _parse_ts(ts: Any) -> datetime:
-    if ts is None:
-        return datetime.now(UTC)
-    if isinstance(ts, datetime):
-        dt = ts
-    elif isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        if not math.isfinite(ts):
-            raise BadFeedback(f"ts must be a finite epoch time, got {ts!r}", "bad_ts")
+def _when(ts: Any) -> Any:
+    """None is now; ISO 8601 strings and epoch seconds (a number or a numeric string) become datetimes."""
+    if isinstance(ts, str):
         try:
-            dt = datetime.fromtimestamp(float(ts), UTC)
-        except (OverflowError, OSError, ValueError):
-            raise BadFeedback(f"ts {ts!r} is out of range", "bad_ts") from None
-    elif isinstance(ts, str):
-        s = ts.strip()
-        try:
-            dt = datetime.fromisoformat(s)
+            return datetime.fromisoformat(ts.strip())
         except ValueError:
-            try:
-                return _parse_ts(float(s))
-            except (ValueError, BadFeedback):
-                raise BadFeedback(f"ts {ts!r} is neither an ISO 8601 time nor an epoch number", "bad_ts") from None
-    else:
-        raise BadFeedback(f"ts must be a datetime, an ISO 8601 string or epoch seconds, got {type(ts).__name__}",
-                          "bad_ts")
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+            ts = float(ts)  # not a number either: this ValueError is the error
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        try:
+            return datetime.fromtimestamp(ts, UTC)
+        except (OverflowError, OSError) as exc:
+            raise ValueError(str(exc)) from None
+    return datetime.now(UTC) if ts is None else ts
 
 
-def _ids(value: Any, what: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple, set, frozenset)):
-        raise BadFeedback(f"{what} must be a list of ids, got {type(value).__name__}", "bad_ids")
-    out: list[str] = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, int) and v < 0):
-            raise BadFeedback(f"{what}: {v!r} is not an id (a string or a non-negative integer)", "bad_ids")
-        s = str(v).strip()
-        if not s:
-            raise BadFeedback(f"{what}: empty id", "bad_ids")
-        if s not in out:
-            out.append(s)
-    if len(out) > MAX_IDS:
-        raise BadFeedback(f"{what}: {len(out)} ids in one event (at most {MAX_IDS})", "too_many_ids")
-    return out
+def _unique(ids: list[str]) -> list[str]:
+    if len(ids := list(dict.fromkeys(ids))) > MAX_IDS:
+        raise PydanticCustomError("too_many_ids", "{n} ids in one event (at most {most})", {"n": len(ids),
+                                                                                           "most": MAX_IDS})
+    return ids
 
 
-def make_event(alias: str, query: str, relevant_ids: Any, *, signal: str = "click", weight: float = 1.0,
+_Id = Annotated[Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True, ge=0)],
+                AfterValidator(lambda v: str(v).strip()), Field(min_length=1)]
+_Ids = Annotated[list[_Id], BeforeValidator(lambda v: [] if v is None else [v] if isinstance(v, (str, int)) else v),
+                 AfterValidator(_unique)]
+_NOT_IDS = "{name}: {input!r} is not an id (a string or a non-negative integer) or a list of them"
+#: Reason code and message of a field that fails (``field`` or ``field.error_type``), checked in field order.
+REASONS = {
+    "alias": ("no_alias", "feedback needs a non-empty alias"),
+    "query": ("no_query", "feedback needs a non-empty query string"),
+    "query.string_too_long": ("query_too_long", f"query of more than {MAX_QUERY_CHARS} characters: log the user's "
+                                                "query, not a whole prompt"),
+    "signal": ("unknown_signal", f"unknown signal {{input!r}}: use one of {', '.join(SIGNALS)}"),
+    "ids": ("bad_ids", _NOT_IDS),
+    "ids.too_short": ("no_ids", "feedback needs at least one id in relevant_ids"),
+    "ids.too_many_ids": ("too_many_ids", "{name}: {msg}"),
+    "negative_ids": ("bad_ids", _NOT_IDS),
+    "negative_ids.too_many_ids": ("too_many_ids", "{name}: {msg}"),
+    "weight": ("bad_weight", "weight must be a positive finite number, got {input!r}"),
+    "ts": ("bad_ts", "ts {input!r} is neither a datetime, an ISO 8601 time nor epoch seconds"),
+}
+
+
+class FeedbackEvent(BaseModel):
+    """One feedback event as stored (``ids``: the relevant ids); build it with :meth:`check`."""
+
+    alias: Annotated[str, Field(strict=True, pattern=r"\S")]
+    query: Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1,
+                                            max_length=MAX_QUERY_CHARS)]
+    signal: Literal["click", "cite", "thumbs_up", "thumbs_down", "skip"] = "click"
+    ids: Annotated[_Ids, Field(min_length=1)]
+    negative_ids: _Ids = []
+    weight: Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)] = 1.0
+    ts: Annotated[datetime, BeforeValidator(_when), AfterValidator(lambda t: t.replace(tzinfo=t.tzinfo or UTC))]
+
+    @classmethod
+    def check(cls, **fields: Any) -> FeedbackEvent:
+        """The event, or :class:`BadFeedback` with the reason (:data:`REASONS`) of the first field that fails."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+        field = str(err["loc"][0])  # an error inside a list (one bad id) counts for the field
+        reason, message = REASONS.get(f"{field}.{err['type']}" if len(err["loc"]) == 1 else field) or REASONS[field]
+        name = "relevant_ids" if field == "ids" else field
+        raise BadFeedback(message.format(name=name, input=err["input"], msg=err["msg"]), reason) from None
+
+    def point(self) -> tuple[str, dict]:
+        """``(point_id, payload)``: the id is a UUID5 of the event, so the same event is written once."""
+        neg, ts = [i for i in self.negative_ids if i not in self.ids], self.ts.astimezone(UTC)
+        iso = ts.isoformat(timespec="microseconds")
+        key = json.dumps([self.alias, self.query, sorted(self.ids), sorted(neg), self.signal, iso], ensure_ascii=False)
+        return str(uuid.uuid5(_NS, key)), {
+            "alias": self.alias, "query": self.query, "ids": self.ids, "negative_ids": neg, "signal": self.signal,
+            "polarity": "positive" if self.signal in POSITIVE_SIGNALS else "negative", "weight": self.weight,
+            "ts": iso, "ts_epoch": ts.timestamp(), "v": _PAYLOAD_VERSION,
+        }
+
+
+def make_event(alias: Any, query: Any, relevant_ids: Any, *, signal: Any = "click", weight: Any = 1.0,
                ts: Any = None, negative_ids: Any = ()) -> tuple[str, dict]:
-    """Validate one event and build its point id and payload.
-
-    Args:
-        alias: the alias whose search produced the results.
-        query: what the user asked.
-        relevant_ids: ids the signal is about (external doc ids or point ids).
-        signal: one of :data:`SIGNALS`.
-        weight: how much this event counts (> 0).
-        ts: when it happened (datetime, ISO string or epoch seconds; default: now, UTC).
-        negative_ids: ids shown alongside and passed over.
-
-    Returns:
-        ``(point_id, payload)``.
-
-    Raises:
-        BadFeedback: empty query or ids, unknown signal, bad weight or time.
-    """
-    if not isinstance(alias, str) or not alias.strip():
-        raise BadFeedback("feedback needs a non-empty alias", "no_alias")
-    if not isinstance(query, str) or not query.strip():
-        raise BadFeedback("feedback needs a non-empty query string", "no_query")
-    query = query.strip()
-    if len(query) > MAX_QUERY_CHARS:
-        raise BadFeedback(f"query of {len(query)} characters (at most {MAX_QUERY_CHARS}): log the user's query, "
-                          "not a whole prompt", "query_too_long")
-    if signal not in SIGNALS:
-        raise BadFeedback(f"unknown signal {signal!r}: use one of {', '.join(SIGNALS)}", "unknown_signal")
-    ids = _ids(relevant_ids, "relevant_ids")
-    if not ids:
-        raise BadFeedback("feedback needs at least one id in relevant_ids", "no_ids")
-    neg = [i for i in _ids(negative_ids, "negative_ids") if i not in ids]
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
-        raise BadFeedback(f"weight must be a positive finite number, got {weight!r}", "bad_weight")
-    dt = _parse_ts(ts)
-    iso = dt.isoformat(timespec="microseconds")
-    key = json.dumps([alias, query, sorted(ids), sorted(neg), signal, iso], ensure_ascii=False)
-    pid = str(uuid.uuid5(_NS, key))
-    payload = {
-        "alias": alias, "query": query, "ids": ids, "negative_ids": neg, "signal": signal,
-        "polarity": "positive" if signal in POSITIVE_SIGNALS else "negative", "weight": float(weight),
-        "ts": iso, "ts_epoch": dt.timestamp(), "v": _PAYLOAD_VERSION,
-    }
-    return pid, payload
+    """``(point_id, payload)`` of one event (see :class:`FeedbackEvent`); ``ts``: datetime, ISO string or epoch seconds
+    (default now, UTC); ``negative_ids``: shown and passed over. Raises :class:`BadFeedback`."""
+    return FeedbackEvent.check(alias=alias, query=query, ids=relevant_ids, signal=signal, weight=weight, ts=ts,
+                       negative_ids=negative_ids).point()
 
 
 def write_events(store: Store, collection: str, events: Sequence[tuple[str, dict]], batch: int = 256) -> None:

@@ -99,7 +99,7 @@ def make_queries(store: Store, read: ReadResult, split_: Split, generator: Query
         cfg: the pairs settings (queries per chunk, budgets, round-trip filter).
         trainset: real labeled queries to train on, if any.
         label_source: where they came from (``train-set`` or ``feedback``).
-        rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.review.Rejections`): never
+        rejections: pairs and queries people vetoed (:class:`vectune.pipeline.pairs.rejections.Rejections`): never
             trained on.
         teacher_train: ask the teacher for training queries (False when only the query side learns
             from real labels: it would not use them).

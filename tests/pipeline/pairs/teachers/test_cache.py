@@ -60,7 +60,7 @@ def test_cache_survives_a_torn_line(tmp_path):
 _KILL_SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path[:0] = [{src!r}, {tests!r}]
+    sys.path[:0] = [{src!r}, {root!r}]
     from tests.helpers.fake_openai import chunk_texts
     from vectune.core.chunks import Chunk
     from vectune.pipeline.pairs.teachers.openai import OpenAIGenerator
