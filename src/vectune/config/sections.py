@@ -282,7 +282,16 @@ class PromoteConfig(Section):
 
     upsert_batch: int = Field(128, ge=1)
     verify_sample: int = Field(5, ge=0)
-    keep_versions: int = Field(3, ge=1, description="Collections kept per alias (prune).")
+    keep_versions: int = Field(3, ge=1, description="Collections kept per alias: by retention after every promotion "
+                                                    "and rollback, and by `vectune prune` (the live one and the "
+                                                    "rollback target always).")
+    retention: Literal["on", "collections", "off"] = Field(
+        "on", description="After every promotion and rollback, delete the versions beyond keep_versions: "
+                          "on (their collections and the models no kept version uses), collections (keep the "
+                          "models), off (nothing is deleted by itself; `vectune prune` still works).")
+    space_headroom_gb: float | None = Field(
+        None, ge=0, description="Space the next promotion may take (GB); a run warns when its estimate is above "
+                                "it. Unset: the free space of embedded Qdrant's disk; against a server, no check.")
     keep_candidate: bool = Field(False, description="Save a rejected candidate in the model store too.")
     engine: Literal["local", "ray"] = Field("local", description="Re-embedding engine (ray: pip install vectune[ray]).")
     ray_partitions: int | None = Field(None, ge=1, description="Partitions of the Ray re-embedding (default: auto).")

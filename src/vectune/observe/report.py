@@ -42,6 +42,9 @@ class RunReport:
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
+        models_verified: the live and rollback target's models checked against their manifests' hashes.
+        retention: versions kept and deleted after the run, each kept version's points and footprint,
+            and the next promotion's space estimate (:mod:`vectune.ops.retention`, :mod:`vectune.ops.space`).
     """
 
     run_id: str
@@ -68,6 +71,8 @@ class RunReport:
     candidate_saved: str | None = None
     new_collection: str | None = None
     recovered: dict | None = None
+    models_verified: list | None = None
+    retention: dict | None = None
     finished_at: str | None = None
     duration_s: float | None = None
     report_files: dict | None = None
@@ -294,12 +299,13 @@ def markdown(report: dict) -> str:
                 md.append(f"| {_md_snip(p.get('query'))} | {_md_snip(p.get('positive_snippet'))} | "
                           f"{_md_snip(p.get('negative_snippet'))} | {_md_cell(p.get('source'))} |")
             md.append("")
+    md += _retention_md(r.get("retention"))
     if r.get("timings"):
         md += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         md += [f"| {k} | {v} |" for k, v in r["timings"].items()]
         md.append("")
     rest = {k: v for k, v in counts.items() if k not in pages.SHOWN_COUNTS}
-    for key in ("watch", "retention"):
+    for key in ("watch",):
         if r.get(key) is not None:
             rest[key] = r[key]
     if rest:
@@ -307,6 +313,35 @@ def markdown(report: dict) -> str:
         md += [f"- **{k}**: {_md_facts(v) if isinstance(v, dict) else _md_value(v)}" for k, v in rest.items()]
         md.append("")
     return "\n".join(md) + "\n"
+
+
+def _retention_md(ret: dict | None) -> list[str]:
+    """The versions kept after the run, what retention deleted, and the next promotion's space estimate."""
+    if not ret:
+        return []
+    md = ["## Versions kept", "", f"Retention `{ret.get('policy')}`, keep_versions {ret.get('keep_versions')}; "
+          f"deleted: {', '.join(f'`{c}`' for c in ret.get('deleted') or []) or 'none'}; models deleted: "
+          f"{', '.join(f'`{m}`' for m in ret.get('models_deleted') or []) or 'none'}.", ""]
+    rows = ret.get("versions") or []
+    if rows:
+        md += ["| collection | points | disk bytes | memory bytes | |", "|---|---:|---:|---:|---|"]
+        for v in rows:
+            role = "live" if v.get("live") else ("rollback target" if v.get("rollback_target") else "")
+            md.append(f"| `{v.get('collection')}` | {_md_value(v.get('points'))} | {_md_value(v.get('disk_bytes'))} | "
+                      f"{_md_value(v.get('ram_bytes'))} | {role} |")
+        md.append("")
+    nxt = ret.get("next_promotion") or {}
+    if nxt:
+        head = nxt.get("headroom_bytes")
+        md += [f"The next promotion needs about {_md_value(nxt.get('needs_bytes'))} bytes "
+               f"({_md_cell(nxt.get('how'))}); "
+               + (f"headroom {_md_value(head)} bytes ({nxt.get('headroom_from')})." if head is not None
+                  else "headroom not checked (set VECTUNE_SPACE_HEADROOM_GB)."), ""]
+        if nxt.get("warning"):
+            md += [f"> **Warning**: {_md_cell(nxt['warning'])}", ""]
+    if ret.get("error"):
+        md += [f"> **Retention failed**: {_md_cell(ret['error'])}", ""]
+    return md
 
 
 def write(report: RunReport | dict, reports_dir: Path, events: list[dict] | None = None) -> dict[str, Path]:
