@@ -40,6 +40,10 @@ class RunReport:
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
+        crossfit: the cross-fit behind ``cross-fitted`` evidence: folds, budget, each candidate's fold models,
+            chosen epochs, final fit and its check (:meth:`vectune.pipeline.crossfit.CrossFit.report`).
+        labels: which labels the decision used (:func:`vectune.pipeline.pairs.provenance.summary`): source,
+            counts, the newest label's time; a promotion keeps the whole record with its model.
     """
 
     run_id: str
@@ -70,6 +74,8 @@ class RunReport:
     duration_s: float | None = None
     report_files: dict | None = None
     settings: dict | None = None
+    crossfit: dict | None = None
+    labels: dict | None = None
 
     def end(self, status: str, reason: str) -> None:
         """Record the outcome."""
@@ -138,6 +144,10 @@ def summary(report: RunReport | dict) -> str:
     gate = report.get("gate") or {}
     if report.get("reason"):
         out.append(f"reason: {report['reason']}")
+    cf = report.get("crossfit")
+    if cf:
+        out.append(f"evidence: cross-fitted, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} labeled "
+                   "queries, each scored by models that never trained on it")
     if report.get("evaluation"):
         out.append(table(report["evaluation"], gate))
     return "\n".join(out)
@@ -153,6 +163,10 @@ def markdown(report: dict, chart: str | None = None) -> str:
         md.append(f"- new collection: `{r['new_collection']}` (model `{r.get('candidate_model')}`)")
     md += [f"- started {r.get('started_at')}, took {r.get('duration_s')} s",
            f"- decision: **{r.get('status')}** — {r.get('reason')}", ""]
+    if r.get("crossfit"):
+        cf = r["crossfit"]
+        md += [f"- evidence: **cross-fitted**, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} "
+               f"labeled queries (fold sizes {cf.get('sizes')})", ""]
     if r.get("evaluation"):
         md += ["## Evaluation", "", "| evidence | metric | live | candidate | delta |", "|---|---|---|---|---|"]
         for ev, pair in r["evaluation"].items():
