@@ -20,12 +20,17 @@ def _query(r):
     return f"{r['title']}: {' '.join(r['text'].split()[3:12])}"
 
 
-def _log(records, n, start_minute=0):
-    """One click per record (query = its title and first words), one minute apart."""
+def _harder(r):
+    """Words from the middle of the passage: the live model ranks its passage first for 3 in 4 (room to learn)."""
+    return " ".join(r["text"].split()[12:20])
+
+
+def _log(records, n, start_minute=0, query=_query):
+    """One click per record (query = its title and first words, or ``query(record)``), one minute apart."""
     from vectune.apps import feedback
 
     start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=start_minute)
-    rows = [{"alias": "docs", "query": _query(r), "relevant_ids": [r["_id"]], "signal": "click",
+    rows = [{"alias": "docs", "query": query(r), "relevant_ids": [r["_id"]], "signal": "click",
              "ts": (start + timedelta(minutes=i)).isoformat()} for i, r in enumerate(records[:n])]
     with qdrant() as c:
         return feedback.log_many(c, rows)
@@ -80,29 +85,35 @@ def test_a_cross_fitted_promotion_fits_on_every_label_checks_it_and_records_the_
     from vectune.qdrant.feedback import read_rows
 
     monkeypatch.setenv("VECTUNE_MODE", "query")
-    _log(corpus_records, 30)
+    monkeypatch.setenv("VECTUNE_QUERY_CANDIDATES", "linear")
+    monkeypatch.setenv("VECTUNE_QUERY_BATCH_SIZE", "8")
+    _log(corpus_records, 40, query=_harder)
     invoke("run", "--alias", "docs", "--min-delta", "-1", "--no-bootstrap")
     rep = _latest(home)
     assert rep["status"] == "promoted", rep["reason"]
+    n = rep["crossfit"]["queries"]
+    assert n == 39  # two passages share their words 12-20: one query, merged
     final = trained[-1]
-    assert final[0] == "query" and final[2] and len(final[1]) == 30  # the final fit: every label, packaged
-    st = rep["crossfit"]["candidates"]["query"]
-    assert st["final"]["train_queries"] == 30 and st["final"]["point"] == st["final_point"]
-    assert st["check"]["ok"] and st["check"]["labeled"]["queries"] == 30
+    assert final[0] == "linear" and final[2] and len(final[1]) == n  # the final fit: every label, packaged
+    assert len(trained) == 6  # K fold models + the final fit
+    st = rep["crossfit"]["candidates"]["linear"]
+    assert st["final"]["train_queries"] == n and st["final"]["point"] == st["final_point"]
+    assert st["final_point"][1] > 0  # a trained point beat live over all folds
+    assert st["check"]["ok"] and st["check"]["labeled"]["queries"] == n
     assert "final_fit" in rep["timings"]
-    assert rep["labels"]["source"] == "feedback" and rep["labels"]["queries"] == 30 and rep["labels"]["events"] == 30
-    assert rep["labels"]["last_ts"].startswith("2026-01-01T00:29")
+    assert rep["labels"]["source"] == "feedback" and rep["labels"]["queries"] == n and rep["labels"]["events"] == 40
+    assert rep["labels"]["last_ts"].startswith("2026-01-01T00:39")
     with qdrant() as c:
         meta = json.loads(json.dumps(c.get_collection(rep["new_collection"]).config.metadata["vectune"]))
     assert meta["labels"]["last_ts"] == rep["labels"]["last_ts"] and "event_ids" not in meta["labels"]
     manifest = ModelStore.from_settings(load_settings()).manifest(rep["candidate_model"])
-    assert len(manifest["labels"]["event_ids"]) == 30 and len(manifest["labels"]["query_keys"]) == 30
+    assert len(manifest["labels"]["event_ids"]) == 40 and len(manifest["labels"]["query_keys"]) == n
     # what the watch can score later: only feedback the model neither trained on nor was gated on
-    _log(corpus_records[30:], 5, start_minute=60)
-    _log(corpus_records[:2], 2, start_minute=120)  # old queries asked again: not fresh evidence
+    _log(corpus_records, 5, start_minute=60)  # new queries (title + first words)
+    _log(corpus_records[:2], 2, start_minute=120, query=_harder)  # old queries asked again: not fresh evidence
     with qdrant() as c:
         rows, _ = read_rows(c, "docs")
-    assert len(rows) == 37 and len(fresh_rows(rows, manifest["labels"])) == 5
+    assert len(rows) == 47 and len(fresh_rows(rows, manifest["labels"])) == 5
 
 
 def test_a_train_set_without_eval_set_is_cross_fitted_in_seeded_folds(indexed, home, tmp_path, corpus_records,

@@ -42,7 +42,7 @@ from vectune.config.sections import FullConfig, GateConfig, LabelsConfig, QueryC
 from vectune.core.vectors import normalize
 from vectune.errors import BadInput
 from vectune.models.encoder import Encoder
-from vectune.models.store import ModelStore
+from vectune.models.store import ModelStore, new_model_tag
 from vectune.pipeline.evaluate import EvalOutcome, EvalQuery, EvalResult, eval_corpus, evaluate
 from vectune.pipeline.gate import one_sided_p
 from vectune.pipeline.pairs.labeled import LabeledQuery
@@ -196,15 +196,26 @@ class Probe:
         corpus_vectors: their stored, normalised vectors.
         held: the fold's labeled queries.
         check: teacher held-out queries no model trains on.
+        extra: more queries scored at every point for measurement only (a benchmark's never-seen test
+            queries, say); they decide nothing. Their results: :attr:`extra_points`.
     """
 
-    def __init__(self, corpus: list, corpus_vectors: np.ndarray, held: list[EvalQuery], check: list[EvalQuery]):
+    def __init__(self, corpus: list, corpus_vectors: np.ndarray, held: list[EvalQuery], check: list[EvalQuery],
+                 extra: list[EvalQuery] | None = None):
         self.corpus, self.vectors = corpus, corpus_vectors
         self.keys = [c.key for c in corpus]
-        self.held, self.check = held, check
-        self.texts = [q.text for q in held] + [q.text for q in check]
+        self.held, self.check, self.extra = held, check, list(extra or [])
+        self.texts = [q.text for q in held] + [q.text for q in check] + [q.text for q in self.extra]
         self.points: dict[str, dict[Point, tuple[EvalResult, EvalResult | None]]] = {}
+        self.extra_points: dict[str, dict[Point, EvalResult]] = {}
+        self.reached: dict[str, dict[Point, float]] = {}  # seconds into the kind's training when a point was scored
+        self.started: dict[str, float] = {}
         self.seconds = 0.0
+
+    def start(self, kind: str) -> None:
+        """Mark the start of ``kind``'s training (:attr:`reached` counts from here, scoring time excluded)."""
+        self.started[kind] = time.perf_counter()
+        self._scoring = 0.0
 
     def score(self, kind: str, point: Point, query_vectors: np.ndarray,
               corpus_vectors: np.ndarray | None = None) -> None:
@@ -212,10 +223,17 @@ class Probe:
         t0 = time.perf_counter()
         qv = np.asarray(query_vectors, dtype=np.float32)
         cv = self.vectors if corpus_vectors is None else corpus_vectors
-        h = evaluate(qv[:len(self.held)], cv, self.keys, self.held)
-        c = evaluate(qv[len(self.held):], cv, self.keys, self.check) if self.check else None
+        nh, nc = len(self.held), len(self.check)
+        h = evaluate(qv[:nh], cv, self.keys, self.held)
+        c = evaluate(qv[nh:nh + nc], cv, self.keys, self.check) if self.check else None
         self.points.setdefault(kind, {})[point] = (h, c)
-        self.seconds += time.perf_counter() - t0
+        if self.extra:
+            self.extra_points.setdefault(kind, {})[point] = evaluate(qv[nh + nc:], cv, self.keys, self.extra)
+        spent = time.perf_counter() - t0
+        self.seconds += spent
+        if kind in self.started:
+            self._scoring += spent
+            self.reached.setdefault(kind, {})[point] = round(t0 - self.started[kind] - (self._scoring - spent), 2)
 
 
 def _point_order(p: Point) -> tuple:
@@ -295,14 +313,16 @@ class CrossFit:
         device: torch device.
         epoch_choice: ``folds`` (the default: the fold curves choose) or ``slice`` (each fold model chooses
             on its trainer's own slice, as without cross-fitting; for measurements).
+        extra: queries scored at every training point for measurement only (:class:`Probe`); they decide nothing.
     """
 
     def __init__(self, store, read, pairs, live_enc: Encoder, plan: Plan, *, kinds: Sequence[str], query: QueryConfig,
                  full: FullConfig, gate: GateConfig, models: ModelStore, budget_s: float, seed: int = 42,
-                 device: str | None = None, epoch_choice: str = "folds"):
+                 device: str | None = None, epoch_choice: str = "folds", extra: list[EvalQuery] | None = None):
         self.store, self.read, self.pairs, self.live_enc, self.plan = store, read, pairs, live_enc, plan
         self.kinds, self.query, self.full, self.gate, self.models = list(kinds), query, full, gate, models
         self.seed, self.device, self.epoch_choice = seed, device, epoch_choice
+        self.extra = list(extra or [])
         self.budget = Budget(budget_s, plan.folds)
         self.stats = {k: FoldStats(k) for k in self.kinds}
         self.dropped = 0
@@ -326,10 +346,18 @@ class CrossFit:
         if len(check) > CHECK_QUERIES:
             check = random.Random(self.seed + 5).sample(check, CHECK_QUERIES)
         self.check_q = check
-        must = {k for q in self.eval_q if q for k in q.relevant} | {k for q in check for k in q.relevant}
+        must = {k for q in self.eval_q if q for k in q.relevant} | {k for q in check + self.extra for k in q.relevant}
         self.corpus = eval_corpus(read.chunks, read.by_key, must, self.gate.eval_corpus_cap, self.seed)
         self.corpus_vectors = normalize(np.stack([c.vector for c in self.corpus]))
         self.probes: list[Probe] = []
+        self._live: dict[str, np.ndarray] = {}
+
+    def live_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """The live model's query vectors of ``texts``, each text encoded once for the whole cross-fit."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._live))
+        if missing:
+            self._live.update(zip(missing, self.live_enc.encode_queries(missing)))
+        return np.stack([self._live[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
 
     def _held(self, k: int) -> list[EvalQuery]:
         return [q for q in (self.eval_q[i] for i in self.folds[k]) if q is not None]
@@ -342,12 +370,13 @@ class CrossFit:
         """Train every candidate on each fold's complement and score it on the fold."""
         for k in range(self.plan.folds):
             held = self._held(k)
-            probe = Probe(self.corpus, self.corpus_vectors, held, self.check_q)
-            live = self.live_enc.encode_queries(probe.texts)
+            probe = Probe(self.corpus, self.corpus_vectors, held, self.check_q, self.extra)
+            live = self.live_vectors(probe.texts)
             exclude = {self.plan.labels[i].text for i in self.plan.members(k)}
             until = self.budget.fold_deadline(k)
             for i, kind in enumerate(self.kinds):
                 probe.score(kind, LIVE, live)
+                probe.start(kind)
                 t0 = time.perf_counter()
                 info = self._train_fold(kind, k, probe, live, exclude, self.budget.share(until, len(self.kinds) - i))
                 info.update(fold=k, held_out=len(held), seconds=round(time.perf_counter() - t0, 1))
@@ -387,8 +416,9 @@ class CrossFit:
 
             def on_epoch(epoch: float, model) -> None:  # type: ignore[misc]
                 probe.score(kind, (None, float(epoch)), embed_eval(model, prompted).cpu().numpy())
+        extra = {"query_vectors": self.live_vectors(texts)} if kind == "linear" else {}
         cand = train_one(kind, self.read, texts, positives, keys, vectors, self.live_enc, cfg, seed=self.seed,
-                         device=self.device, package=False, on_epoch=on_epoch, deadline=deadline)
+                         device=self.device, package=False, on_epoch=on_epoch, deadline=deadline, **extra)
         s = cand.stats
         return {"train_queries": s.train_queries, "epochs_run": round(s.epochs_run, 3), "stopped_by": s.stopped_by,
                 "examples_per_s": round(s.examples_per_s, 1)}
@@ -415,8 +445,6 @@ class CrossFit:
 
     def placeholders(self) -> list[Candidate]:
         """The candidates as the gate sees them before any final fit (no encoder yet; stats = the cross-fit's)."""
-        from vectune.models.store import new_model_tag
-
         return [Candidate(None, new_model_tag(self.read.meta["model_ref"], None if k == "full" else k),
                           self.stats[k], k) for k in self.kinds]
 
@@ -443,7 +471,7 @@ class CrossFit:
             if kind == "linear":
                 update.update(identity_weight=[float(weight)], linear_epochs=max(1, int(round(epoch))))
             cfg = self.query.model_copy(update=update)
-            kw = {"stop_after": float(epoch)} if kind == "query" else {}
+            kw = {"stop_after": float(epoch)} if kind == "query" else {"query_vectors": self.live_vectors(texts)}
             cand = train_one(kind, self.read, texts, positives, keys, vectors, self.live_enc, cfg, seed=self.seed,
                              device=self.device, deadline=deadline, **kw)
         s = cand.stats

@@ -65,14 +65,16 @@ def train_one(kind: str, read, texts: list[str], positives: list[set[str]], keys
         device: torch device.
         package: build the asymmetric model (False: a fold model that is only scored through ``on_epoch``;
             the candidate's ``encoder`` is then None).
-        **train_kw: passed to the trainer (``on_epoch``, ``deadline``; ``stop_after`` for the encoder).
+        **train_kw: passed to the trainer (``on_epoch``, ``deadline``; ``stop_after`` for the encoder);
+            ``query_vectors``: the live query vectors of ``texts`` when already known (the linear map).
 
     Returns:
         The candidate.
     """
+    qv = train_kw.pop("query_vectors", None)
     if kind == "linear":
         train_kw.pop("stop_after", None)  # the linear map's epochs are cfg.linear_epochs
-        qv = live_enc.encode_queries(texts)
+        qv = live_enc.encode_queries(texts) if qv is None else qv
         w, stats = train_linear_map(qv, positives, vectors, keys, cfg=cfg, seed=seed, device=device, **train_kw)
         model = build_asymmetric_model(live_enc.model, linear=w) if package else None
     elif kind == "query":
