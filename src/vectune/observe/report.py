@@ -45,6 +45,10 @@ class RunReport:
         models_verified: the live and rollback target's models checked against their manifests' hashes.
         retention: versions kept and deleted after the run, each kept version's points and footprint,
             and the next promotion's space estimate (:mod:`vectune.ops.retention`, :mod:`vectune.ops.space`).
+        crossfit: the cross-fit behind ``cross-fitted`` evidence: folds, budget, each candidate's fold models,
+            chosen epochs, final fit and its check (:meth:`vectune.pipeline.crossfit.CrossFit.report`).
+        labels: which labels the decision used (:func:`vectune.pipeline.pairs.provenance.summary`): source,
+            counts, the newest label's time; a promotion keeps the whole record with its model.
     """
 
     run_id: str
@@ -77,6 +81,8 @@ class RunReport:
     duration_s: float | None = None
     report_files: dict | None = None
     settings: dict | None = None
+    crossfit: dict | None = None
+    labels: dict | None = None
 
     def end(self, status: str, reason: str) -> None:
         """Record the outcome."""
@@ -145,6 +151,10 @@ def summary(report: RunReport | dict) -> str:
     gate = report.get("gate") or {}
     if report.get("reason"):
         out.append(f"reason: {report['reason']}")
+    cf = report.get("crossfit")
+    if cf:
+        out.append(f"evidence: cross-fitted, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} labeled "
+                   "queries, each scored by models that never trained on it")
     if report.get("evaluation"):
         out.append(table(report["evaluation"], gate))
     return "\n".join(out)
@@ -213,6 +223,12 @@ def markdown(report: dict) -> str:
         facts.append(f"- mode: {r['mode']}" + (f"; chosen candidate: {(r.get('choice') or {}).get('chosen')}"
                                               if (r.get("choice") or {}).get("chosen") else ""))
     facts.append(f"- started {r.get('started_at')}, took {r.get('duration_s')} s")
+    if r.get("crossfit"):
+        cf = r["crossfit"]
+        facts.append(f"- evidence: **cross-fitted**, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} "
+                     f"labeled queries (fold sizes {cf.get('sizes')})")
+    if r.get("labels"):
+        facts.append(f"- labels used: {_md_facts(r['labels'])}")
     md += facts + [""]
     for note in pages._notes(r):
         md += [f"> {note}", ""]
