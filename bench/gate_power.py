@@ -1,9 +1,13 @@
 #!/usr/bin/env python
-"""Gate power: which gate metric and paired test see a real gain with the fewest golden queries,
-without ever passing a loser.
+"""Gate power. Two studies:
 
-    python bench/gate_power.py --data ../shared/data/scifact
-    python bench/gate_power.py --data ../shared/data/scifact --update-results   # + bench/RESULTS.md section
+* ``--study crossfit`` (the default): the 30% holdout against cross-fitting at 60/120/240/400 labeled queries,
+  every candidate trained per draw — see ``bench/gate_power_crossfit.py``;
+* ``--study metric``: which gate metric and paired test see a real gain with the fewest golden queries, without
+  ever passing a loser (below).
+
+    python bench/gate_power.py --data ../shared/data/scifact --update-results                 # cross-fitting
+    python bench/gate_power.py --data ../shared/data/scifact --study metric --update-results  # metric and test
 
 Protocol C's split (``bench/quality.py``'s ``split_train``): a seeded half of the train queries
 trains, the other half is the golden pool, the test queries are never seen. The passages are
@@ -441,7 +445,7 @@ def check_against_gate(deltas: dict[str, np.ndarray], live: dict[str, np.ndarray
 
 # ----------------------------------------------------------------------------- the study
 def truth_of(test: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> dict:
-    from vectune.pipeline.gate import paired_bootstrap
+    from vectune.pipeline.paired import paired_bootstrap
 
     out = {}
     for m in GATE_METRICS:
@@ -456,7 +460,7 @@ def truth_of(test: dict[str, np.ndarray], live: dict[str, np.ndarray]) -> dict:
 
 
 def golden_summary(d: np.ndarray) -> dict:
-    from vectune.pipeline.gate import paired_bootstrap
+    from vectune.pipeline.paired import paired_bootstrap
 
     out = {}
     for j, m in enumerate(GATE_METRICS):
@@ -694,7 +698,18 @@ def main() -> None:
                     help="torch threads while training (0: 1 when the load average is at or above the core count)")
     ap.add_argument("--retrain", action="store_true", help="ignore the cached candidates")
     ap.add_argument("--update-results", action="store_true", help="write the bench/RESULTS.md section")
+    ap.add_argument("--study", choices=["crossfit", "metric"], default="crossfit",
+                    help="crossfit: the 30%% holdout against cross-fitting by labeled-query count "
+                         "(bench/gate_power_crossfit.py); metric: which gate metric and test (the study above)")
+    import gate_power_crossfit
+
+    gate_power_crossfit.add_arguments(ap)
     args = ap.parse_args()
+    if args.study == "crossfit":
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+        return gate_power_crossfit.main(args)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")

@@ -11,7 +11,10 @@
 3. ``vectune run --json`` as a subprocess, per protocol:
      A  offline teacher, ``--allow-synthetic-gate`` (synthetic evidence only);
      B  offline teacher, golden gate = a seeded half of the *train* queries (``--eval-set``);
-     C  the other half of the train queries as ``--train-set`` (+ synthetic pairs), gated by the golden half.
+     C  the other half of the train queries as ``--train-set`` (+ synthetic pairs), gated by the golden half;
+     Cx every train query as ``--train-set`` and no ``--eval-set``: the default evidence, cross-fitted (every
+        label trains and decides), with vectune's default settings (``--feedback``: the same queries logged as
+        the app's clicks instead, one a minute in a seeded order).
    Test queries are never given to vectune.
 4. Score the alias's model after the run on the same test queries; paired-bootstrap 95% CI on the
    nDCG@10 difference; record what the gate saw beside the real outcome.
@@ -48,6 +51,7 @@ PROTOCOLS = {
     "A": "offline teacher, gate on synthetic held-out queries (--allow-synthetic-gate)",
     "B": "offline teacher, gate on a golden half of the train queries (--eval-set)",
     "C": "other half of the train queries as --train-set + synthetic pairs, gate on the golden half",
+    "Cx": "every train query as a label (--train-set, no --eval-set): cross-fitted evidence, default settings",
 }
 #: Makes `vectune run` promote whatever the gate says (for --counterfactual only).
 FORCE_PROMOTE = (
@@ -146,6 +150,13 @@ def write_labeled(path: Path, qids: list[str], qrels: dict[str, set[str]], queri
     return len(qids)
 
 
+def load_avg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 # ----------------------------------------------------------------------------- scoring
 def score_alias(home: Path, qids: list[str], queries: dict[str, str], qrels: dict[str, set[str]]) -> dict:
     """Score whatever the alias points at, as an app would query it (resolve + query_points)."""
@@ -195,7 +206,7 @@ def metrics_per_query(ranked: list[list[str]], relevant: list[set[str]]) -> dict
 
 
 def delta_ci(base: dict, tuned: dict, metric: str = "ndcg@10", samples: int = 2000) -> dict:
-    from vectune.pipeline.gate import paired_bootstrap
+    from vectune.pipeline.paired import paired_bootstrap
 
     b = np.asarray(base["per_query"][metric])
     t = np.asarray(tuned["per_query"][metric])
@@ -227,12 +238,20 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
     elif p == "C" and args.feedback:
         # the same golden and training halves, arriving as the app's logged feedback instead of files
         log_feedback(home, sets)
+    elif p == "Cx" and args.feedback:
+        for var in ("VECTUNE_CROSSFIT", "VECTUNE_FEEDBACK_GOLDEN_FRACTION"):  # what protocol C set, if it ran
+            os.environ.pop(var, None)
+        log_feedback(home, sets, every=True)
+    elif p == "Cx":
+        opts += ["--train-set", str(sets["all"])]
     elif p == "C":
         opts += ["--eval-set", str(sets["golden"]), "--train-set", str(sets["train"])]
     run_args = ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
     print(f"[{p}] vectune {' '.join(run_args)}", flush=True)
     t0 = time.perf_counter()
+    load0 = load_avg()
     rc, out, err, secs = common.run_cli(run_args, log_file=work / f"run-{p}.log")
+    load1 = load_avg()
     rep = common.parse_json_report(out) or {}
     if rc != 0 or not rep:
         tail = "\n".join(err.strip().splitlines()[-5:])
@@ -240,6 +259,7 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
     tuned = score_alias(home, test_ids, beir["queries"], beir["test"])
     result = assemble(p, args, rep, rc, err, base_score, tuned, secs, time.perf_counter() - t0, index_info,
                       run_args, sets)
+    result["load"] = {"before_run": load0, "after_run": load1, "uptime": "1, 5, 15 min load averages; 2 cores"}
     if args.counterfactual and rep.get("gate"):
         # every candidate the gate rejected (or did not choose) is promoted anyway in a copy and scored on test
         kinds = [k for k, c in (rep.get("candidates") or {}).items()
@@ -254,8 +274,11 @@ def run_protocol(p: str, args, base_home: Path, work: Path, sets: dict, base_sco
     return result
 
 
-def log_feedback(home: Path, sets: dict) -> None:
-    """Log the training half, then the golden half (newest), as click feedback on the bench alias."""
+def log_feedback(home: Path, sets: dict, every: bool = False) -> None:
+    """Log the training half, then the golden half (newest), as click feedback on the bench alias.
+
+    ``every``: all train queries in a seeded order, one a minute (protocol Cx: nothing is held out).
+    """
     from datetime import datetime, timedelta
 
     from qdrant_client import QdrantClient
@@ -265,7 +288,7 @@ def log_feedback(home: Path, sets: dict) -> None:
 
     rows = []
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    for path in (sets["train"], sets["golden"]):
+    for path in ((sets["all"],) if every else (sets["train"], sets["golden"])):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             q = json.loads(line)
             rows.append({"alias": ALIAS, "query": q["query"], "relevant_ids": q["relevant"], "signal": "click",
@@ -275,7 +298,9 @@ def log_feedback(home: Path, sets: dict) -> None:
         feedback.log_many(client, rows)
     finally:
         client.close()
-    os.environ["VECTUNE_FEEDBACK_GOLDEN_FRACTION"] = str(round(sets["n_golden"] / len(rows), 6))
+    if not every:
+        os.environ["VECTUNE_FEEDBACK_GOLDEN_FRACTION"] = str(round(sets["n_golden"] / len(rows), 6))
+        os.environ["VECTUNE_CROSSFIT"] = "false"  # protocol C: the golden half decides, as with the files
 
 
 def counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score, tag: str = "", sets=None) -> dict:
@@ -283,8 +308,8 @@ def counterfactual(p, args, base_home, work, opts, beir, test_ids, base_score, t
     home = work / f"home-{p}-forced{('-' + tag) if tag else ''}"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(base_home, home)
-    if p == "C" and args.feedback:
-        log_feedback(home, sets)
+    if p in ("C", "Cx") and args.feedback:
+        log_feedback(home, sets, every=p == "Cx")
     run_args = ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
     print(f"[{p}] counterfactual (gate forced open) ...", flush=True)
     rc, out, err, secs = common.run_cli(run_args, log_file=work / f"run-{p}-forced.log",
@@ -337,6 +362,8 @@ def assemble(p, args, rep, rc, err, base_score, tuned, run_secs, total_secs, ind
                                       "examples", "train_queries", "val_live", "val_best", "stopped_by")}}
                        for k, c in (rep.get("candidates") or {}).items()} or None,
         "choice": rep.get("choice"),
+        "crossfit": crossfit_summary(rep),
+        "labels": rep.get("labels"),
         "run": {"rc": rc, "run_id": rep.get("run_id"), "status": status, "seconds": round(run_secs, 1),
                 "timings": rep.get("timings"), "train": counts.get("train"), "pairs": counts.get("pairs"),
                 "negatives": counts.get("negatives"), "train_set": counts.get("train_set"),
@@ -353,11 +380,29 @@ def assemble(p, args, rep, rc, err, base_score, tuned, run_secs, total_secs, ind
         "vectune_command": "vectune " + " ".join(run_args),
         "settings": {"seed": args.seed, "max_train_chunks": args.max_train_chunks or "vectune default (2000)",
                      "epochs": args.epochs or "vectune default (1)", "extra_vectune_args": args.vectune_arg or [],
-                     "golden_queries": sets["n_golden"], "train_set_queries": sets["n_train"],
+                     "golden_queries": 0 if p == "Cx" else sets["n_golden"],
+                     "train_set_queries": sets["n_all"] if p == "Cx" else sets["n_train"],
                      "corpus_docs": index_info.get("points"), "quick": bool(args.quick),
                      "bootstrap": "paired, 2000 resamples, 95%, seed 0 (vectune.pipeline.gate.paired_bootstrap)"},
         "date": common.now(),
     }
+
+
+def crossfit_summary(rep: dict) -> dict | None:
+    """What the cross-fit did, for the results: folds, each candidate's fold facts, the final fit and its check."""
+    cf = rep.get("crossfit")
+    if not cf:
+        return None
+    out = {k: cf.get(k) for k in ("folds", "by", "queries", "sizes", "budget", "probe_s", "check_queries")}
+    out["candidates"] = {}
+    for kind, c in (cf.get("candidates") or {}).items():
+        out["candidates"][kind] = {
+            "fold_seconds": [f.get("seconds") for f in c.get("folds") or []],
+            "epochs_run": [f.get("epochs_run") for f in c.get("folds") or []],
+            "chosen": c.get("chosen"), "final_point": c.get("final_point"), "final": c.get("final"),
+            "check": c.get("check"), "pooled_gate": ((rep.get("candidates") or {}).get(kind) or {}).get("gate")
+            or (rep.get("gate") if len(cf.get("candidates") or {}) == 1 else None)}
+    return out
 
 
 def markdown(r: dict) -> str:
@@ -411,12 +456,29 @@ def markdown(r: dict) -> str:
             lines.append(f"- {comp['costlier']} vs {comp['cheaper']}: Δ {comp['delta']:+.4f} "
                          f"[{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}] → "
                          f"{'costlier wins' if comp['costlier_wins'] else 'cheaper kept'}")
+    cx = r.get("crossfit")
+    if cx:
+        lines.append(f"- evidence: **cross-fitted**, K = {cx['folds']} folds ({cx['by']}) over {cx['queries']} labels "
+                     f"(fold sizes {cx['sizes']}); budget {cx['budget']}; probe {cx['probe_s']} s")
+        for kind, c in cx["candidates"].items():
+            fin, chk, pg = c.get("final") or {}, c.get("check") or {}, c.get("pooled_gate") or {}
+            lines.append(f"  - {kind}: fold trainings {sum(x or 0 for x in c['fold_seconds']):.0f} s, epochs run "
+                         f"{c['epochs_run']}, chosen per fold {c['chosen']}, final point {c['final_point']}; pooled "
+                         f"Δ {pg.get('delta')} (p {pg.get('p_value')}, Holm {pg.get('p_holm')})"
+                         + (f"; final fit {fin.get('seconds')} s on {fin.get('train_queries')} queries, check "
+                            f"{'ok' if chk.get('ok') else 'FAILED'} (labeled: in-sample "
+                            f"{(chk.get('labeled') or {}).get('final_in_sample')} vs folds' held-out "
+                            f"{(chk.get('labeled') or {}).get('folds_held_out')}; unseen: final "
+                            f"{(chk.get('unseen') or {}).get('final')} vs folds "
+                            f"{(chk.get('unseen') or {}).get('fold_models_mean')})" if fin else ""))
     tr = r["run"].get("train") or {}
     lines += [
         f"- run: {r['run']['seconds']} s (train {tr.get('examples', '-')} examples, "
         f"{tr.get('examples_per_s', '-')} ex/s); protocol total {r['minutes']} min; index "
         f"{r['index'].get('minutes')} min",
-        f"- machine: {common.machine_line(r['machine'])}",
+        f"- machine: {common.machine_line(r['machine'])}"
+        + (f"; load (1/5/15 min) {r['load']['before_run']} before the run, {r['load']['after_run']} after"
+           if r.get("load") else ""),
         f"- date: {r['date']}",
         f"- command: `{r['command']}`",
         f"- vectune: `{r['vectune_command']}`",
@@ -428,7 +490,8 @@ def markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/)")
-    ap.add_argument("--protocol", default="all", choices=["A", "B", "C", "all"])
+    ap.add_argument("--protocol", default="all", choices=["A", "B", "C", "Cx", "all"],
+                    help="all = A, B, C (Cx is run by name)")
     ap.add_argument("--home", type=Path, default=None,
                     help="work folder for vectune homes (default bench/work/quality-<dataset>[-quick])")
     ap.add_argument("--max-train-chunks", type=int, default=None, help="passed to vectune run (quick: 60)")
@@ -476,13 +539,15 @@ def main() -> None:
         idx_args = ["index", str(beir["corpus"] if args.quick else data), "--alias", ALIAS, "--with-title",
                     "--home", str(base_home)]
         print(f"vectune {' '.join(idx_args)}", flush=True)
+        load0 = load_avg()
         rc, out, err, secs = common.run_cli(idx_args, log_file=work / "index.log")
         if rc != 0:
             sys.exit(f"vectune index failed ({rc}):\n{err[-2000:]}")
         print(out.strip(), flush=True)
         pts = int(out.split("indexed ")[1].split()[0]) if "indexed " in out else None
         index_info = {"sig": sig, "minutes": round(secs / 60, 2), "points": pts, "docs_per_s": round(pts / secs, 1)
-                      if pts else None, "command": "vectune " + " ".join(idx_args)}
+                      if pts else None, "command": "vectune " + " ".join(idx_args),
+                      "load": {"before": load0, "after": load_avg()}}
         marker.write_text(json.dumps(index_info))
     # ---- score the base model before any run (cached beside the index)
     test_ids = sorted(beir["test"])
@@ -499,6 +564,10 @@ def main() -> None:
     sets = {"golden": work / "sets" / "golden.jsonl", "train": work / "sets" / "train.jsonl"}
     sets["n_golden"] = write_labeled(sets["golden"], golden_ids, beir["train"], beir["queries"])
     sets["n_train"] = write_labeled(sets["train"], train_ids, beir["train"], beir["queries"])
+    every = sorted(beir["train"])
+    random.Random(args.seed + 1).shuffle(every)  # the order feedback arrives in (protocol Cx --feedback)
+    sets["all"] = work / "sets" / "all-train.jsonl"
+    sets["n_all"] = write_labeled(sets["all"], every, beir["train"], beir["queries"])
     assert not (set(golden_ids) | set(train_ids)) & set(test_ids), "test queries must never reach vectune"
 
     protocols = ["A", "B", "C"] if args.protocol == "all" else [args.protocol]

@@ -34,6 +34,7 @@ from vectune.observe.report import RunReport
 from vectune.ops import feedback as feedback_ops
 from vectune.ops import index as index_ops
 from vectune.ops import prune as prune_ops
+from vectune.ops import repair as repair_ops
 from vectune.ops import report_pages
 from vectune.ops import rollback as rollback_ops
 from vectune.ops import run as run_ops
@@ -93,12 +94,21 @@ class Alias:
         keep = self.settings.promote.keep_versions if keep is None else keep
         return prune_ops.prune(self.settings, self.name, keep, delete_models, dry_run)
 
+    def recover(self, *, abandon_window: bool = False) -> dict:
+        """Finish the job after a damaged state file (``vectune recover``): set it aside, rebuild from what is
+        intact (the snapshot's copy, the lineage, the alias), then recover as the next run would."""
+        return repair_ops.repair(self.settings, self.name, abandon_window=abandon_window)
+
     def status(self) -> dict:
         """The live collection, its lineage, every version with its scores, the last run and recent events."""
         return status_ops.status(self.settings, self.name)
 
     def history(self) -> list[dict]:
-        """Every promotion, rejection, rollback and crash of the alias, oldest first."""
+        """Every promotion, rejection, rollback and crash of the alias, oldest first.
+
+        Raises:
+            TornState: a line of the history cannot be read (``recover()`` moves it aside).
+        """
         return History(self.settings.work_dir, self.name).read()
 
     # --- setting an alias up ------------------------------------------------------------

@@ -33,6 +33,18 @@ class BadInput(VectuneError):
     exit_code = 3
 
 
+class TornState(BadInput):
+    """A state file vectune wrote (checkpoint, snapshot, journal, in-flight marker, history) cannot be read.
+
+    Attributes:
+        path: the file.
+    """
+
+    def __init__(self, path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class QdrantUnavailable(VectuneError):
     """Qdrant could not be reached or refused a request."""
 

@@ -44,6 +44,44 @@ class Memo:
     encode_queries = encode_passages
 
 
+class HashModel:
+    """A stand-in "model" for copy-mode worlds: a fixed unit vector per text (no torch). Copy mode never
+    re-encodes, so the vectors only need to be data that differ by text."""
+
+    def __init__(self, ref: str = "hash"):
+        self.ref, self.dim, self.query_prompt, self.max_seq_length, self.calls = ref, 384, "", 64, 0
+
+    def encode_passages(self, texts):
+        import hashlib
+
+        out = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(f"{self.ref}|{t}".encode()).digest()[:8], "little")
+            v = np.random.default_rng(seed).normal(size=self.dim)
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, dtype=np.float32).reshape(len(out), self.dim)
+
+    encode_queries = encode_passages
+
+
+def hash_models() -> dict:
+    return {"base": HashModel("base"), "cand": HashModel("cand")}
+
+
+def load_models() -> dict:
+    """The real pair of models of the exact-write tests: MiniLM at 64 tokens, and MiniLM with its dimensions
+    permuted (another deterministic model), with every text the app writes encoded once."""
+    from vectune.config.settings import Settings
+    from vectune.models.store import ModelStore
+
+    base = ModelStore.from_settings(Settings()).load("bundled:all-MiniLM-L6-v2", max_seq_length=64)
+    perm = np.random.default_rng(7).permutation(base.dim)
+    out = {"base": Memo(base), "cand": Memo(base, perm, ref="cand")}
+    for m in out.values():
+        m.encode_passages([app_text(n) for n in range(1, 80)])
+    return out
+
+
 def app_text(n: int) -> str:
     words = np.random.default_rng(n).choice(
         ["alias", "vector", "payload", "python", "decorator", "generator", "sparse", "window", "swap"], 8)
@@ -76,6 +114,9 @@ class World:
         self.swapped = False  # the app encodes with the target's model once the alias points at it
         self.app_model = "base"
         self.truth: dict[str, dict] = {}
+        #: Every (text, tuned vector) pair ever written together (by the app, or the original index): in copy
+        #: mode a point's tuned vector must be one written with the text it ends with.
+        self.pairs: dict[str, list] = {}
         self.errors: list[str] = []
         dense = qm.VectorParams(size=384, distance=qm.Distance.COSINE)
         vectors = {DENSE: dense, "img": qm.VectorParams(size=8, distance=qm.Distance.COSINE)} if named else dense
@@ -117,6 +158,12 @@ class World:
     def _truth_upsert(self, p) -> None:
         vec = p.vector if isinstance(p.vector, dict) else {"": p.vector}
         self.truth[str(p.id)] = {"payload": dict(p.payload), "vectors": {k: self._norm(k, v) for k, v in vec.items()}}
+        if vec.get(self.managed) is not None:
+            self._pair(p.payload.get("text"), vec[self.managed])
+
+    def _pair(self, text, vector) -> None:
+        if isinstance(text, str):
+            self.pairs.setdefault(text, []).append(self._norm(self.managed, vector))
 
     def _norm(self, name, v):
         if hasattr(v, "indices"):
@@ -208,6 +255,7 @@ class World:
             return []
         v = self.app_encoding(text)
         self.truth[str(pid)]["vectors"][self.managed] = self._norm(self.managed, v)
+        self._pair(text, v)
         return [lambda: w.update_vectors([qm.PointVectors(id=pid, vector={self.managed: v} if self.named else v)])]
 
     copy_mode = False
@@ -250,7 +298,33 @@ class World:
                 have = self._norm(name, gv[name]) if gv.get(name) is not None else None
                 if not _same(have, want):
                     wrong.append(f"{key}: vector {name or 'default'!r} differs")
+        wrong += self.inconsistent(right, got)
         return len(got), wrong
+
+    def inconsistent(self, right: str | None, got: dict | None = None) -> list[str]:
+        """The invariant of issue 22 (item 5): no point whose tuned vector belongs to another text.
+
+        Re-encoding (``right`` a model): the tuned vector is that model's encoding of the point's text. Copy
+        mode (``right`` None): it is a vector that was written together with the point's text (by the app,
+        or by the original index). Holds even where the documented cooperation cases leave a point inexact.
+        """
+        if got is None:
+            coll = self.store.resolve_alias(ALIAS)
+            got = {str(r.id): r for r in self.c.scroll(coll, limit=10_000, with_payload=True, with_vectors=True)[0]}
+        out = []
+        for key, g in sorted(got.items()):
+            text = (g.payload or {}).get("text")
+            gv = g.vector if isinstance(g.vector, dict) else {"": g.vector}
+            if not isinstance(text, str) or gv.get(self.managed) is None:
+                continue
+            have = self._norm(self.managed, gv[self.managed])
+            if right is not None:
+                ok = _same(have, ("dense", _unit(self.models[right].encode_passages([text])[0])))
+            else:
+                ok = any(_same(have, v) for v in self.pairs.get(text, ()))
+            if not ok:
+                out.append(f"{key}: tuned vector belongs to another text than {text[:40]!r}")
+        return out
 
 
 class _Plain:
@@ -370,3 +444,46 @@ FLOWS = ("promote", "promote-copy", "rollback", "rollforward", "rollback-copy")
 
 def _ids(world: World, start: int, n: int) -> list:
     return list(range(start, start + n))
+
+
+# ----------------------------------------------------------------------------------------- ops on the world
+BUNDLED = "bundled:all-MiniLM-L6-v2"
+
+
+def share(world: World, monkeypatch) -> None:
+    """Every ``Store.open`` of vectune's commands (CLI, ``Alias``) uses the world's own client, in-process.
+
+    The world's store is embedded Qdrant in memory: the commands act on the same collections the truth
+    model watches, and a "crash" is an exception raised at a fault point (the client stays usable).
+    """
+    from vectune.qdrant.store import Store
+
+    monkeypatch.setattr(Store, "open", classmethod(lambda cls, settings: Store.from_client(world.c)))
+
+
+def as_versions(world: World, copy: bool) -> tuple[str, str]:
+    """Give the world's two collections the lineage vectune's commands read: ``docs--base`` (the bundled
+    MiniLM at 64 tokens, which the ``base`` model is) and ``docs--cand`` (a tuned model the model store
+    does not hold; its passage vectors are the bundled model's in ``copy`` mode, as after a query-side
+    promotion). Returns ``(base, cand)``."""
+    from vectune.qdrant import lineage
+
+    base, cand = world.base, f"{ALIAS}--cand"
+    common = {"dense_vector": world.managed, "text_field": "text", "max_seq_length": 64}
+    base_rec = lineage.record(alias=ALIAS, model_ref=BUNDLED, model_tag="all-minilm-l6-v2", created_by="index",
+                              state="live", **common)
+    base_rec["created_at"] = "2024-01-01T00:00:00+00:00"
+    world.store.set_metadata(base, base_rec)
+    if world.store.collection_exists(cand):
+        cand_rec = lineage.record(alias=ALIAS, model_ref="cand-tag", model_tag="cand-tag", created_by="promote",
+                                  parent_collection=base, parent_model=BUNDLED, state="building",
+                                  passage_model=BUNDLED if copy else "cand-tag", mode="query" if copy else "full",
+                                  **common)
+        cand_rec["created_at"] = "2024-02-01T00:00:00+00:00"
+        live = world.store.resolve_alias(ALIAS)
+        cand_rec["state"] = "live" if live == cand else "building"
+        if live == cand:
+            base_rec["state"] = "retired"
+            world.store.set_metadata(base, base_rec)
+        world.store.set_metadata(cand, cand_rec)
+    return base, cand

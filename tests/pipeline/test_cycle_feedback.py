@@ -1,4 +1,4 @@
-"""The cycle learns from the alias's logged feedback: golden = newest share, explicit negatives, vetoes."""
+"""The cycle learns from the alias's feedback: golden = newest share (crossfit off), explicit negatives, vetoes."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def _log(records, n, *, negatives=False):
 
 def test_cycle_learns_from_feedback_with_explicit_negatives(indexed, home, corpus_records, monkeypatch):
     monkeypatch.setenv("VECTUNE_MODE", "query")
+    monkeypatch.setenv("VECTUNE_CROSSFIT", "false")  # the held-out golden share (cross-fitting: test_cycle_crossfit)
     monkeypatch.setenv("VECTUNE_FEEDBACK_MIN_GOLDEN", "5")
     monkeypatch.setenv("VECTUNE_FEEDBACK_MIN_TRAIN", "5")
     assert _log(corpus_records, 40, negatives=True) == 60

@@ -60,29 +60,54 @@ def test_paired_bootstrap_interval_contains_the_mean_difference():
     assert lo < 0.05 < hi and lo > 0
 
 
-def test_choose_cheapest_passing_unless_a_costlier_one_is_significantly_better():
+def _res(vals, metric="recall@5"):
     import numpy as np
 
     from vectune.pipeline.evaluate import EvalResult
-    from vectune.pipeline.gate import Decision, choose
 
-    def res(vals):
-        a = np.asarray(vals, dtype=float)
-        return EvalResult(means={"recall@5": float(a.mean())}, per_query={"recall@5": a}, queries=a.size)
+    a = np.asarray(vals, dtype=float)
+    return EvalResult(means={metric: float(a.mean())}, per_query={metric: a}, queries=a.size)
 
-    live = res([0.0] * 40)
-    cheap, costly, same = res([1.0] * 10 + [0.0] * 30), res([1.0] * 35 + [0.0] * 5), res([1.0] * 10 + [0.0] * 30)
 
-    def ok(promote):
-        return Decision(promote, "", "recall@5", "golden", 0.0, 0.0, 0.0)
+def _ok(promote, delta=0.0):
+    from vectune.pipeline.gate import Decision
 
-    results = {"linear": (live, cheap), "query": (live, costly)}
-    chosen, comps = choose(["linear", "query"], results, {"linear": ok(True), "query": ok(True)}, metric="recall@5")
-    assert chosen == "query" and comps[0]["costlier_wins"] and comps[0]["ci_low"] > 0
-    results = {"linear": (live, cheap), "query": (live, same)}
-    chosen, comps = choose(["linear", "query"], results, {"linear": ok(True), "query": ok(True)}, metric="recall@5")
-    assert chosen == "linear" and not comps[0]["costlier_wins"]
-    chosen, _ = choose(["linear", "query"], results, {"linear": ok(False), "query": ok(True)}, metric="recall@5")
+    return Decision(promote, "", "recall@5", "golden", 0.0, delta, delta)
+
+
+def test_equal_cost_candidates_compete_on_gain_alone():
+    from vectune.pipeline.gate import choose
+
+    live = _res([0.0] * 40)
+    weak, strong = _res([1.0] * 10 + [0.0] * 30), _res([1.0] * 12 + [0.0] * 28)
+    results = {"linear": (live, weak), "query": (live, strong)}
+    # the query encoder's gain is higher by a hair (not significantly): same cost, so the better gain wins
+    chosen, comps = choose(["linear", "query"], results, {"linear": _ok(True, 0.25), "query": _ok(True, 0.30)},
+                           metric="recall@5")
     assert chosen == "query"
-    none = choose(["linear", "query"], results, {"linear": ok(False), "query": ok(False)}, metric="recall@5")
-    assert none == (None, [])
+    assert comps == [{"rule": "equal cost: best gain", "cost": {"serve": "one query-encoder pass", "promote": "copy"},
+                      "gains": {"linear": 0.25, "query": 0.3}, "chosen": "query"}]
+    # ...and the other way round: the cheaper-listed linear map wins when its gain is higher
+    chosen, _ = choose(["linear", "query"], results, {"linear": _ok(True, 0.30), "query": _ok(True, 0.25)},
+                       metric="recall@5")
+    assert chosen == "linear"
+    chosen, _ = choose(["linear", "query"], results, {"linear": _ok(False, 0.3), "query": _ok(True, 0.25)},
+                       metric="recall@5")
+    assert chosen == "query"
+    assert choose(["linear", "query"], results, {"linear": _ok(False), "query": _ok(False)},
+                  metric="recall@5") == (None, [])
+
+
+def test_a_costlier_class_only_when_significantly_better():
+    from vectune.pipeline.gate import choose
+
+    live = _res([0.0] * 40)
+    cheap, costly, same = _res([1.0] * 10 + [0.0] * 30), _res([1.0] * 35 + [0.0] * 5), _res([1.0] * 11 + [0.0] * 29)
+    chosen, comps = choose(["query", "full"], {"query": (live, cheap), "full": (live, costly)},
+                           {"query": _ok(True, 0.25), "full": _ok(True, 0.875)}, metric="recall@5")
+    assert chosen == "full" and comps[0]["costlier_wins"] and comps[0]["ci_low"] > 0
+    # full re-encodes every point: a gain that is higher but not significantly so does not pay for it
+    chosen, comps = choose(["query", "full"], {"query": (live, cheap), "full": (live, same)},
+                           {"query": _ok(True, 0.25), "full": _ok(True, 0.275)}, metric="recall@5")
+    assert chosen == "query" and not comps[0]["costlier_wins"]
+    assert comps[0]["rule"] == "costlier only if significantly better"

@@ -75,16 +75,51 @@ def test_significance_off_and_unknown_test():
         decide(live, cand, metric="ndcg@10", evidence="golden", min_delta=0.0, test="ttest")
 
 
-def test_choose_uses_the_gate_test_between_passing_candidates():
+def test_choose_uses_the_gate_test_between_cost_classes():
     rng = np.random.default_rng(1)
     live = rng.random(200)
     cheap = live + np.where(rng.random(200) < 0.3, 0.1, 0.0)
     costly = cheap + np.where(rng.random(200) < 0.5, 0.2, 0.0)
-    results = {"linear": (_res(live), _res(cheap)), "query": (_res(live), _res(costly))}
+    results = {"query": (_res(live), _res(cheap)), "full": (_res(live), _res(costly))}
     decisions = {k: decide(a, b, metric="ndcg@10", evidence="golden", min_delta=0.005, test="permutation")
                  for k, (a, b) in results.items()}
-    chosen, comps = choose(["linear", "query"], results, decisions, metric="ndcg@10", test="permutation")
-    assert chosen == "query" and comps[0]["test"] == "permutation" and comps[0]["p_value"] < 0.025
-    same = {"linear": results["linear"], "query": (_res(live), _res(cheap))}
-    chosen, comps = choose(["linear", "query"], same, decisions, metric="ndcg@10", test="wilcoxon")
-    assert chosen == "linear" and comps[0]["costlier_wins"] is False
+    chosen, comps = choose(["query", "full"], results, decisions, metric="ndcg@10", test="permutation")
+    assert chosen == "full" and comps[0]["test"] == "permutation" and comps[0]["p_value"] < 0.025
+    same = {"query": results["query"], "full": (_res(live), _res(cheap))}
+    chosen, comps = choose(["query", "full"], same, decisions, metric="ndcg@10", test="wilcoxon")
+    assert chosen == "query" and comps[0]["costlier_wins"] is False
+
+
+def test_holm_adjusts_step_down():
+    from vectune.pipeline.gate import holm
+
+    assert holm({"a": 0.01, "b": 0.04}) == pytest.approx({"a": 0.02, "b": 0.04})
+    assert holm({"a": 0.03, "b": 0.02}) == pytest.approx({"b": 0.04, "a": 0.04})  # monotone: max with the one before
+    assert holm({"a": 0.6, "b": 0.7, "c": 0.01}) == pytest.approx({"c": 0.03, "a": 1.0, "b": 1.0})
+
+
+def test_several_candidates_keep_the_family_wise_level():
+    """A candidate that passes alone at p = 0.02 does not pass beside a second candidate (Holm: 0.02 x 2 > 0.025)."""
+    from types import SimpleNamespace
+
+    from vectune.config.sections import GateConfig
+    from vectune.pipeline.gate import bootstrap_p, judge, one_sided_p, paired_permutation
+    from vectune.pipeline.train.candidate import Candidate, TrainStats
+
+    base = np.zeros(40)
+    gain = base.copy()
+    gain[:8], gain[8] = 0.2, -0.2  # 8 wins, 1 loss
+    p = paired_permutation(base, gain)
+    assert 0.0125 <= p < 0.025, p  # passes alone, not at 0.025 / 2
+    st = TrainStats(1, 1, 1.0, None, 1.0)
+    cands = [Candidate(None, "t-linear", st, "linear"), Candidate(None, "t-query", st, "query")]
+    outcomes = {k: SimpleNamespace(results={"golden": (_res(base), _res(v))}) for k, v in
+                (("linear", base + 0.0), ("query", gain))}
+    alone = judge(cands[1:], {"query": outcomes["query"]}, "golden", GateConfig())
+    assert alone.decision.promote and alone.decision.family == 1
+    both = judge(cands, outcomes, "golden", GateConfig())
+    d = both.decisions["query"]
+    assert not d.promote and d.family == 2 and d.p_holm == pytest.approx(2 * p)
+    assert "Holm-adjusted" in d.reason and both.chosen is None
+    # the bootstrap p-value agrees with the bootstrap CI's verdict
+    assert one_sided_p("bootstrap", base, gain) == bootstrap_p(base, gain)

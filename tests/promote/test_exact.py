@@ -236,3 +236,94 @@ def test_reconciliation_interrupted_midway_resumes_from_its_journal(models, text
     f.stats = stats
     w.swapped, w.app_model = True, "cand"
     f.check("reconciliation resumed after a crash between batches")
+
+
+# ------------------------------------------------- issue 22, item 5: the tuned vector follows the final text
+WINDOW_TEXT_CHANGES = ("set_payload", "upsert_changed", "overwrite_payload")
+
+
+@pytest.mark.parametrize("flow", FLOWS)
+@pytest.mark.parametrize("window_kind", WINDOW_TEXT_CHANGES)
+def test_text_changed_in_the_window_then_restored_through_the_alias(models, texts, flow, window_kind):
+    """The audit's sequence: the app changes a point's text (and its vector) on the old collection in the
+    window; right after the swap it upserts the point back through the alias with the original text and
+    vector. Ends exact, and no tuned vector belongs to another text — copy mode and re-encoding mode."""
+    w = World(models, texts)
+    f = Flow(flow, w)
+    f.setup()
+    orig = json.loads(json.dumps(w.truth, default=str))
+    pids = [3, 4, 5]
+
+    def hook(s):
+        if s == "before_swap":
+            for pid in pids:
+                w.write(window_kind, pid)
+        if s == "after_swap":
+            for pid in pids:
+                _restore(w, orig, pid)
+
+    f.run(hook)
+    assert all(w.truth[str(p)]["payload"] == orig[str(p)]["payload"] for p in pids)
+    if window_kind != "upsert_changed":
+        f.check(f"{window_kind} in the window, restored through the alias after the swap")
+    else:
+        # the window's upsert also changed the other vectors ('img', 'sp'); the restore sets them back to exactly
+        # their value at the swap, which reads as no write: README case 4, the window's values win there. The
+        # payload and the tuned vector are exact.
+        total, wrong = w.compare(f.right)
+        print(f"\n{flow} upsert_changed restored: total {total}, wrong {len(wrong)}: {wrong}")
+        assert wrong and all(x.endswith(("vector 'img' differs", "vector 'sp' differs")) for x in wrong), wrong
+    assert not w.inconsistent(f.right)
+
+
+@pytest.mark.parametrize("flow", ("promote", "promote-copy", "rollback-copy"))
+def test_text_restored_by_edits_after_the_swap_stays_consistent(models, texts, flow):
+    """Restoring with edits (set_payload of the old text, then update_vectors of its old vector) instead of an
+    upsert is README case 4 (a value set back to exactly what it was at the swap reads as no write: the
+    window's text wins) — inexact, but the point keeps a tuned vector of the text it ends with."""
+    from qdrant_client import models as qm
+
+    w = World(models, texts)
+    f = Flow(flow, w)
+    f.setup()
+    orig = json.loads(json.dumps(w.truth, default=str))
+
+    def hook(s):
+        if s == "before_swap":
+            w.write("set_payload", 6)
+        if s == "after_swap":
+            o = orig["6"]
+            w.c.set_payload(ALIAS, payload={"text": o["payload"]["text"], "tag": o["payload"]["tag"]}, points=[6])
+            vec = o["vectors"][w.managed][1] if w.copy_mode else w.app_encoding(o["payload"]["text"])
+            w.c.update_vectors(ALIAS, points=[qm.PointVectors(id=6, vector={w.managed: vec})])
+
+    f.run(hook)
+    assert not w.inconsistent(f.right)
+
+
+def test_a_point_written_after_the_swap_with_another_model_is_re_encoded(models, texts):
+    """Re-encoding mode: when the window changed a point and the app then wrote it through the alias with a
+    vector of another model (an app still holding the old encoder), reconciliation re-encodes it: the tuned
+    vector is the new model's encoding of the text the point ends with."""
+    from qdrant_client import models as qm
+
+    w = World(models, texts)
+    f = Flow("promote", w)
+    f.setup()
+    orig = json.loads(json.dumps(w.truth, default=str))
+
+    def hook(s):
+        if s == "before_swap":
+            w.write("set_payload", 7)
+        if s == "after_swap":
+            o = orig["7"]
+            vec = {k: (qm.SparseVector(indices=v[1], values=v[2]) if v[0] == "sparse" else v[1])
+                   for k, v in o["vectors"].items()}
+            vec[w.managed] = [float(x) for x in models["base"].encode_passages([o["payload"]["text"]])[0]]
+            p = qm.PointStruct(id=7, vector=vec, payload=o["payload"])
+            w.c.upsert(ALIAS, [p])  # the old model's vector, through the alias, after the swap
+            w._truth_upsert(p)
+
+    f.run(hook)
+    assert f.stats.text_followed == 1
+    f.check("written after the swap with the old model's vector")

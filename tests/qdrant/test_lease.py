@@ -189,13 +189,39 @@ def test_check_is_free_while_the_lease_is_fresh(store, alias, clock, monkeypatch
     assert calls["n"] == 1 and a.expires_at == clock() + 100
 
 
-def test_a_transient_error_in_a_fence_is_not_a_lost_lease(store, alias, clock, monkeypatch):
-    a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=60, clock=clock).acquire()
-    _fail(store, monkeypatch, "lease_update", times=1)
-    with pytest.raises(QdrantUnavailable):
-        a.fence("swap")  # the caller must not swap either, but it still holds the lease
+def test_a_transient_error_in_a_fence_is_retried_like_the_heartbeat(store, alias, monkeypatch, caplog):
+    """Issue 22, item 6: the operator's own lease checks retry transient errors with the heartbeat's policy
+    (0.5 s doubling while the lease is valid), instead of ending the run with exit 4."""
+    a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=60).acquire()
+    calls = _fail(store, monkeypatch, "lease_update", times=2)
+    with caplog.at_level(logging.WARNING, logger="vectune.qdrant.lease"):
+        t0 = time.monotonic()
+        a.fence("swap")  # succeeds on the third try
+        a.check("page")
+    assert calls["failed"] == 2 and calls["n"] == 3
+    assert 1.4 <= time.monotonic() - t0 < 5, "waits of 0.5 s then 1 s"
     assert not a.lost
-    a.fence("swap")
+    retried = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retried) == 2 and all("the lease check before swap failed" in m for m in retried)
+    a.release()
+
+
+def test_a_fence_that_keeps_failing_gives_the_lease_up_before_it_expires(store, alias, monkeypatch, caplog):
+    """Retries stop before the lease's own expiry: the state change does not happen (exit 4), the lease is
+    marked lost, and every later check raises at once."""
+    a = AliasLock(store, alias, "host-a:1:run-a", ttl_s=10, heartbeat_s=1).acquire()
+    a.expires_at = time.time() + 2.2  # as if the lease had only 2.2 s left
+    calls = _fail(store, monkeypatch, "lease_update", times=None)
+    with caplog.at_level(logging.WARNING, logger="vectune.qdrant.lease"), pytest.raises(QdrantUnavailable):
+        a.fence("swap")
+    assert a.lost and time.time() <= a.expires_at
+    assert calls["n"] >= 2
+    n = calls["n"]
+    with pytest.raises(LockLost):
+        a.check("page")
+    assert calls["n"] == n
+    assert any(r.levelno == logging.ERROR and "not doing: swap" in r.getMessage() for r in caplog.records)
+    a.release()
 
 
 def test_heartbeat_survives_transient_renew_failures(store, alias, monkeypatch, caplog):

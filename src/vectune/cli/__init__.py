@@ -13,7 +13,7 @@ from vectune.cli.cycle import demo, run, serve
 from vectune.cli.feedback import feedback, pairs
 from vectune.cli.people import report, review
 from vectune.cli.setup import adopt, check, index
-from vectune.cli.versions import history, prune, rollback, status
+from vectune.cli.versions import history, prune, recover, rollback, status
 from vectune.ops.interrupt import install as install_sigterm
 
 
@@ -23,8 +23,8 @@ def cli():
     """vectune: fine-tune your embedding model on your own Qdrant collection, evaluate it, promote it safely."""
 
 
-for command in (index, adopt, run, status, history, rollback, prune, demo, serve, check, feedback, pairs, report,
-                review):
+for command in (index, adopt, run, status, history, rollback, prune, recover, demo, serve, check, feedback, pairs,
+                report, review):
     cli.add_command(command)
 
 

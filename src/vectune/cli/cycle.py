@@ -26,6 +26,12 @@ def cycle_options(f):
                           "[VECTUNE_MODE, default auto]."),
         click.option("--no-feedback", "feedback", flag_value=False, default=None,
                      help="Ignore the alias's logged feedback [VECTUNE_FEEDBACK=false]."),
+        click.option("--crossfit/--no-crossfit", default=None,
+                     help="Without --eval-set, decide on cross-fitted evidence over every label; off: hold out the "
+                          "newest feedback [VECTUNE_CROSSFIT, default on]."),
+        click.option("--crossfit-folds", type=int, default=None, help="[VECTUNE_CROSSFIT_FOLDS, default 5]"),
+        click.option("--crossfit-budget-s", type=float, default=None,
+                     help="Seconds for all of a cross-fit's trainings [VECTUNE_CROSSFIT_BUDGET_S, default 900]."),
         click.option("--query-epochs", type=float, default=None, help="[VECTUNE_QUERY_EPOCHS, default 8]"),
         click.option("--candidates", "query_candidates", default=None,
                      callback=lambda ctx, p, v: [x.strip() for x in v.split(",") if x.strip()] if v else None,

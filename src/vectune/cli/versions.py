@@ -1,4 +1,4 @@
-"""``vectune status``, ``history``, ``rollback`` and ``prune``: an alias's versions."""
+"""``vectune status``, ``history``, ``rollback``, ``prune`` and ``recover``: an alias's versions and state."""
 
 from __future__ import annotations
 
@@ -29,14 +29,40 @@ def status(alias, as_json, **kw):
     for v in st["versions"]:
         g = v["gate"]
         score = f"{g.get('metric')} {g.get('live')}->{g.get('candidate')} ({g.get('evidence')})" if g else ""
+        size = f"  {size_text(v.get('disk_bytes'), v.get('ram_bytes'))}" if v.get("disk_bytes") or v.get(
+            "ram_bytes") else ""
+        doomed = "  MARKED FOR DELETION" if v.get("marked_for_deletion") else ""
         lines.append(f"  {'*' if v['live'] else ' '} {v['collection']:<55} {v['state'] or '':<9} {v['points']:>8} pts  "
-                     f"model {v['model']}{'' if v['model_available'] else ' (MISSING)'}  {score}")
+                     f"model {v['model']}{'' if v['model_available'] else ' (MISSING)'}  {score}{size}{doomed}")
+    ret = st.get("retention") or {}
+    nxt = ret.get("next_promotion") or {}
+    lines.append(f"retention: {ret.get('policy')}, keep {ret.get('keep_versions')} versions; the next promotion "
+                 f"needs about {nbytes(nxt.get('needs_bytes'))} ({nxt.get('how')})"
+                 + (f", headroom {nbytes(nxt.get('headroom_bytes'))} ({nxt.get('headroom_from')})"
+                    if nxt.get("headroom_bytes") is not None else ", headroom not checked"))
+    if nxt.get("warning"):
+        lines.append(f"WARNING: {nxt['warning']}")
+    for problem in st.get("state_problems") or ():
+        lines.append(f"DAMAGED STATE: {problem}")
     if st["last_run"]:
         lr = st["last_run"]
         lines.append(f"last run: {lr['run_id']} {lr['status']}: {lr['reason']}")
     for ev in st["history"][-5:]:
         lines.append(f"  {ev.get('time')} {ev.get('event')}: {event_text(ev)}")
     emit(st, as_json, "\n".join(lines))
+
+
+def nbytes(n: float | None) -> str:
+    """Bytes as MB or GB."""
+    if n is None:
+        return "-"
+    return f"{n / 1024 ** 3:.2f} GB" if n >= 1024 ** 3 else f"{n / 1024 ** 2:.1f} MB"
+
+
+def size_text(disk: float | None, ram: float | None = None) -> str:
+    """A collection's footprint: on disk, in memory, as reported."""
+    parts = ([nbytes(disk) + " on disk"] if disk else []) + ([nbytes(ram) + " in memory"] if ram else [])
+    return ", ".join(parts) or "-"
 
 
 def event_text(ev: dict) -> str:
@@ -55,6 +81,9 @@ def event_text(ev: dict) -> str:
                 f"{g.get('live')}->{g.get('candidate')}")
     if e in ("rejection", "failure", "crash", "watch"):
         return str(ev.get("reason"))
+    if e in ("retention", "prune"):
+        return f"deleted {', '.join(ev.get('deleted') or []) or '-'}; models deleted: " \
+               f"{', '.join(ev.get('models_deleted') or []) or '-'}"
     return json.dumps({k: v for k, v in ev.items() if k not in ("time", "alias", "event")}, default=str)
 
 
@@ -100,3 +129,24 @@ def prune(alias, keep, delete_models, dry_run, **kw):
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"kept {len(out['kept'])}: {', '.join(out['kept'])}\n{verb} {len(out['deleted'])}: "
                f"{', '.join(out['deleted']) or '-'}")
+
+
+@click.command()
+@click.option("--alias", default=None, help="[VECTUNE_ALIAS]")
+@click.option("--abandon-window", is_flag=True,
+              help="When a swapped publish lost every copy of its snapshot: give up the writes made in its window.")
+@click.option("--json", "as_json", is_flag=True)
+@connection_options
+@handle_errors
+def recover(alias, abandon_window, as_json, **kw):
+    """Finish the job after a damaged state file: set it aside, rebuild from what is intact, recover."""
+    target = alias_from(alias, kw)
+    out = target.recover(abandon_window=abandon_window)
+    lines = [f"recovered '{target.name}': alias -> {out['live_collection']}"]
+    lines += [f"  set aside: {p}" for p in out["set_aside"]] or ["  nothing was damaged"]
+    lines += [f"  rebuilt {k}: {v}" for k, v in out["rebuilt"].items()]
+    if out.get("finished"):
+        lines.append(f"  {out['finished']}")
+    for k, v in (out.get("recovered") or {}).items():
+        lines.append(f"  {k}: {json.dumps(v, default=str)}")
+    emit(out, as_json, "\n".join(lines))

@@ -174,16 +174,38 @@ class PairsConfig(Section):
 
 
 class LabelsConfig(Section):
-    """Where real labels come from: a train/eval set, or the app's feedback logged for the alias."""
+    """Where real labels come from (a train/eval set, or the app's feedback logged for the alias), and how they decide.
+
+    Without a fixed eval set, every labeled query trains and testifies: ``folds`` cross-fitted folds
+    (feedback: blocked by time; a train set: seeded), each candidate trained on the other folds and
+    scored on its own, the gate deciding on the pooled per-query deltas, then the promoted model fitted
+    on all labels (:mod:`vectune.pipeline.crossfit`). ``crossfit=False`` holds out the newest
+    ``golden_fraction`` of the feedback instead (a train set alone then gives synthetic evidence only).
+    """
 
     train_set: Path | None = Field(None, description="Real labeled queries (JSONL: query, relevant ids) to train on.")
-    eval_set: Path | None = Field(None, description="A fixed golden set that decides.")
+    eval_set: Path | None = Field(None, description="A fixed golden set that decides (no cross-fitting).")
     feedback: bool = Field(True, description="Without train/eval sets, learn from the feedback logged for the alias.")
     collection: str = Field("vectune_feedback", validation_alias="feedback_collection")
+    crossfit: bool = Field(True, description="Without a fixed eval set, decide on cross-fitted evidence over every "
+                           "label (off: the newest feedback_golden_fraction is held out as the golden set).")
+    folds: int = Field(5, ge=2, le=20, validation_alias="crossfit_folds",
+                       description="Cross-fitted folds (K): K+1 trainings per candidate (bench/RESULTS.md, "
+                       "cross-fitting: folds vs time).")
+    budget_s: float = Field(900.0, ge=0, validation_alias="crossfit_budget_s",
+                            description="Seconds for all of a cross-fit's trainings together: the K fold trainings "
+                            "of every candidate and the final fit (0 = no limit but query_time_budget_s per "
+                            "training).")
     golden_fraction: float = Field(0.3, ge=0, lt=1, validation_alias="feedback_golden_fraction",
-                                   description="Share of the feedback (the newest) held out as the golden set.")
-    min_golden: int = Field(20, ge=1, validation_alias="feedback_min_golden")
+                                   description="With crossfit off: share of the feedback (the newest) held out as the "
+                                   "golden set.")
+    min_golden: int = Field(20, ge=1, validation_alias="feedback_min_golden",
+                            description="Fewest queries worth deciding on (golden, or cross-fitted in all).")
     min_train: int = Field(20, ge=1, validation_alias="feedback_min_train")
+
+    def crossfit_minimum(self) -> int:
+        """Fewest labeled queries a cross-fit needs: two per fold, and enough to decide and to train on."""
+        return max(2 * self.folds, self.min_golden, self.min_train)
 
 
 class NegativesConfig(Section):
@@ -220,9 +242,12 @@ class QueryConfig(Section):
                                 description="Hard negatives mined per query for the pool (corpus above corpus_max).")
     multi_positive: Literal["each", "any"] = Field("each", validation_alias="query_multi_positive")
     val_fraction: float = Field(0.2, ge=0, lt=1, validation_alias="query_val_fraction",
-                                description="Share of the training queries that picks the best checkpoint.")
+                                description="Share of the training queries that picks the best checkpoint (not "
+                                "under cross-fitting: every label trains and the fold models' held-out curves pick "
+                                "the epoch).")
     refit: bool = Field(True, validation_alias="query_refit",
-                        description="Retrain on all training queries for the chosen epochs.")
+                        description="Retrain on all training queries for the chosen epochs (under cross-fitting "
+                        "the final fit always trains on every label).")
     threads: int = Field(0, ge=0, validation_alias="query_threads",
                          description="torch CPU threads while training (0 = auto: one on a loaded machine).")
     freeze_embeddings: bool = Field(False, validation_alias="query_freeze_embeddings")
@@ -304,7 +329,16 @@ class PromoteConfig(Section):
 
     upsert_batch: int = Field(128, ge=1)
     verify_sample: int = Field(5, ge=0)
-    keep_versions: int = Field(3, ge=1, description="Collections kept per alias (prune).")
+    keep_versions: int = Field(3, ge=1, description="Collections kept per alias: by retention after every promotion "
+                                                    "and rollback, and by `vectune prune` (the live one and the "
+                                                    "rollback target always).")
+    retention: Literal["on", "collections", "off"] = Field(
+        "on", description="After every promotion and rollback, delete the versions beyond keep_versions: "
+                          "on (their collections and the models no kept version uses), collections (keep the "
+                          "models), off (nothing is deleted by itself; `vectune prune` still works).")
+    space_headroom_gb: float | None = Field(
+        None, ge=0, description="Space the next promotion may take (GB); a run warns when its estimate is above "
+                                "it. Unset: the free space of embedded Qdrant's disk; against a server, no check.")
     keep_candidate: bool = Field(False, description="Save a rejected candidate in the model store too.")
     engine: Literal["local", "ray"] = Field("local", description="Re-embedding engine (ray: pip install vectune[ray]).")
     ray_partitions: int | None = Field(None, ge=1, description="Partitions of the Ray re-embedding (default: auto).")

@@ -8,8 +8,12 @@ writing to the alias while the new collection is built). Both are inert unless s
 Points: the start of each cycle stage (``read`` … ``generate``, ``mine``, ``train``,
 ``evaluate``, ``save_model``, ``reindex``), then ``reindex_page`` (after each page
 of the reindex; ``VECTUNE_FAILPOINT_AFTER=N`` lets N pages pass), ``before_verify``,
-``before_final_sync``, ``before_swap`` and ``after_swap``; ``train_step`` (after each optimizer
-step of full-mode training, only while it is the failpoint).
+``before_final_sync``, ``before_swap`` and ``after_swap``, ``reconcile_batch`` (after each journalled
+batch of the post-swap reconciliation); ``train_step`` (after each optimizer step of full-mode
+training, only while it is the failpoint); and the two phases of every deletion
+(:mod:`vectune.qdrant.deletion`): ``delete_mark`` (after the first fence, before the mark),
+``delete_recheck`` (after the mark, before the second fence) and ``delete_collection`` (after the
+re-check, right before ``delete_collection``).
 
 ``VECTUNE_FAILPOINT_ACTION=pause`` makes the failpoint pause instead of kill: the process
 writes ``<name> <pid>`` to ``VECTUNE_FAILPOINT_FILE`` (when set) and sleeps there for

@@ -70,3 +70,38 @@ def write_atomic(path: Path | str, data: str | bytes, mode: int = 0o644) -> None
 def write_json_atomic(path: Path | str, data: dict) -> None:
     """Write a small JSON state file atomically (see :func:`write_atomic`)."""
     write_atomic(path, json.dumps(data, default=str))
+
+
+def append_durable(path: Path | str, data: bytes) -> None:
+    """Append ``data`` to a file with one ``write`` on an ``O_APPEND`` descriptor, then fsync.
+
+    One small write lands whole or not at all, so a crash never leaves half a record behind: a
+    record that cannot be read back is damage, not an interrupted append.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def set_aside(path: Path | str, stamp: str) -> Path:
+    """Rename a damaged state file to ``<name>.torn-<stamp>`` beside it (kept for inspection, never deleted).
+
+    Returns:
+        The new path.
+    """
+    src = Path(path)
+    dst = src.with_name(f"{src.name}.torn-{stamp}")
+    n = 1
+    while dst.exists():
+        n += 1
+        dst = src.with_name(f"{src.name}.torn-{stamp}-{n}")
+    os.replace(src, dst)
+    return dst

@@ -6,8 +6,9 @@ Two demos, each starting from a clean alias so it shows the whole job every time
   package, see ``data/scifact_demo/README.md`` for license and attribution) are indexed with
   the bundled MiniLM into embedded Qdrant; the train claims are logged as an app's click
   feedback through :func:`vectune.feedback.log` (a simulated log, one claim a minute);
-  one cycle learns on the query side from the older feedback, is gated on the newest
-  (the golden set) and promotes; then ``status``, a search through the alias with
+  one cycle with the default settings (mode auto, cross-fitted evidence: every click trains
+  and is scored by models that never saw it) picks a query-side candidate, fits it on every
+  click and promotes; then ``status``, a search through the alias with
   :func:`vectune.resolve`, the never-seen test claims scored on both versions, and a
   rollback that brings the old version back.
 * ``pydoc``: CPython's reference topics (shipped with every Python, see
@@ -33,7 +34,7 @@ from vectune.demo.corpus import golden_set_path, write_demo_corpus
 from vectune.models.store import ModelStore
 from vectune.observe import report as report_mod
 from vectune.pipeline.evaluate import EvalQuery, evaluate
-from vectune.pipeline.gate import paired_bootstrap
+from vectune.pipeline.paired import paired_bootstrap
 from vectune.pipeline.pairs.labeled import load as load_labeled
 from vectune.qdrant import lineage
 from vectune.qdrant.store import Store
@@ -115,12 +116,12 @@ def run_scifact_demo(settings: Settings, alias: str = "scifact-demo", say=print)
     say(f"2/6 the app logged {n} clicks (SciFact train claims -> the abstracts that answer them) with "
         "vectune.feedback.log_many")
 
-    tuned = demo.with_settings(mode="query", max_seq_length=min(settings.model.max_seq_length, 256),
-                               # the demo's budget: the best epoch so far is kept when time runs out
-                               query_time_budget_s=min(settings.query.time_budget_s, 300))
-    say("3/6 one cycle: the newest 30% of the feedback is the golden set, the older rest trains the query side "
-        "against the stored vectors (nothing re-encoded) ...")
-    rep = tuned.run().to_dict()
+    how = (f"every click trains and testifies, cross-fitted in {settings.labels.folds} folds by time"
+           if settings.labels.crossfit else
+           f"the newest {settings.labels.golden_fraction:.0%} of the clicks decide, the older rest trains")
+    say(f"3/6 one cycle, default settings (mode {settings.mode}): {how}; the query side learns against the stored "
+        "vectors (nothing re-encoded) ...")
+    rep = demo.run().to_dict()
     say(report_mod.summary(rep))
     result: dict = {"run": rep}
     if rep.get("status") != "promoted":

@@ -6,6 +6,11 @@ pushes them to a Pushgateway, by ``prometheus_client``. A run that failed or was
 the last success time over from the previous file. Suggested alerts: ``vectune_last_run_success == 0`` and
 ``time() - vectune_last_success_timestamp_seconds > 2*86400``. The watch's gauges (``vectune_watch_*``) are there
 when the run's report has a ``watch`` section; alert on ``vectune_watch_rolled_back == 1``.
+
+A run that held the alias also reports retention and space (its report's ``retention``): the collections kept
+(``vectune_versions_kept``), those retention deleted, each kept collection's points and, where Qdrant reports
+them, disk and memory bytes (label ``collection``), and the next promotion's estimate against the headroom
+(``vectune_space_warning`` 1 when it is above: alert on it).
 """
 
 from __future__ import annotations
@@ -52,6 +57,14 @@ GAUGES = {  # name: (help, label besides alias)
     "vectune_watch_rolled_back": ("1 if the watch rolled the live model back in the last run, else 0.", None),
     "vectune_watch_fresh_queries": ("Fresh queries (after the promotion) the watch judged the live model on.", None),
     "vectune_watch_delta": ("Live minus rollback target on the gate metric, on the fresh queries.", "metric"),
+    "vectune_versions_kept": ("Collections of the alias kept after the last run.", None),
+    "vectune_versions_deleted": ("Collections of the alias retention deleted in the last run.", None),
+    "vectune_collection_points": ("Points of each kept collection of the alias.", "collection"),
+    "vectune_collection_disk_bytes": ("Disk bytes of each kept collection, as Qdrant reports them.", "collection"),
+    "vectune_collection_ram_bytes": ("Memory bytes of each kept collection, as Qdrant reports them.", "collection"),
+    "vectune_next_promotion_bytes": ("Estimated space the next promotion of the alias needs.", None),
+    "vectune_space_headroom_bytes": ("Headroom the next promotion's estimate is compared with.", None),
+    "vectune_space_warning": ("1 when the next promotion would need more space than the headroom, else 0.", None),
 }
 
 
@@ -90,7 +103,8 @@ def registry(report: dict[str, Any], *, previous_success: float | None = None,
                *(("vectune_last_run_status", (st,), st == status) for st in dict.fromkeys((*STATUSES, status))),
                ("vectune_last_success_timestamp_seconds", (), finished if success else previous_success),
                *((f"vectune_recall_{key}", (metric,), _as(_FLOAT, gate.get(key))) for key in ("live", "candidate")),
-               *_watch_samples(report.get("watch"))]
+               *_watch_samples(report.get("watch")),
+               *_retention_samples(report.get("retention"))]
     reg, present = CollectorRegistry(), [sample for sample in samples if sample[2] is not None]
     gauges = {name: Gauge(name, what, ["alias", *([extra] if extra else [])], registry=reg)  # no empty families
               for name, (what, extra) in GAUGES.items() if any(sample[0] == name for sample in present)}
@@ -109,6 +123,20 @@ def _watch_samples(watch: Any) -> list[tuple[str, tuple, Any]]:
             ("vectune_watch_rolled_back", (), bool(watch.get("rolled_back"))),
             ("vectune_watch_fresh_queries", (), _as(_FLOAT, watch.get("queries") or 0)),
             ("vectune_watch_delta", (str(scores.get("metric") or "unknown"),), _as(_FLOAT, scores.get("delta")))]
+
+
+def _retention_samples(ret: Any) -> list[tuple[str, tuple, Any]]:
+    """The retention and space gauges of a report's ``retention`` (none when the run did not measure)."""
+    if not isinstance(ret, dict) or "versions" not in ret:
+        return []
+    rows = [r for r in ret.get("versions") or [] if isinstance(r, dict)]
+    nxt = ret.get("next_promotion") or {}
+    return [("vectune_versions_kept", (), len(rows)), ("vectune_versions_deleted", (), len(ret.get("deleted") or [])),
+            *((f"vectune_collection_{key}", (str(r.get("collection")),), _as(_FLOAT, r.get(key))) for r in rows
+              for key in ("points", "disk_bytes", "ram_bytes")),
+            ("vectune_next_promotion_bytes", (), _as(_FLOAT, nxt.get("needs_bytes"))),
+            ("vectune_space_headroom_bytes", (), _as(_FLOAT, nxt.get("headroom_bytes"))),
+            ("vectune_space_warning", (), bool(nxt.get("warning")))]
 
 
 def render(report: dict[str, Any], *, previous_success: float | None = None, now: float | None = None) -> str:

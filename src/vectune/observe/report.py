@@ -44,6 +44,13 @@ class RunReport:
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
         watch: what the watch found before the cycle (:class:`vectune.ops.watch.WatchResult`).
+        models_verified: the live and rollback target's models checked against their manifests' hashes.
+        retention: versions kept and deleted after the run, each kept version's points and footprint,
+            and the next promotion's space estimate (:mod:`vectune.ops.retention`, :mod:`vectune.ops.space`).
+        crossfit: the cross-fit behind ``cross-fitted`` evidence: folds, budget, each candidate's fold models,
+            chosen epochs, final fit and its check (:meth:`vectune.pipeline.crossfit.CrossFit.report`).
+        labels: which labels the decision used (:func:`vectune.pipeline.pairs.provenance.summary`): source,
+            counts, the newest label's time; a promotion keeps the whole record with its model.
     """
 
     run_id: str
@@ -70,11 +77,15 @@ class RunReport:
     candidate_saved: str | None = None
     new_collection: str | None = None
     recovered: dict | None = None
+    models_verified: list | None = None
+    retention: dict | None = None
     finished_at: str | None = None
     duration_s: float | None = None
     report_files: dict | None = None
     settings: dict | None = None
     watch: dict | None = None
+    crossfit: dict | None = None
+    labels: dict | None = None
 
     def end(self, status: str, reason: str) -> None:
         """Record the outcome."""
@@ -147,6 +158,10 @@ def summary(report: RunReport | dict) -> str:
     gate = report.get("gate") or {}
     if report.get("reason"):
         out.append(f"reason: {report['reason']}")
+    cf = report.get("crossfit")
+    if cf:
+        out.append(f"evidence: cross-fitted, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} labeled "
+                   "queries, each scored by models that never trained on it")
     if report.get("evaluation"):
         out.append(table(report["evaluation"], gate))
     return "\n".join(out)
@@ -215,6 +230,12 @@ def markdown(report: dict) -> str:
         facts.append(f"- mode: {r['mode']}" + (f"; chosen candidate: {(r.get('choice') or {}).get('chosen')}"
                                               if (r.get("choice") or {}).get("chosen") else ""))
     facts.append(f"- started {r.get('started_at')}, took {r.get('duration_s')} s")
+    if r.get("crossfit"):
+        cf = r["crossfit"]
+        facts.append(f"- evidence: **cross-fitted**, K={cf.get('folds')} folds ({cf.get('by')}), {cf.get('queries')} "
+                     f"labeled queries (fold sizes {cf.get('sizes')})")
+    if r.get("labels"):
+        facts.append(f"- labels used: {_md_facts(r['labels'])}")
     md += facts + [""]
     for note in pages._notes(r):
         md += [f"> {note}", ""]
@@ -301,12 +322,13 @@ def markdown(report: dict) -> str:
                 md.append(f"| {_md_snip(p.get('query'))} | {_md_snip(p.get('positive_snippet'))} | "
                           f"{_md_snip(p.get('negative_snippet'))} | {_md_cell(p.get('source'))} |")
             md.append("")
+    md += _retention_md(r.get("retention"))
     if r.get("timings"):
         md += ["## Time per stage", "", "| stage | seconds |", "|---|---:|"]
         md += [f"| {k} | {v} |" for k, v in r["timings"].items()]
         md.append("")
     rest = {k: v for k, v in counts.items() if k not in pages.SHOWN_COUNTS}
-    for key in ("watch", "retention"):
+    for key in ("watch",):
         if r.get(key) is not None:
             rest[key] = r[key]
     if rest:
@@ -314,6 +336,35 @@ def markdown(report: dict) -> str:
         md += [f"- **{k}**: {_md_facts(v) if isinstance(v, dict) else _md_value(v)}" for k, v in rest.items()]
         md.append("")
     return "\n".join(md) + "\n"
+
+
+def _retention_md(ret: dict | None) -> list[str]:
+    """The versions kept after the run, what retention deleted, and the next promotion's space estimate."""
+    if not ret:
+        return []
+    md = ["## Versions kept", "", f"Retention `{ret.get('policy')}`, keep_versions {ret.get('keep_versions')}; "
+          f"deleted: {', '.join(f'`{c}`' for c in ret.get('deleted') or []) or 'none'}; models deleted: "
+          f"{', '.join(f'`{m}`' for m in ret.get('models_deleted') or []) or 'none'}.", ""]
+    rows = ret.get("versions") or []
+    if rows:
+        md += ["| collection | points | disk bytes | memory bytes | |", "|---|---:|---:|---:|---|"]
+        for v in rows:
+            role = "live" if v.get("live") else ("rollback target" if v.get("rollback_target") else "")
+            md.append(f"| `{v.get('collection')}` | {_md_value(v.get('points'))} | {_md_value(v.get('disk_bytes'))} | "
+                      f"{_md_value(v.get('ram_bytes'))} | {role} |")
+        md.append("")
+    nxt = ret.get("next_promotion") or {}
+    if nxt:
+        head = nxt.get("headroom_bytes")
+        md += [f"The next promotion needs about {_md_value(nxt.get('needs_bytes'))} bytes "
+               f"({_md_cell(nxt.get('how'))}); "
+               + (f"headroom {_md_value(head)} bytes ({nxt.get('headroom_from')})." if head is not None
+                  else "headroom not checked (set VECTUNE_SPACE_HEADROOM_GB)."), ""]
+        if nxt.get("warning"):
+            md += [f"> **Warning**: {_md_cell(nxt['warning'])}", ""]
+    if ret.get("error"):
+        md += [f"> **Retention failed**: {_md_cell(ret['error'])}", ""]
+    return md
 
 
 def write(report: RunReport | dict, reports_dir: Path, events: list[dict] | None = None) -> dict[str, Path]:

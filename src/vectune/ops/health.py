@@ -1,7 +1,12 @@
 """``vectune check``: fast readiness checks for containers and cron.
 
 Loads no model and takes no lock. Against embedded Qdrant the storage folder is
-only inspected, not opened, since a running cycle holds it.
+only inspected, not opened, when a running cycle holds it.
+
+**Models**: with an alias, the live collection's and the rollback target's models are verified
+against the SHA-256 of every file their manifest records (:mod:`vectune.ops.integrity`); without
+one (or while a cycle holds embedded Qdrant), every model in the store is. A damaged model fails
+the check with exit code 3 naming the file.
 """
 
 from __future__ import annotations
@@ -11,6 +16,10 @@ import os
 import tempfile
 
 from vectune.config.settings import Settings
+from vectune.errors import BadInput, LockHeld, VectuneError
+from vectune.models.store import ModelStore
+from vectune.ops.integrity import model_refs
+from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +55,37 @@ def run_checks(settings: Settings, alias: str | None = None) -> dict[str, tuple[
         out["qdrant"] = (ok, f"embedded at {path}", 4)
     for name, path in (("model_store", settings.model_dir), ("work_dir", settings.work_dir)):
         out[name] = (_writable(path), str(path), 3)
+    if out["qdrant"][0] and out.get("alias", (True,))[0]:
+        out["models"] = _check_models(settings, alias)
     if settings.teacher.kind == "openai":
         out["teacher"] = _check_teacher(settings)
     return out
+
+
+def _check_models(settings: Settings, alias: str | None) -> tuple[bool, str, int]:
+    """The alias's live and rollback target's models (else every stored model) against their manifests."""
+    models = ModelStore.from_settings(settings)
+    refs: list[tuple[str, str]] = []
+    if alias and (settings.qdrant.url or settings.qdrant_path.exists()):
+        try:
+            with Store.open(settings) as store:
+                refs = model_refs(store, alias)
+        except (LockHeld, BadInput):  # a cycle holds embedded Qdrant, or no such alias yet: every stored model
+            refs = []
+        except VectuneError as e:
+            return False, f"cannot read the lineage of '{alias}': {e}", e.exit_code
+    if not refs:
+        root = models.root
+        refs = [(p.name, "stored model") for p in sorted(root.iterdir()) if models.stored(p.name)] if root.is_dir() \
+            else []
+    problems, checked = [], 0
+    for ref, role in refs:
+        v = models.verify(ref)
+        checked += v.checked
+        problems += [f"{role} {ref!r}: {p}" for p in v.problems]
+    if problems:
+        return False, "DAMAGED: " + "; ".join(problems) + " (restore the model folder from a backup)", 3
+    return True, f"{len(refs)} model(s) intact ({checked} files checked against their manifests)", 3
 
 
 def _writable(path) -> bool:

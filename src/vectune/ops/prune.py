@@ -1,18 +1,21 @@
-"""Retention: delete old versions of an alias, never the live one or the rollback target."""
+"""`vectune prune`: delete old versions of an alias on request, never the live one or the rollback target.
+
+The plan and the deletions are retention's (:mod:`vectune.ops.retention`): under the alias lease,
+each collection is marked for deletion, then the lease and the alias are re-checked, then it is
+deleted (:mod:`vectune.qdrant.deletion`), so a prune that freezes at any point cannot delete a
+collection another operator made live meanwhile.
+"""
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 from vectune.config.settings import Settings
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.observe.history import History
-from vectune.ops.session import Session, hold
-from vectune.qdrant import lineage
-from vectune.qdrant.lease import NO_FENCE
-from vectune.qdrant.lineage import rollback_target
+from vectune.ops import retention
+from vectune.ops.session import hold
 from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
@@ -36,49 +39,16 @@ def prune(settings: Settings, alias: str, keep: int, delete_models: bool = False
     models = ModelStore.from_settings(settings)
     with Store.open(settings) as store:
         store.resolve_alias(alias)  # a clear error for a missing alias
-        # Plan and delete under the lock: a rollback that finishes meanwhile cannot make a doomed
-        # collection live. Each delete re-reads the alias and the rollback target right before it.
-        held = nullcontext(Session(NO_FENCE)) if dry_run else hold(store, settings, alias, "prune",
-                                                                     recover_first=False)
-        with held as session:
-            lock = session.lock
-            live = store.resolve_alias(alias)
-            protected = {live}
-            target = rollback_target(store, alias, live)
-            if target:
-                protected.add(target)
-            versions = lineage.versions(store, alias)
-            newest_first = [name for name, _ in reversed(versions)]
-            kept = set(protected)
-            for name in newest_first:
-                if len(kept) >= keep:
-                    break
-                kept.add(name)
-            doomed = [name for name in newest_first if name not in kept]
-            deleted = []
-            if not dry_run:
-                for name in doomed:
-                    lock.fence(f"delete {name}")
-                    live_now = store.resolve_alias(alias)
-                    if name in (live_now, rollback_target(store, alias, live_now)):
-                        logger.warning("not deleting %s: it became live or the rollback target", name)
-                        kept.add(name)
-                        continue
-                    store.delete_collection(name)
-                    deleted.append(name)
-                    logger.info("deleted %s", name)
-                doomed = deleted
-        models_in_use = {ref for name, meta in versions if name in kept
-                         for ref in (meta.get("model_ref"), lineage.passage_model(meta), lineage.query_model(meta))}
-        models_deleted = []
-        if delete_models:
-            for name, meta in versions:
-                ref = meta.get("model_ref")
-                if name in doomed and ref not in models_in_use and models.stored(str(ref)):
-                    models_deleted.append(ref)
-                    if not dry_run:
-                        models.delete(str(ref))
-    if doomed and not dry_run:
-        History(settings.work_dir, alias).append({"event": "prune", "deleted": doomed,
-                                                  "models_deleted": models_deleted})
-    return {"kept": sorted(kept), "deleted": doomed, "models_deleted": models_deleted, "dry_run": dry_run}
+        if dry_run:
+            p = retention.plan(store, alias, keep)
+            gone = retention.models_unused(p, p.doomed, models) if delete_models else []
+            return {"kept": sorted(p.kept), "deleted": p.doomed, "models_deleted": gone, "dry_run": True}
+        # Plan and delete under the lock, each delete in two phases (marked, re-checked, deleted).
+        with hold(store, settings, alias, "prune", recover_first=False) as session:
+            out = retention.apply(store, models, alias, keep, session.lock, delete_models=delete_models,
+                                  why="prune")
+    if out["deleted"]:
+        History(settings.work_dir, alias).append({"event": "prune", "deleted": out["deleted"],
+                                                  "models_deleted": out["models_deleted"]})
+    return {"kept": sorted(out["kept"]), "deleted": out["deleted"], "models_deleted": out["models_deleted"],
+            "dry_run": False}

@@ -22,14 +22,15 @@ import logging
 from dataclasses import dataclass, field
 
 from vectune.config.settings import Settings
-from vectune.errors import BadInput
+from vectune.errors import BadInput, TornState
 from vectune.models.store import ModelStore
 from vectune.observe.history import History
+from vectune.ops.integrity import require_readable_state
 from vectune.promote.checkpoint import InFlight
 from vectune.promote.promotion import Promoter
 from vectune.promote.stats import SyncStats
 from vectune.promote.window import reconcile, withdraw
-from vectune.qdrant import lineage
+from vectune.qdrant import deletion, lineage
 from vectune.qdrant.lease import NO_FENCE
 from vectune.qdrant.store import Store
 
@@ -74,6 +75,7 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
         What was recovered; ``done`` when a resumed promotion completed.
     """
     lock = lock or NO_FENCE
+    require_readable_state(settings, alias)  # a damaged state file stops here (exit 3), named
     lock.fence("recover")
     out = Recovery()
     recovered = out.found
@@ -89,17 +91,24 @@ def recover(store: Store, settings: Settings, alias: str, live: str, lock=None) 
     promoter = Promoter(store, alias, settings.promote, ModelStore.from_settings(settings), settings.run_dir(alias),
                         lock)
     ckpt = promoter.ckpt
+    if deletion.clear_live_mark(store, alias, live, lock):
+        recovered["deletion_mark_cleared"] = live
     state = ckpt.load()
     if state:
         _resume(store, settings, alias, live, lock, promoter, state, out)
-    # Orphans: any collection of this alias still building/verified that is not live.
+    # Orphans: any collection of this alias still building/verified that is not live, and any marked for
+    # deletion by a deleter that stopped between its two phases; each deleted in two phases itself.
     orphans = []
     live_now = store.resolve_alias(alias)
     for name, meta in lineage.versions(store, alias):
         if name != live_now and meta.get("state") in ("building", "verified"):
-            lock.fence(f"delete orphan {name}")
-            store.delete_collection(name)
-            orphans.append(name)
+            if deletion.retire(store, alias, name, lock, "recovery: leftover of a stopped run"):
+                orphans.append(name)
+    pending = deletion.finish_marked(store, alias, lock)
+    if pending:
+        recovered["pending_deletions_finished"] = pending
+        logger.warning("finished deleting %d collection(s) of '%s' marked for deletion: %s", len(pending), alias,
+                       pending)
     if orphans:
         recovered["orphans_deleted"] = orphans
         logger.warning("deleted %d leftover collection(s) of '%s': %s", len(orphans), alias, orphans)
@@ -120,6 +129,16 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, promo
     model = str(state.get("model_tag"))
     model_ok = copy or models.has(model)
     s2 = settings.for_collection({"text_field": state.get("text_field")})
+    if exists and live != target and lineage.doom_mark(store, target):
+        # Marked for deletion meanwhile (by prune or retention): never made live; the publish is dropped.
+        lock.fence("withdraw the migration")
+        withdraw(store, live, target)
+        recovered["abandoned_" + ("rollback" if kind == "rollback" else "promotion")] = {
+            "from": live, "to": target, "model": model, "reason": "its target is marked for deletion"}
+        logger.warning("dropped the interrupted %s of '%s' to %s: that collection is marked for deletion", kind,
+                       alias, target)
+        ckpt.clear()
+        return
     if exists and live == target:
         # Swapped before the crash: finish the post-swap reconciliation, whatever it takes.
         spec = store.dense_spec(target, state.get("dense_vector") or None)
@@ -131,16 +150,18 @@ def _resume(store: Store, settings: Settings, alias: str, live: str, lock, promo
                     f"the {kind} of run {state.get('run_id')} swapped '{alias}' to '{target}' and then stopped before "
                     f"carrying over the writes made in its window; that needs model {model!r} (to re-embed them), "
                     f"which is not in the model store ({settings.model_dir}). Restore the model and run "
-                    f"again. To give up on those writes instead, delete {ckpt.path} (they are then missing from "
-                    f"'{target}'; they are still in '{parent}')")
+                    f"again. To give up on those writes instead, run `vectune recover --alias {alias} "
+                    f"--abandon-window` (they are then missing from '{target}'; they are still in '{parent}')")
             enc = None if (copy or finished) else models.load_lineage(store.metadata(target), ref=model)
             reconcile(store, enc, parent, target, spec, s2.collection.text_field, snapshot,
                       settings.promote.upsert_batch, stats, lock)
             recovered["reconciled"] = stats.to_dict()
         else:
-            logger.error("the %s of run %s swapped '%s' to '%s' but its snapshot is missing: the writes made in "
-                         "its window cannot be found", kind, state.get("run_id"), alias, target)
-            recovered["unreconciled"] = {"target": target, "parent": parent, "reason": "snapshot missing"}
+            raise TornState(ckpt.snapshot_path, (
+                f"the {kind} of run {state.get('run_id')} swapped '{alias}' to '{target}' but its snapshot "
+                f"{ckpt.snapshot_path} is missing: the writes made in its window cannot be found. Restore it from "
+                f"a backup and run again, or run `vectune recover --alias {alias} --abandon-window` to give those "
+                f"writes up (they stay in '{parent}')"))
         lock.fence("set state")
         extra = {"rolled_back_at": lineage.now(), "rolled_back_from": parent} if kind == "rollback" else {}
         lineage.set_state(store, target, "live", **extra)

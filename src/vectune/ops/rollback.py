@@ -8,7 +8,9 @@ verbatim when both collections hold vectors of the same passage model; every poi
 since removed), verified, swapped atomically, and the writes made in the window are
 reconciled. A crash at any point is finished by the next ``vectune run`` or ``vectune
 rollback`` (:func:`vectune.ops.recover.recover`). After the swap the target is marked ``live``
-and the old collection ``retired`` at once: exactly one collection of the alias is live.
+and the old collection ``retired`` at once: exactly one collection of the alias is live. Then
+retention runs under the same lease (:func:`vectune.ops.retention.after_run`). A collection marked for
+deletion (:mod:`vectune.qdrant.deletion`) is never rolled back to.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from vectune.config.settings import Settings
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.observe.history import History
+from vectune.ops import retention
 from vectune.ops.report_pages import refresh_pages
 from vectune.ops.session import hold
 from vectune.promote.checkpoint import Checkpoint
 from vectune.promote.promotion import Promoter, mark_rolled_back
 from vectune.promote.stats import SyncStats
-from vectune.qdrant.lineage import passage_model, rollback_target
+from vectune.qdrant.deletion import guard_swap
+from vectune.qdrant.lineage import doom_mark, passage_model, rollback_target
 from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,11 @@ def _target(store: Store, alias: str, live: str, to: str | None) -> tuple[str, d
     meta = store.metadata(target)
     if meta.get("alias") != alias:
         raise BadInput(f"'{target}' is not a version of '{alias}' (its lineage says {meta.get('alias')!r})")
+    doom = doom_mark(store, target)
+    if doom:
+        raise BadInput(f"'{target}' is marked for deletion ({doom.get('why')} by {doom.get('by')} at "
+                       f"{doom.get('at')}): it cannot be rolled back to; choose another version "
+                       f"(`vectune status --alias {alias}`)")
     return target, meta
 
 
@@ -73,19 +82,22 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             if done and now == done.get("to") and to in (None, now):
                 # this very rollback, interrupted by a crash: finished now
                 event = history.read()[-1]
+                kept = retention.after_run(store, settings, alias, lock, moved=True)
                 return {"alias": alias, "from": done.get("from"), "to": now, "model": done.get("model"),
-                        "synced": event.get("synced"), "verify": None, "time": event.get("time"), "resumed": True}
+                        "synced": event.get("synced"), "verify": None, "time": event.get("time"), "resumed": True,
+                        "retention": kept}
             if now != live:
                 raise BadInput(f"alias '{alias}' now points at '{now}': a crashed run was finished first "
                                f"({rec.reason or rec.found}); run the rollback again if still needed")
             target, meta = _target(store, alias, live, to)
             stats, vinfo, model = publish_back(store, settings, alias, live, target, meta, lock, run_id, force=force)
+            kept = retention.after_run(store, settings, alias, lock, moved=True)
     synced = stats.to_dict() if stats else None
     event = history.append({"event": "rollback", "from": live, "to": target, "model": model, "synced": synced,
                             "forced": bool(force and not stats)})
     refresh_pages(settings, alias)
     return {"alias": alias, "from": live, "to": target, "model": model, "synced": synced, "verify": vinfo,
-            "time": event["time"]}
+            "time": event["time"], "retention": kept}
 
 
 def publish_back(store: Store, settings: Settings, alias: str, live: str, target: str, meta: dict, lock,
@@ -123,6 +135,8 @@ def publish_back(store: Store, settings: Settings, alias: str, live: str, target
                        f"({settings.model_dir}), so points written since cannot be re-embedded "
                        "with it. Restore the model, or --force to swap without syncing (loses those writes)")
     if syncable:
+        if not copy:
+            models.require_intact(str(model), f"the passage model of '{target}'")
         enc = None if copy else models.load_lineage(meta, ref=model)
         promoter = Promoter(store, alias, settings.promote, models, settings.run_dir(alias), lock)
         state = {"kind": "rollback", "run_id": run_id, "alias": alias, "target": target, "parent": live,
@@ -135,6 +149,7 @@ def publish_back(store: Store, settings: Settings, alias: str, live: str, target
                    "written since it was live are missing from it", model, target)
     vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
     lock.fence("swap")
+    guard_swap(store, alias, target, lock)
     store.swap_alias(alias, target)
     mark_rolled_back(store, live, target)
     return None, vinfo, model

@@ -1,9 +1,11 @@
 """``vectune run``: one cycle on an alias, held, recovered and recorded.
 
-The alias is held (:func:`vectune.ops.session.hold`: lease, heartbeat, recovery of a crashed
-run), an in-flight marker follows the stages so a killed run is reported by the next one, the
-cycle runs (:func:`vectune.pipeline.cycle.cycle`), and whatever happens the run leaves its records:
-the report (JSON, Markdown), the metrics, and the history event.
+First the alias's models and state files are checked (:mod:`vectune.ops.integrity`). The alias is
+held (:func:`vectune.ops.session.hold`: lease, heartbeat, recovery of a crashed run), an in-flight
+marker follows the stages so a killed run is reported by the next one, the cycle runs
+(:func:`vectune.pipeline.cycle.cycle`), and whatever happens the run leaves its records: the report
+(JSON, Markdown), the metrics, and the history event. A run that moved the alias applies retention
+under the same lease (:func:`vectune.ops.retention.after_run`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from vectune.observe import metrics
 from vectune.observe import report as report_mod
 from vectune.observe.history import History
 from vectune.observe.report import RunReport
+from vectune.ops import integrity, retention
 from vectune.ops.interrupt import signal_name
 from vectune.ops.session import hold
 from vectune.ops.watch import watch
@@ -47,6 +50,7 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
                     settings=settings.decisive())
     try:
         with Store.open(settings) as store:
+            rep.models_verified = integrity.preflight(store, settings, alias)  # before anything else
             if dry_run:
                 with timings.stage("watch"):
                     rep.watch = watch(store, settings, alias, run_id=rep.run_id, act=False).to_dict()
@@ -87,6 +91,7 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
                     rep.counts["reindex"] = rec.reindex
                 rep.end("promoted", rec.reason)
                 inflight.clear()
+                rep.retention = retention.after_run(store, settings, alias, lock, moved=True)
                 return
             inflight.set(rep.run_id, "read")
 
@@ -106,6 +111,8 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
                 return
             cycle(store, settings, alias, rep, timings, lock)
             inflight.clear()
+            moved = rep.status == "promoted" or bool(rec.found.get("finished_rollback"))
+            rep.retention = retention.after_run(store, settings, alias, lock, moved=moved)
         except LockLost:
             raise  # another operator holds the alias now: touch nothing, leave the marker
         except Terminated as e:  # SIGTERM: stop here; the marker (and any checkpoint) lets the next run recover
@@ -130,7 +137,7 @@ def _finish(settings: Settings, rep: RunReport, started: datetime) -> None:
             "live_model": rep.live_model, "candidate_model": rep.candidate_model, "reason": rep.reason,
             "gate": rep.gate})
     try:
-        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias, history.read())
+        paths = report_mod.write(rep, settings.work_dir / "reports" / rep.alias, history.read(strict=False))
         rep.report_files = {k: str(v) for k, v in paths.items()}
     except OSError as e:
         logger.warning("could not write the run report: %s", e)

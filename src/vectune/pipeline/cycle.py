@@ -21,19 +21,22 @@ from vectune.config.settings import Settings
 from vectune.core import faults
 from vectune.core.hashing import file_hash
 from vectune.core.jsonl import write_json_atomic
+from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.observe.report import RunReport
 from vectune.pipeline.condemned import WatchState, pin, uncovered
+from vectune.pipeline.crossfit import EVIDENCE, CrossFit, make_plan
 from vectune.pipeline.evaluate import evaluate_candidate
 from vectune.pipeline.gate import judge
 from vectune.pipeline.pairs import labeled
 from vectune.pipeline.pairs.feedback import explicit_negatives, few_shot_examples, labels_from_feedback
+from vectune.pipeline.pairs.provenance import provenance, summary
 from vectune.pipeline.pairs.rejections import Rejections
 from vectune.pipeline.pairs.review import record_sample
 from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
 from vectune.pipeline.pairs.teachers import make_generator
 from vectune.pipeline.read import check_live_vectors, read
-from vectune.pipeline.train.stage import train_candidates, wants_full
+from vectune.pipeline.train.stage import candidate_kinds, train_candidates, wants_full
 from vectune.promote.promotion import Promoter
 from vectune.qdrant import lineage
 from vectune.qdrant.store import Store
@@ -88,15 +91,29 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     golden = labeled.load(labels.eval_set, "eval set") if labels.eval_set else None
     trainset = labeled.load(labels.train_set, "train set") if labels.train_set else None
     fb = None
+    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
+    # a fixed eval set keeps its meaning: it decides; so do the queries that condemned the last promotion
+    crossfit_on = labels.crossfit and golden is None and condemned is None
     if not (golden or trainset):
-        fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed)
+        fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed, crossfit=crossfit_on)
         if fb_counts:
             rep.counts["feedback"] = fb_counts
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
-    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
     if condemned is not None:
         golden, trainset = _pin(condemned, fb, golden, trainset, rep)
+        if labels.crossfit and labels.eval_set is None:
+            rep.counts["crossfit"] = {"skipped": "the watch rolled the last promotion back: until a promotion wins "
+                                                 "on the queries that condemned it, they and the newest feedback are "
+                                                 "held out as evidence"}
+    plan = None
+    if crossfit_on and trainset and (fb is None or fb.enough):
+        plan, why = crossfit_plan(trainset, labels, by_time=fb is not None, seed=settings.seed)
+        if plan is None:
+            rep.counts["crossfit"] = {"skipped": why}
+            logger.warning("%s", why)
+        else:
+            trainset = plan.labels
     examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed) if fb and settings.pairs.few_shot else ()
     generator = make_generator(settings.teacher, seed=settings.seed, cache_dir=settings.work_dir / "cache" / "teacher",
                                examples=examples)
@@ -108,7 +125,8 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
 
     split = split_chunks(rd, settings.pairs, max_chunks=settings.read.max_train_chunks, seed=settings.seed)
     rep.counts["split"] = split.counts()
-    rep.evidence = evidence = "golden" if golden else ("synthetic" if generator.synthetic else "teacher")
+    rep.evidence = evidence = EVIDENCE if plan else (
+        "golden" if golden else ("synthetic" if generator.synthetic else "teacher"))
     if evidence == "synthetic" and not settings.gate.allow_synthetic and not rep.dry_run:
         rep.end("kept", "no trusted evidence to promote on: the offline teacher's queries are synthetic and no "
                         "golden set was given. Pass --eval-set with real queries (recommended), accept the risk "
@@ -132,16 +150,29 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     rep.pairs_sample = record_sample(rd, pairs, settings.pairs.sample, settings.seed, run_dir)
 
     rep.mode = settings.mode
-    with timings.stage("train"):
-        cands = train_candidates(rd, pairs, live_enc, mode=settings.mode, kinds=settings.candidate_kinds,
-                                 query=settings.query, full=settings.full, models=models, seed=settings.seed,
-                                 device=settings.model.device)
-    with timings.stage("evaluate"):
-        held = "synthetic" if generator.synthetic else "teacher"
-        live_side: dict = {}  # the live model's scores: computed once, shared by every candidate
-        outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings.gate, golden, held,
-                                               reencode=c.reencodes, live=live_side, seed=settings.seed)
-                    for c in cands}
+    cf = None
+    if plan is not None:
+        cf = CrossFit(store, rd, pairs, live_enc, plan,
+                      kinds=candidate_kinds(settings.mode, settings.candidate_kinds, settings.full),
+                      query=settings.query, full=settings.full, gate=settings.gate, models=models,
+                      budget_s=labels.budget_s, seed=settings.seed, device=settings.model.device)
+        with timings.stage("train"):
+            cf.run_folds()
+        with timings.stage("evaluate"):
+            outcomes = cf.outcomes()
+        cands = cf.placeholders()
+        rep.crossfit = cf.report()
+    else:
+        with timings.stage("train"):
+            cands = train_candidates(rd, pairs, live_enc, mode=settings.mode, kinds=settings.candidate_kinds,
+                                     query=settings.query, full=settings.full, models=models, seed=settings.seed,
+                                     device=settings.model.device)
+        with timings.stage("evaluate"):
+            held = "synthetic" if generator.synthetic else "teacher"
+            live_side: dict = {}  # the live model's scores: computed once, shared by every candidate
+            outcomes = {c.kind: evaluate_candidate(store, rd, pairs, live_enc, c.encoder, settings.gate, golden,
+                                                   held, reencode=c.reencodes, live=live_side, seed=settings.seed)
+                        for c in cands}
     verdict = judge(cands, outcomes, evidence, settings.gate)
     cand, outcome, decision = verdict.candidate, verdict.outcome, verdict.decision
     rep.candidate_model, rep.evaluation, rep.gate = cand.tag, outcome.to_dict(), decision.to_dict()
@@ -150,7 +181,24 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     rep.candidates, rep.choice = verdict.report()
     if rep.dry_run:
         return rep.end("dry-run", f"dry run; the gate would {'promote' if decision.promote else 'keep live'}: "
-                                  f"{decision.reason}")
+                                  f"{decision.reason}" + ("; a promotion would first fit it on all labels"
+                                                          if cf is not None and decision.promote else ""))
+    if decision.promote and cf is not None:  # the judged procedure, once more on every label, then checked
+        with timings.stage("final_fit"):
+            final = cf.final_fit(cand.kind)
+            check = cf.check(cand.kind, final, outcome) if final is not None else None
+        rep.crossfit, rep.evaluation = cf.report(), outcome.to_dict()
+        rep.candidates, rep.choice = verdict.report()
+        if final is None:
+            decision.promote = False
+            decision.reason = f"{decision.reason}; but no training epoch beat the live model over all folds"
+        elif check is not None and not check["ok"]:
+            decision.promote = False
+            decision.reason = f"the final fit on all labels failed its check: {check['reason']}"
+        else:
+            cand = final
+            rep.candidate_model = cand.tag
+        rep.gate = decision.to_dict()
     if decision.promote and condemned is not None and (missing := uncovered(condemned, golden or [])):
         # no flapping: a new promotion must win on the queries that condemned the last one
         decision.promote = False
@@ -160,7 +208,7 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         rep.gate = decision.to_dict()
     if not decision.promote:
         rep.end("kept", decision.reason)
-        if settings.promote.keep_candidate:
+        if settings.promote.keep_candidate and cand.encoder is not None:
             rep.candidate_saved = str(models.save(cand.encoder, cand.tag, {
                 "parent_model": rd.meta["model_ref"], "parent_collection": rd.live, "alias": alias,
                 "state": "rejected", "eval": rep.gate, "teacher": generator.name}))
@@ -170,10 +218,12 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
             "eval_queries": outcome.results[evidence][0].queries,
             # the newest feedback this cycle read: what arrives after it is fresh for the watch (ops/watch.py)
             "feedback_until": ((rep.counts.get("feedback") or {}).get("window") or {}).get("last")}
+    used = _provenance(plan, golden, trainset, fb, labels, evidence)
+    rep.labels = summary(used)
     rep.new_collection = lineage.collection_name(alias, cand.tag)
     promoter = Promoter(store, alias, settings.promote, models, run_dir, lock)
     done = promoter.promote(rd, cand, outcome, decision, text_field=rd.text_field, evidence=evidence,
-                            teacher=generator.name, data=data, run_id=rep.run_id, stage=timings.stage)
+                            teacher=generator.name, data=data, run_id=rep.run_id, stage=timings.stage, labels=used)
     rep.counts["reindex"] = done.counts
     rep.end("promoted", decision.reason)
     if condemned is not None:
@@ -189,6 +239,28 @@ def _pin(condemned, fb, golden, trainset, rep: RunReport):
         fb.golden, fb.train = golden, train
     rep.counts["condemned"] = {**condemned.summary(), **pinned}
     return (golden or None), (train or None)
+
+
+def crossfit_plan(labels_: list, cfg, *, by_time: bool, seed: int):
+    """The cross-fit's folds over ``labels_``, or ``(None, why)`` when there are too few labeled queries."""
+    try:
+        return make_plan(labels_, cfg, by_time=by_time, seed=seed), None
+    except BadInput as e:
+        return None, f"not cross-fitted: {e}; the labels train, and the usual evidence rules decide"
+
+
+def _provenance(plan, golden, trainset, fb, cfg, evidence: str) -> dict | None:
+    """Which labels this promotion trained on and was gated on (its model keeps the whole record)."""
+    source = "feedback" if fb is not None else ("train-set" if trainset else "eval-set")
+    if plan is not None:
+        return provenance(plan.labels, source=source, evidence=evidence, split=plan.to_dict())
+    used = list(golden or []) + list(trainset or [])
+    if not used:
+        return None
+    split = {"golden": len(golden or []), "train": len(trainset or [])}
+    if fb is not None:
+        split.update(golden_fraction=cfg.golden_fraction, golden_since=fb.counts.get("golden_since"))
+    return provenance(used, source=source, evidence=evidence, split=split)
 
 
 # --------------------------------------------------------------------------- the no-op check

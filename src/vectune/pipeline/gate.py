@@ -15,6 +15,12 @@ All run at the same level, one-sided ``(1 - confidence) / 2`` (2.5% at the defau
 every one also needs the mean delta ≥ ``min_delta``. Measured on SciFact with nDCG@10
 (``bench/gate_power.py``, bench/RESULTS.md "Gate power"): the percentile bootstrap promoted
 near-null candidates in up to 6% of 20–40-query golden sets, the randomization test in at most 4%.
+
+Several candidates (mode auto) are several tests: :func:`judge` keeps the family-wise false-pass
+rate at the single test's level with Holm's step-down correction over every candidate's one-sided
+p-value. :func:`choose` then picks by expected gain among candidates that cost the same
+(:data:`vectune.pipeline.train.candidate.COSTS`), and prefers a cheaper cost class unless a costlier
+one is significantly better.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from vectune.config.sections import GateConfig
 from vectune.errors import BadInput
 from vectune.pipeline.evaluate import EvalResult
 from vectune.pipeline.paired import paired_bootstrap, paired_permutation, paired_wilcoxon
+from vectune.pipeline.train.candidate import COSTS, Cost
 
 #: the paired tests :func:`decide` knows
 GATE_TESTS = ("bootstrap", "permutation", "wilcoxon")
@@ -48,9 +55,56 @@ class Decision:
     min_delta: float = 0.0
     test: str = "bootstrap"
     p_value: float | None = None  # one-sided, for the wilcoxon and permutation tests
+    family: int = 1  # candidates tested together (Holm's correction applies when > 1)
+    p_holm: float | None = None  # Holm-adjusted one-sided p-value over the family
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def bootstrap_p(live: np.ndarray, cand: np.ndarray, samples: int = 1000, seed: int = 0) -> float:
+    """One-sided p-value of the paired bootstrap: the share of resampled mean deltas at or below 0.
+
+    Uses the very resamples :func:`paired_bootstrap` draws, so ``p < (1 - confidence) / 2`` agrees with
+    the CI's low end above 0 (up to the quantile's interpolation).
+
+    Returns:
+        The p-value (1.0 when no query changed).
+    """
+    diff = np.asarray(cand, dtype=np.float64) - np.asarray(live, dtype=np.float64)
+    if not np.any(diff != 0):
+        return 1.0
+    idx = np.random.default_rng(seed).integers(0, diff.size, size=(samples, diff.size))
+    return float(np.mean(diff[idx].mean(axis=1) <= 0))
+
+
+def one_sided_p(test: str, live: np.ndarray, cand: np.ndarray, samples: int = 1000) -> float:
+    """The one-sided p-value of ``cand > live`` by the gate's ``test`` (see :func:`decide`)."""
+    if test == "wilcoxon":
+        return paired_wilcoxon(live, cand)
+    if test == "permutation":
+        return paired_permutation(live, cand, samples)
+    return bootstrap_p(live, cand, samples)
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values: ``max over j <= i of min(1, (m - j + 1) * p_(j))``.
+
+    Rejecting every hypothesis whose adjusted p-value is below ``alpha`` keeps the family-wise error
+    rate at ``alpha`` whatever the dependence between the tests.
+
+    Args:
+        p_values: raw p-values by name.
+
+    Returns:
+        Adjusted p-values by name.
+    """
+    m = len(p_values)
+    out, running = {}, 0.0
+    for i, (name, p) in enumerate(sorted(p_values.items(), key=lambda kv: (kv[1], kv[0]))):
+        running = max(running, min(1.0, (m - i) * p))
+        out[name] = running
+    return out
 
 
 def decide(live: EvalResult, cand: EvalResult, *, metric: str, evidence: str, min_delta: float,
@@ -117,13 +171,15 @@ def decide(live: EvalResult, cand: EvalResult, *, metric: str, evidence: str, mi
 
 
 def choose(order: list[str], results: dict[str, tuple[EvalResult, EvalResult]], decisions: dict[str, Decision],
-           *, metric: str, samples: int = 1000, confidence: float = 0.95,
-           test: str = "bootstrap") -> tuple[str | None, list[dict]]:
+           *, metric: str, samples: int = 1000, confidence: float = 0.95, test: str = "bootstrap",
+           costs: dict[str, Cost] | None = None) -> tuple[str | None, list[dict]]:
     """Pick one of several candidates, each already gated against live on the same queries.
 
-    Among the candidates that pass, the cheapest wins, unless a costlier one is significantly
-    better than it on the gate metric, by the gate's ``test``: the paired-bootstrap CI of
-    (costlier − cheaper) lies above 0, or the one-sided p-value is below ``(1 - confidence) / 2``.
+    Candidates that cost the same (``costs``; by default :data:`COSTS` of each kind) compete on gain
+    alone: among the passing ones of a cost class, the best gain on the gate metric wins (ties: the one
+    first in ``order``). Between classes, the cheapest class's best wins unless a costlier class's best
+    is significantly better than it, by the gate's ``test``: the paired-bootstrap CI of (costlier −
+    cheaper) lies above 0, or the one-sided p-value is below ``(1 - confidence) / 2``.
 
     Args:
         order: candidate kinds, cheapest first.
@@ -133,19 +189,38 @@ def choose(order: list[str], results: dict[str, tuple[EvalResult, EvalResult]], 
         samples: bootstrap resamples.
         confidence: CI mass.
         test: ``bootstrap``, ``permutation`` or ``wilcoxon`` (see :func:`decide`).
+        costs: each kind's cost (default :data:`vectune.pipeline.train.candidate.COSTS`).
 
     Returns:
-        The chosen kind (None when none passes) and the pairwise comparisons made.
+        The chosen kind (None when none passes) and the comparisons made (``rule`` says which).
     """
+    costs = costs or COSTS
     passing = [k for k in order if k in decisions and decisions[k].promote]
     if not passing:
         return None, []
-    chosen, comparisons = passing[0], []
-    for costlier in passing[1:]:
+    comparisons: list[dict] = []
+    classes: dict[tuple, list[str]] = {}
+    for k in passing:
+        c = costs[k]
+        classes.setdefault((c.rank, c.serve, c.promote), []).append(k)
+    best: list[str] = []
+    for key in sorted(classes, key=lambda key: key[0]):
+        members = classes[key]
+        top = members[0]
+        for k in members[1:]:
+            if decisions[k].delta > decisions[top].delta:
+                top = k
+        best.append(top)
+        if len(members) > 1:
+            comparisons.append({"rule": "equal cost: best gain", "cost": {"serve": key[1], "promote": key[2]},
+                                "gains": {k: round(decisions[k].delta, 4) for k in members}, "chosen": top})
+    chosen = best[0]
+    for costlier in best[1:]:
         a, b = results[chosen][1].per_query[metric], results[costlier][1].per_query[metric]
         low, high = paired_bootstrap(a, b, samples, confidence)
-        row = {"cheaper": chosen, "costlier": costlier, "metric": metric,
-               "delta": round(float(np.mean(b) - np.mean(a)), 4), "ci_low": round(low, 4), "ci_high": round(high, 4)}
+        row = {"rule": "costlier only if significantly better", "cheaper": chosen, "costlier": costlier,
+               "metric": metric, "delta": round(float(np.mean(b) - np.mean(a)), 4), "ci_low": round(low, 4),
+               "ci_high": round(high, 4)}
         if test == "bootstrap":
             better = low > 0
         else:
@@ -186,14 +261,15 @@ class Verdict:
         """``(candidates, choice)`` for the run report (None with a single candidate)."""
         if len(self.candidates) < 2:
             return None, None
-        cands = {c.kind: {"model": c.tag, "train": c.stats.to_dict(), "evaluation": self.outcomes[c.kind].to_dict(),
-                          "gate": self.decisions[c.kind].to_dict()} for c in self.candidates}
+        cands = {c.kind: {"model": c.tag, "cost": c.cost.to_dict(), "train": c.stats.to_dict(),
+                          "evaluation": self.outcomes[c.kind].to_dict(), "gate": self.decisions[c.kind].to_dict()}
+                 for c in self.candidates}
         return cands, {"chosen": self.chosen, "order": [c.kind for c in self.candidates],
                        "comparisons": self.comparisons}
 
 
 def judge(candidates: list, outcomes: dict, evidence: str, cfg: GateConfig) -> Verdict:
-    """Gate every candidate against live on the deciding evidence, then :func:`choose` one.
+    """Gate every candidate against live on the deciding evidence (Holm-corrected over them), then :func:`choose`.
 
     Args:
         candidates: :class:`vectune.pipeline.train.candidate.Candidate` objects, cheapest first.
@@ -213,10 +289,42 @@ def judge(candidates: list, outcomes: dict, evidence: str, cfg: GateConfig) -> V
                                    samples=cfg.samples, confidence=cfg.confidence,
                                    allow_synthetic=cfg.allow_synthetic, test=test)
     kinds = [c.kind for c in candidates]
+    if len(kinds) > 1 and cfg.require_significance:
+        family_wise(decisions, {k: outcomes[k].results[evidence] for k in kinds}, cfg)
     chosen, comparisons = choose(kinds, {k: outcomes[k].results[evidence] for k in kinds}, decisions,
-                                 metric=cfg.metric, samples=cfg.samples,
-                                 confidence=cfg.confidence, test=test)
+                                 metric=cfg.metric, samples=cfg.samples, confidence=cfg.confidence, test=test,
+                                 costs={c.kind: c.cost for c in candidates})
     shown = chosen or max(kinds, key=lambda k: decisions[k].delta)
     cand = next(c for c in candidates if c.kind == shown)
     return Verdict(cand, outcomes[shown], decisions[shown], decisions, outcomes, list(candidates), chosen,
                    comparisons)
+
+
+def family_wise(decisions: dict[str, Decision], results: dict[str, tuple[EvalResult, EvalResult]],
+                cfg: GateConfig) -> None:
+    """Holm's correction over the candidates tested together: a candidate passes only if its adjusted p-value does.
+
+    Every candidate is a hypothesis of the family (also one that failed ``min_delta``). A candidate
+    that passed alone but not after the correction is kept out, and its reason says so.
+
+    Args:
+        decisions: each candidate's decision against live (updated in place: ``family``, ``p_holm``, ``promote``).
+        results: each candidate's ``(live, candidate)`` results on the deciding queries.
+        cfg: the gate settings (metric, test, samples, confidence).
+    """
+    alpha = (1 - cfg.confidence) / 2
+    raw = {}
+    for k, d in decisions.items():
+        live, cand = results[k]
+        raw[k] = d.p_value if d.p_value is not None else one_sided_p(
+            cfg.test, live.per_query[cfg.metric], cand.per_query[cfg.metric], cfg.samples)
+    adjusted = holm(raw)
+    for k, d in decisions.items():
+        d.family, d.p_holm = len(decisions), adjusted[k]
+        if d.promote and adjusted[k] >= alpha:
+            d.promote = False
+            d.reason = (f"{d.metric} {d.delta:+.4f} passes alone (one-sided {cfg.test} p = {raw[k]:.4f}) but not "
+                        f"with {len(decisions)} candidates tested together: Holm-adjusted p = {adjusted[k]:.4f} "
+                        f"≥ {alpha:g}")
+        elif d.promote:
+            d.reason += f"; Holm-adjusted p = {adjusted[k]:.4f} over {len(decisions)} candidates"

@@ -72,7 +72,7 @@ class Promoter:
 
     # --- the promote stage ------------------------------------------------------------
     def promote(self, read, cand, outcome, decision, *, text_field: str, evidence: str, teacher: str, data: dict,
-                run_id: str, stage=None) -> Promotion:
+                run_id: str, stage=None, labels: dict | None = None) -> Promotion:
         """Save the candidate, build ``<alias>--<tag>`` from the live collection, publish it behind the alias.
 
         Args:
@@ -87,6 +87,9 @@ class Promoter:
             data: data counts recorded in the manifest and the lineage.
             run_id: this run.
             stage: ``stage(name)`` context manager for timings (``save_model``, ``reindex``).
+            labels: which labels the model trained on and was gated on
+                (:func:`vectune.pipeline.pairs.provenance.provenance`): the whole record goes into the model's
+                manifest, its summary (without the id lists) into the lineage.
 
         Returns:
             The new collection, the model's path and the reindex counts.
@@ -100,7 +103,7 @@ class Promoter:
             path = self.models.save(cand.encoder, cand.tag, {
                 "parent_model": meta["model_ref"], "base_model": base, "parent_collection": live, "alias": self.alias,
                 "eval": decision.to_dict(), "data": data, "teacher": teacher, "kind": cand.kind,
-                "passage_model": passages})
+                "passage_model": passages, **({"labels": labels} if labels else {})})
         target = lineage.collection_name(self.alias, cand.tag)
         record = lineage.record(alias=self.alias, model_ref=cand.tag, model_tag=cand.tag, created_by="promote",
                                 dense_vector=spec.name, query_prompt=cand.encoder.query_prompt, base_model=base,
@@ -111,6 +114,8 @@ class Promoter:
                                 max_seq_length=(cand.encoder.max_seq_length if cand.reencodes
                                                 else meta.get("max_seq_length") or cand.encoder.max_seq_length),
                                 text_field=text_field)
+        if labels:
+            record["labels"] = _without_lists(labels)
         with stage("reindex"):
             self.store.create_like(live, target, spec, cand.encoder.dim, record)
             if cand.reencodes:
@@ -231,3 +236,8 @@ def mark_rolled_back(store: Store, live: str, target: str) -> None:
 
 
 __all__ = ["Promoter", "Promotion", "mark_rolled_back"]
+
+
+def _without_lists(labels: dict) -> dict:
+    """A label record for the lineage: collection metadata keeps no per-event or per-query lists."""
+    return {k: v for k, v in labels.items() if not isinstance(v, list)}

@@ -7,7 +7,7 @@
 3. verify (same ids, sample points find themselves); mark the collection verified;
 4. a final short pass from a *snapshot* of the source; the :class:`~vectune.promote.window.Snapshot`
    records, per point, the source state the target reflects (persisted by ``mark``);
-5. one atomic alias swap;
+5. one atomic alias swap (refused for a collection marked for deletion: :mod:`vectune.qdrant.deletion`);
 6. post-swap reconciliation of the writes made in the *window* (between the snapshot and the
    swap), merged with the app's writes through the alias since the swap
    (:mod:`vectune.promote.window`); then vectune's markers are removed.
@@ -28,6 +28,7 @@ from vectune.promote.mark import MARK, dw_nonce
 from vectune.promote.stats import SyncStats
 from vectune.promote.sync import Syncer
 from vectune.promote.window import announce, reconcile, withdraw
+from vectune.qdrant.deletion import guard_swap
 from vectune.qdrant.lease import NO_FENCE, LockLost
 from vectune.qdrant.store import DenseSpec, Store, dense_of, point_id_for
 
@@ -90,6 +91,7 @@ def publish(store: Store, encoder: Encoder | None, source: str, target: str, ali
             mark("snapshot", {"snapshot": snapshot})
         faults.point("before_swap", store=store, source=source, target=target)
         lock.fence("swap")
+        guard_swap(store, alias, target, lock)  # never make a collection marked for deletion live
     except LockLost:
         raise  # another operator holds the alias: touch nothing more
     except BaseException:

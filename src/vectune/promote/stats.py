@@ -19,6 +19,7 @@ class SyncStats(Stats):
     window_s: float | None = None
     window_writes: int = 0
     window_conflicts: int = 0
+    text_followed: int = 0  # reconciled points re-encoded because their vector was not their final text's
     pass_deltas: list[int] = field(default_factory=list)
 
 

@@ -40,13 +40,18 @@ import gzip
 import json
 import logging
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from vectune.core import faults
 from vectune.core.chunks import extract_text
 from vectune.core.hashing import payload_hash
-from vectune.errors import BadInput
+from vectune.core.jsonl import append_durable
+from vectune.errors import BadInput, TornState
 from vectune.promote.build import embed_points
 from vectune.promote.mark import (
     MARK,
@@ -124,29 +129,43 @@ class Snapshot:
         return cls(None, None, None, points, legacy=True)
 
     # -- progress of the reconciliation (a crash resumes it where it stopped) ---------------------
+    def with_journal(self, path: Path) -> Snapshot:
+        self.journal = Path(path)
+        return self
+
     def done(self) -> tuple[set[str], bool]:
-        """Keys already reconciled, and whether reconciliation finished."""
-        keys, finished = set(), False
-        if self.journal is None:
+        """Keys already reconciled, and whether reconciliation finished.
+
+        Raises:
+            TornState: the journal exists but cannot be read to its end. Its records are appended whole
+                (one write each, :func:`vectune.core.jsonl.append_durable`), so this is damage, not a
+                crash: ``vectune recover`` sets it aside and reconciles from the snapshot again
+                (reconciliation is idempotent: a point already carried over reads as the app's write).
+        """
+        keys: set[str] = set()
+        finished = False
+        if self.journal is None or not self.journal.exists():
             return keys, finished
         try:
             with gzip.open(self.journal, "rt", encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        break  # a torn last line after a crash
+                for n, line in enumerate(f, 1):
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict):
+                        raise ValueError(f"line {n} is not a JSON object")
                     keys.update(rec.get("keys") or ())
                     finished = finished or bool(rec.get("finished"))
-        except (OSError, EOFError):
-            pass
+        except (OSError, EOFError, ValueError, zlib.error) as e:
+            raise TornState(self.journal, f"the reconciliation journal {self.journal} is damaged "
+                                          f"({type(e).__name__}: {e}). Run `vectune recover --alias "
+                                          f"{self.journal.parent.name}`: it sets the journal aside and reconciles "
+                                          f"the window again from the snapshot") from None
         return keys, finished
 
     def record(self, keys: list[str] | None = None, finished: bool = False) -> None:
         if self.journal is None:
             return
-        with gzip.open(self.journal, "at", encoding="utf-8") as f:
-            f.write(json.dumps({"keys": keys or [], "finished": finished}) + "\n")
+        line = json.dumps({"keys": keys or [], "finished": finished}) + "\n"
+        append_durable(self.journal, gzip.compress(line.encode("utf-8"), compresslevel=6))
 
 
 @dataclass
@@ -227,14 +246,77 @@ def decide(entry: list | None, w, n, shape: Shape, text_field: str, target: str,
                 plan.vec_set[name] = wvec[name]
             else:
                 plan.vec_del.append(name)
+    final = final_payload(npay, plan)
+    if shape.copy and (shape.managed in plan.vec_set or shape.managed in plan.vec_del):
+        # The tuned vector follows the text (copy mode): the window's vector was written with the window's
+        # text; when the point ends with another text (the app wrote one after the swap, e.g. put the old
+        # one back), the window's vector would belong to a text the point no longer has: keep the vector
+        # the new point has, the one written with that text.
+        if extract_text(final, text_field)[0] != extract_text(wpay, text_field)[0]:
+            plan.vec_set.pop(shape.managed, None)
+            if shape.managed in plan.vec_del:
+                plan.vec_del.remove(shape.managed)
     if reembed and ours and (plan.set_payload or plan.unset):
-        merged = {**npay, **plan.set_payload}
-        for key in plan.unset:
-            merged.pop(key, None)
-        text, _ = extract_text(merged, text_field)
+        text, _ = extract_text(final, text_field)
         if text is not None and text != extract_text(npay, text_field)[0]:
             plan.text = text
     return plan
+
+
+def final_payload(npayload: dict, plan: Plan) -> dict:
+    """The payload a point ends with once ``plan`` is applied to its payload ``npayload`` (marker left out)."""
+    merged = {**payload_of(npayload), **plan.set_payload}
+    for key in plan.unset:
+        merged.pop(key, None)
+    return merged
+
+
+def _same_direction(a, b, tol: float = 1e-4) -> bool:
+    """Whether two dense vectors are the same up to float noise (cosine above 1 - ``tol``)."""
+    x, y = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape or not x.size:
+        return False
+    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
+    return bool(nx > 0 and ny > 0 and float(x @ y) / (nx * ny) >= 1.0 - tol)
+
+
+def follow_text(plans: list, news: dict, spec: DenseSpec, text_field: str, encoder) -> int:
+    """Re-encoding mode: make every reconciled point's tuned vector the encoding of the text it ends with.
+
+    After the window's writes are merged with the app's, a point may end with a text its tuned vector
+    was not encoded from (the app replaced or edited it after the swap and the window changed the text,
+    or the app wrote a vector of another model). Each such point gets ``plan.text`` (re-encoded with
+    the collection's passage model, conditioned on the marker the plan saw like every other write).
+
+    Args:
+        plans: ``(key, pid, plan)`` of one batch (edited in place).
+        news: the new collection's points by key, with their tuned vector.
+        spec: the tuned dense vector.
+        text_field: payload field with the text.
+        encoder: the collection's passage model.
+
+    Returns:
+        How many points were given a re-encoding this way.
+    """
+    todo = []
+    for key, _, p in plans:
+        n = news.get(key)
+        if n is None or p.kind not in ("merge", "keep") or p.text is not None:
+            continue
+        text, _ = extract_text(final_payload(n.payload, p), text_field)
+        if text is not None:
+            todo.append((p, text, vectors_of(n).get(spec.name)))
+    if not todo:
+        return 0
+    encoded = encoder.encode_passages([text for _, text, _ in todo])
+    fixed = 0
+    for (p, text, have), want in zip(todo, encoded):
+        if have is None or isinstance(have, dict) or not _same_direction(have, want):
+            p.text = text
+            if p.kind == "keep":
+                p.kind = "merge"
+            fixed += 1
+    return fixed
 
 
 _SIMPLE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -326,9 +408,11 @@ def reconcile(store: Store, encoder, old: str, new: str, spec: DenseSpec, text_f
         for chunk in chunks(todo, batch):
             pids = [pid for _, pid in chunk]
             olds = {str(r.id): r for r in store.retrieve(old, pids, vectors=True)}
-            news = {str(r.id): r for r in store.retrieve(new, pids, vectors=shape.selector)}
+            news = {str(r.id): r for r in store.retrieve(new, pids, vectors=True if reembed else shape.selector)}
             plans = [(key, pid, decide(snap.points.get(key), olds.get(key), news.get(key), shape, text_field, new,
                                        reembed, snap.legacy)) for key, pid in chunk]
+            if reembed:
+                stats.text_followed += follow_text(plans, news, spec, text_field, encoder)
             ops: list[Any] = []
             whole = [olds[key] for key, _, p in plans if p.kind in ("carry", "replace")]
             if whole:
@@ -361,6 +445,7 @@ def reconcile(store: Store, encoder, old: str, new: str, spec: DenseSpec, text_f
                 stats.upserted += int(p.kind in ("carry", "replace"))
                 stats.deleted += int(p.kind == "delete")
             snap.record([key for key, _ in chunk])
+            faults.point("reconcile_batch", store=store, source=old, target=new)
         snap.record(finished=True)
     finish(store, old, new, lock)
 

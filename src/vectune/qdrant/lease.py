@@ -39,11 +39,12 @@ lease as expired only when *its* clock is past ``expires_at + clock_skew_s``
 (setting ``lock_clock_skew_s``, 30 s by default); a holder whose heartbeat cannot
 renew gives up at its own ``expires_at`` and :meth:`check` fences once less than
 ``ttl/2`` is left. Clocks of two hosts may thus differ by up to ``clock_skew_s``
-in either direction with no overlap. With a larger skew, every fenced state change
-is still exact (the token decides, not a clock); only a write batch already in
-flight could overlap with the next holder. Likewise a process frozen (SIGSTOP, VM
-pause) for longer than ``ttl/2`` between a check and its write: Qdrant cannot
-check a token on data writes, so that one case is bounded by time, not exact.
+in either direction with no overlap. With a larger skew, or a process frozen (SIGSTOP, VM
+pause) for longer than the lease between a check and the request it guards, that one request can
+still land after the next holder took over: a fence proves the lease at the moment it is made, and
+Qdrant checks no token on a delete, a swap or a data write. Deletes are made safe against this by
+their order (:mod:`vectune.qdrant.deletion`: marked, re-checked, deleted; a marked collection is never
+made live); a swap or a data write in that case is bounded by time, not exact.
 
 **Embedded mode** (qdrant-client local, checked with qdrant-client 1.20): the
 conditional upsert (``update_filter``), ``update_mode``, filtered ``set_payload``
@@ -68,7 +69,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vectune.errors import LockHeld
+from vectune.errors import LockHeld, QdrantUnavailable
 from vectune.qdrant.store import Store
 
 logger = logging.getLogger(__name__)
@@ -244,14 +245,20 @@ class AliasLock:
     def fence(self, what: str) -> None:
         """Prove we still hold the lease, right before ``what`` (a state change), and renew it.
 
-        One conditional write on the lease point (only if owner and token are still ours),
-        read back.
+        One conditional write on the lease point (only if owner and token are still ours), read
+        back. A transient Qdrant error is retried with the heartbeat's policy (:meth:`_retrying`:
+        0.5 s doubling, at most ``heartbeat_s`` apart, while the lease is still valid).
 
         Raises:
             LockLost: another operator holds the lease now, it was released, or the heartbeat gave
                 up; nothing may be changed.
-            QdrantUnavailable: Qdrant could not be asked (the state change must not happen either).
+            QdrantUnavailable: Qdrant could not be asked before the lease ran out (the lease is then
+                given up, and the state change must not happen either).
         """
+        self._retrying(lambda: self._fence_once(what), what)
+
+    def _fence_once(self, what: str) -> None:
+        """One fence attempt (see :meth:`fence`), without retries."""
         if self.lost:
             raise LockLost(f"lost the lock on alias '{self.alias}' ({self._lost_reason}); "
                            f"not doing: {what}")
@@ -272,6 +279,50 @@ class AliasLock:
                 (logger.warning if self.store.on_server else logger.debug)(
                     "lock on '%s' had lapsed %.0f s ago; still ours, renewed", self.alias, now - self.expires_at)
             self.expires_at = now + self.ttl_s
+
+    def _retrying(self, attempt: Callable[[], None], what: str, stop: threading.Event | None = None) -> bool:
+        """Run ``attempt`` until it succeeds, retrying transient Qdrant errors while the lease is valid.
+
+        The one retry policy of the lease, shared by :meth:`fence` (and so :meth:`check`) and the
+        heartbeat: waits of 0.5 s doubling, at most ``heartbeat_s``; it gives up when the next wait
+        would outlast the lease's own ``expires_at`` — the lease is then marked lost, so the holder
+        stops at once and never writes after another could hold it.
+
+        Args:
+            attempt: one try (raises :class:`LockLost`, or a transient error).
+            what: what the attempt is for (logs).
+            stop: the heartbeat's stop flag (a set flag ends the retries quietly).
+
+        Returns:
+            True when it succeeded, False when ``stop`` was set meanwhile.
+
+        Raises:
+            LockLost: not ours any more (never retried).
+            QdrantUnavailable: the error went on until the lease would expire (the last one is raised).
+        """
+        delay = min(0.5, self.heartbeat_s)
+        while True:
+            try:
+                attempt()
+                return True
+            except LockLost:
+                raise
+            except (QdrantUnavailable, OSError, TimeoutError) as e:
+                left = self.expires_at - self.clock()
+                if left <= delay:
+                    self._lose(f"could not renew it before it expired: {e}")
+                    logger.error("lock on '%s': could not renew the lease before it expires (%s); giving it up, "
+                                 "not doing: %s", self.alias, e, what)
+                    raise
+                logger.warning("lock on '%s': %s failed (%s); retrying in %.1f s (lease valid %.0f s more)",
+                               self.alias, "renewal" if what == "heartbeat" else f"the lease check before {what}",
+                               e, delay, left)
+                if stop is not None:
+                    if stop.wait(delay):
+                        return False
+                else:
+                    time.sleep(delay)
+                delay = min(delay * 2, self.heartbeat_s)
 
     def renew(self) -> None:
         """Extend the lease; raise :class:`LockLost` if it is not ours any more."""
@@ -308,28 +359,17 @@ class AliasLock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            delay = min(0.5, self.heartbeat_s)
-            while True:
-                try:
-                    self.fence("heartbeat")
-                    break
-                except LockLost as e:
-                    if not self._stop.is_set():
-                        logger.error("lock heartbeat for '%s': %s; the run stops at its next lock check",
-                                     self.alias, e)
+            try:
+                if not self._retrying(lambda: self._fence_once("heartbeat"), "heartbeat", stop=self._stop):
                     return
-                except Exception as e:  # noqa: BLE001 - transient until the lease would run out
-                    left = self.expires_at - self.clock()
-                    if left <= delay:
-                        self._lose(f"could not renew it before it expired: {e}")
-                        logger.error("lock heartbeat for '%s' gives up: could not renew the lease before it "
-                                     "expires (%s); the run stops at its next lock check", self.alias, e)
-                        return
-                    logger.warning("lock heartbeat for '%s': renewal failed (%s); retrying in %.1f s "
-                                   "(lease valid %.0f s more)", self.alias, e, delay, left)
-                    if self._stop.wait(delay):
-                        return
-                    delay = min(delay * 2, self.heartbeat_s)
+            except LockLost as e:
+                if not self._stop.is_set():
+                    logger.error("lock heartbeat for '%s': %s; the run stops at its next lock check", self.alias, e)
+                return
+            except Exception as e:  # noqa: BLE001 - gave up: the lease is marked lost, the run stops at its next check
+                logger.error("lock heartbeat for '%s' gives up (%s); the run stops at its next lock check",
+                             self.alias, e)
+                return
 
     def stop_heartbeat(self) -> None:
         self._stop.set()

@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from vectune.core.clock import now
+from vectune.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +86,50 @@ def versions(store, alias: str) -> list[tuple[str, dict]]:
     return out
 
 
-def rollback_target(store, alias: str, live: str) -> str | None:
-    """The default rollback target: the live collection's parent, else the newest older version."""
+def rollback_target(store, alias: str, live: str, *, marked_too: bool = False) -> str | None:
+    """The default rollback target: the live collection's parent, else the newest older version.
+
+    A collection still being built or verified (a publish underway, or its leftover) is no version
+    to roll back to, and is never the fallback.
+
+    Args:
+        store: Qdrant access.
+        alias: the alias.
+        live: the collection behind it.
+        marked_too: also consider collections marked for deletion (:func:`doom_mark`); by default a
+            marked collection is never a rollback target.
+    """
+    def ok(name: str) -> bool:
+        return marked_too or not doom_mark(store, name)
+
     parent = store.metadata(live).get("parent_collection")
-    if parent and store.collection_exists(parent):
+    if parent and parent != live and store.collection_exists(parent) and ok(parent):
         return parent
-    older = [name for name, _ in versions(store, alias) if name != live]
-    return older[-1] if older else None
+    for name, meta in reversed(versions(store, alias)):
+        if name != live and meta.get("state") not in ("building", "verified") and ok(name):
+            return name
+    return None
+
+
+# ------------------------------------------------------------------------------ deletion marks
+#: The top-level collection metadata key of a deletion mark (beside the lineage record, so that no
+#: rewrite of the lineage record can erase it).
+DOOM_KEY = "vectune_doomed"
+
+
+def doom_mark(store, name: str) -> dict | None:
+    """The deletion mark of a collection (who marked it, under which lease, when), or None.
+
+    A marked ("doomed") collection is on its way out: it is never made live again and never a
+    rollback target (:mod:`vectune.qdrant.deletion`).
+    """
+    try:
+        mark = store.meta_key(name, DOOM_KEY)
+    except BadInput:  # a collection deleted meanwhile carries no mark (Qdrant unreachable: raised)
+        return None
+    return mark if isinstance(mark, dict) and mark else None
+
+
+def set_doom(store, name: str, mark: dict | None) -> None:
+    """Write (or, with None, clear) a collection's deletion mark."""
+    store.set_meta_key(name, DOOM_KEY, mark)

@@ -184,6 +184,14 @@ class Store:
         """Replace vectune's lineage record in a collection's metadata."""
         self._call(f"write metadata of '{name}'", self.client.update_collection, name, metadata={META_KEY: record})
 
+    def meta_key(self, name: str, key: str) -> Any:
+        """One top-level key of a collection's metadata beside vectune's lineage record (None if unset)."""
+        return (self.info(name).config.metadata or {}).get(key)
+
+    def set_meta_key(self, name: str, key: str, value: Any) -> None:
+        """Set (or, with None, clear) one top-level metadata key; Qdrant merges it, other keys stay as they are."""
+        self._call(f"write metadata of '{name}'", self.client.update_collection, name, metadata={key: value})
+
     def count(self, name: str) -> int:
         return int(self._call(f"count '{name}'", self.client.count, name, exact=True).count)
 
@@ -363,6 +371,53 @@ class Store:
         for i in range(0, len(reqs), 64):
             res = self._call(f"query '{name}'", self.client.query_batch_points, name, requests=reqs[i:i + 64])
             out.extend([[(p.id, float(p.score)) for p in r.points] for r in res])
+        return out
+
+    # -- space ------------------------------------------------------------------------
+    @property
+    def embedded_folder(self) -> Path | None:
+        """Embedded Qdrant's storage folder (None against a server or in memory)."""
+        where = str(self.where)
+        if not where.startswith("embedded:") or where == "embedded:memory":
+            return None
+        return Path(where.removeprefix("embedded:"))
+
+    def footprints(self, names: Sequence[str]) -> dict[str, dict]:
+        """Disk and memory each collection takes, where Qdrant reports it.
+
+        Embedded on disk: the bytes of the collection's storage folder (``disk_bytes``). A server:
+        its telemetry (``/telemetry``, details level 3), the sum over the collection's local segments
+        of ``disk_usage_bytes`` and ``ram_usage_bytes``. In memory, or when the server does not say
+        (telemetry off, or a key without the right to read it): nothing.
+
+        Returns:
+            ``{name: {"disk_bytes": int | None, "ram_bytes": int | None, "source": str}}`` for the
+            names something was found for.
+        """
+        folder = self.embedded_folder
+        out: dict[str, dict] = {}
+        if folder is not None:
+            for name in names:
+                path = folder / "collection" / name
+                if path.is_dir():
+                    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+                    out[name] = {"disk_bytes": size, "ram_bytes": None, "source": "embedded storage folder"}
+            return out
+        if not self.on_server:
+            return out
+        try:
+            tele = self.client.http.service_api.telemetry(details_level=3).result
+            data = tele.model_dump() if hasattr(tele, "model_dump") else dict(tele)
+        except Exception as e:  # noqa: BLE001 - telemetry is optional: no footprint then
+            logger.debug("no telemetry from %s: %s", self.where, _short(e))
+            return out
+        for coll in ((data.get("collections") or {}).get("collections") or []):
+            if not isinstance(coll, dict) or coll.get("id") not in names:
+                continue
+            disk = _sum_key(coll, "disk_usage_bytes")
+            ram = _sum_key(coll, "ram_usage_bytes")
+            if disk is not None or ram is not None:
+                out[coll["id"]] = {"disk_bytes": disk, "ram_bytes": ram, "source": "qdrant telemetry"}
         return out
 
     # ======================================================================================
@@ -562,6 +617,24 @@ def dense_of(record, spec: DenseSpec) -> np.ndarray | None:
     if v is None or not isinstance(v, list):
         return None
     return np.asarray(v, dtype=np.float32)
+
+
+def _sum_key(data: Any, key: str) -> int | None:
+    """The sum of every ``key`` found anywhere in nested dicts and lists (None if none is there)."""
+    total, seen = 0, False
+    stack = [data]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if k == key and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    total += int(v)
+                    seen = True
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        elif isinstance(x, list):
+            stack.extend(x)
+    return total if seen else None
 
 
 def _short(e: Exception) -> str:

@@ -164,3 +164,44 @@ def test_few_shot_examples_come_from_the_training_side_only(memory_store):
     assert few_shot_examples(split, n=5, seed=4) != ex
     assert few_shot_fingerprint(ex) == few_shot_fingerprint(list(ex))
     assert few_shot_fingerprint(ex) != few_shot_fingerprint(few_shot_examples(split, n=5, seed=4))
+
+
+def test_cross_fitted_labels_are_every_usable_query_oldest_first_with_their_events(store):
+    from vectune.config.sections import LabelsConfig
+    from vectune.pipeline.pairs.feedback import labels_from_feedback
+
+    make_live(store, 60)
+    log_queries(store, 30)
+    log(store, "docs", "user question number 3", ["doc-41"], signal="cite", ts=ts(1000))  # asked again, newest
+    fb, counts = labels_from_feedback(store, "docs", "live", LabelsConfig(), seed=1, crossfit=True)
+    assert fb.enough and fb.golden == [] and len(fb.train) == 30 and counts["golden"] == 0
+    assert "cross-fitted in 5 folds blocked by time" in fb.message
+    assert [q.ts for q in fb.train] == sorted(q.ts for q in fb.train)  # oldest first: the folds are stretches
+    q3 = fb.train[-1]
+    assert normalize_query(q3.text) == "user question number 3" and len(q3.events) == 2
+    assert len({e for q in fb.train for e in q.events}) == 31  # every event, each with its query
+
+    few, _ = labels_from_feedback(store, "docs", "live", LabelsConfig(folds=20), crossfit=True)
+    assert few is not None and not few.enough  # 30 usable < 2 per fold x 20
+    assert "cross-fitting in 20 folds needs at least 40" in few.message and "falling back" in few.message
+
+
+def test_provenance_records_what_a_model_used_and_fresh_rows_leave_it_out(store):
+    from vectune.config.sections import LabelsConfig
+    from vectune.pipeline.pairs.feedback import labels_from_feedback
+    from vectune.pipeline.pairs.provenance import LISTS, fresh_rows, provenance, summary
+    from vectune.qdrant.feedback import read_rows
+
+    make_live(store, 60)
+    log_queries(store, 25)
+    fb, _ = labels_from_feedback(store, "docs", "live", LabelsConfig(), crossfit=True)
+    rec = provenance(fb.train, source="feedback", evidence="cross-fitted", split={"folds": 5})
+    assert rec["queries"] == 25 and rec["events"] == 25 and len(rec["event_ids"]) == 25
+    assert rec["last_ts"] == max(q.ts for q in fb.train) and rec["last_epoch"] > 0
+    assert set(summary(rec)) == set(rec) - set(LISTS) and summary(None) is None
+    log(store, "docs", "a question nobody asked before", ["doc-50"], ts=ts(5000))
+    log(store, "docs", "User question number 4?", ["doc-4"], ts=ts(5001))  # a label asked again: not fresh
+    rows, _ = read_rows(store, "docs")
+    fresh = fresh_rows(rows, rec)
+    assert [r.query for r in fresh] == ["a question nobody asked before"]
+    assert len(fresh_rows(rows, None)) == 27

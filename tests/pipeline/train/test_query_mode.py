@@ -150,4 +150,8 @@ def test_auto_mode_reports_every_candidate(indexed, home, monkeypatch):
     assert set(rep["candidates"]) == {"linear", "query"}
     for c in rep["candidates"].values():
         assert c["gate"]["metric"] == "ndcg@10" and c["evaluation"]
-    assert rep["choice"]["order"] == ["linear", "query"] and rep["choice"]["chosen"] == "linear"
+    assert rep["choice"]["order"] == ["linear", "query"]
+    gains = {k: c["gate"]["delta"] for k, c in rep["candidates"].items()}
+    # both cost the same (one query pass, a vector copy): the better gain is chosen
+    assert rep["choice"]["chosen"] == ("query" if gains["query"] > gains["linear"] else "linear")
+    assert rep["choice"]["comparisons"][0]["rule"] == "equal cost: best gain"

@@ -81,6 +81,7 @@ class _Group:
     last: float = -math.inf
     last_iso: str = ""
     score: dict = field(default_factory=lambda: defaultdict(float))
+    events: list = field(default_factory=list)
 
 
 def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fraction: float = 0.3,
@@ -119,6 +120,7 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
             g.text, g.text_ts = r.query, (r.ts_epoch, r.point_id)  # the newest wording stands for the group
         if r.ts_epoch > g.last:
             g.last, g.last_iso = r.ts_epoch, r.ts
+        g.events.append(r.point_id)
         sign = 1.0 if r.signal in POSITIVE_SIGNALS else -1.0
         for i in r.ids:
             g.score[str(point_id_for(i))] += sign * r.weight
@@ -134,7 +136,8 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
         "window": {"first": rows[0].ts if rows else None, "last": rows[-1].ts if rows else None},
         "golden_since": None,
     }
-    usable: list[tuple[tuple, str, set[str], list[str], str]] = []  # (order, text, answers, negatives, ts)
+    usable: list[tuple[tuple, str, set[str], list[str], str, tuple]] = []  # (order, text, answers, negatives, ts,
+    #                                                                         events)
     for norm, g in groups.items():
         pos, neg = set(), []
         for k, s in g.score.items():
@@ -151,7 +154,7 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
             continue
         tie = hashlib.sha256(f"{seed}\x1f{norm}".encode("utf-8", "surrogatepass")).hexdigest()
         neg.sort(key=lambda k: (g.score[k], k))  # the strongest veto first
-        usable.append(((g.last, tie), g.text, pos, neg, g.last_iso))
+        usable.append(((g.last, tie), g.text, pos, neg, g.last_iso, tuple(sorted(g.events))))
     usable.sort(key=lambda u: u[0])
     n = len(usable)
     counts["usable"] = n
@@ -161,9 +164,9 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
         train_part, golden_part = usable, []
     else:
         train_part, golden_part = usable[:n - n_golden], usable[n - n_golden:]
-    golden = [LabeledQuery(text, pos) for _, text, pos, _, _ in golden_part]
-    train = [LabeledQuery(text, pos) for _, text, pos, _, _ in train_part]
-    negatives = {text: neg for _, text, _, neg, _ in train_part if neg}
+    golden = [LabeledQuery(text, pos, ts=ts, events=ev) for _, text, pos, _, ts, ev in golden_part]
+    train = [LabeledQuery(text, pos, ts=ts, events=ev) for _, text, pos, _, ts, ev in train_part]
+    negatives = {text: neg for _, text, _, neg, _, _ in train_part if neg}
     counts.update(golden=len(golden), train=len(train), negatives=sum(len(v) for v in negatives.values()),
                   negative_queries=len(negatives), golden_since=golden_part[0][4] if golden_part else None)
     gone = f"; {counts['dropped_missing']} ids no longer in '{live_collection}' dropped" \
@@ -252,8 +255,9 @@ def merge_negatives(examples: Sequence[Any], explicit: Mapping[str, Sequence[str
     return out, applied
 
 
-def labels_from_feedback(store: Any, alias: str, live: str, cfg, seed: int = 42) -> tuple[FeedbackSplit | None, dict]:
-    """The alias's logged feedback as the cycle's labels (golden + training queries).
+def labels_from_feedback(store: Any, alias: str, live: str, cfg, seed: int = 42,
+                         crossfit: bool = False) -> tuple[FeedbackSplit | None, dict]:
+    """The alias's logged feedback as the cycle's labels (golden + training queries, or all of them).
 
     Args:
         store: Qdrant access.
@@ -261,6 +265,8 @@ def labels_from_feedback(store: Any, alias: str, live: str, cfg, seed: int = 42)
         live: the collection it points at (ids are resolved against it).
         cfg: the labels settings (:class:`~vectune.config.sections.LabelsConfig`).
         seed: the split's seed.
+        crossfit: every usable query in ``train`` (oldest first, no golden share): the cross-fit's labels,
+            enough from :meth:`~vectune.config.sections.LabelsConfig.crossfit_minimum` queries on.
 
     Returns:
         ``(split, counts)``: the split (None when feedback is off, absent, or too little to train on) and its
@@ -268,8 +274,23 @@ def labels_from_feedback(store: Any, alias: str, live: str, cfg, seed: int = 42)
     """
     if not cfg.feedback:
         return None, {}
-    fb = read_for_cycle(store, alias, live, golden_fraction=cfg.golden_fraction, min_golden=cfg.min_golden,
-                        min_train=cfg.min_train, seed=seed, collection=cfg.collection)
+    if crossfit:
+        fb = read_for_cycle(store, alias, live, golden_fraction=0.0, min_golden=cfg.min_golden,
+                            min_train=cfg.crossfit_minimum(), seed=seed, collection=cfg.collection)
+        c = fb.counts
+        gone = f"; {c['dropped_missing']} ids no longer in '{live}' dropped" if c.get("dropped_missing") else ""
+        if fb.enough:
+            fb.message = (f"feedback for alias '{alias}': {c['rows']} rows, {c['usable']} usable queries, every one "
+                          f"a label that trains and decides: cross-fitted in {cfg.folds} folds blocked by time, "
+                          f"{c['negatives']} explicit negatives{gone}")
+        elif c.get("rows"):
+            fb.message = (f"too little feedback for alias '{alias}': {c['usable']} usable queries from {c['rows']} "
+                          f"rows{gone}; cross-fitting in {cfg.folds} folds needs at least {cfg.crossfit_minimum()}: "
+                          "falling back to the configured teacher")
+        logger.info("%s", fb.message)
+    else:
+        fb = read_for_cycle(store, alias, live, golden_fraction=cfg.golden_fraction, min_golden=cfg.min_golden,
+                            min_train=cfg.min_train, seed=seed, collection=cfg.collection)
     if not fb.counts.get("rows"):
         return None, {"rows": 0}
     if not fb.enough:

@@ -30,11 +30,15 @@ class LabeledQuery:
         text: the query.
         relevant: point-id strings of the chunks that answer it.
         grades: point-id string -> grade for graded labels (None: all grade 1).
+        ts: when it was last asked (ISO time; feedback only): cross-fitting blocks folds by it.
+        events: the feedback events (point ids in the feedback collection) it was made of (feedback only).
     """
 
     text: str
     relevant: set[str]
     grades: dict[str, float] | None = None
+    ts: str | None = None
+    events: tuple[str, ...] = ()
 
 
 def load(path: Path, what: str = "eval set") -> list[LabeledQuery]:

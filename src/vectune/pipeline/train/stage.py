@@ -26,6 +26,21 @@ def wants_full(mode: str, full: FullConfig) -> bool:
     return mode == "full" or (mode == "auto" and (full.in_auto or cuda()))
 
 
+def candidate_kinds(mode: str, kinds: Sequence[str], full: FullConfig) -> list[str]:
+    """The candidates a cycle in ``mode`` trains, cheapest first.
+
+    Raises:
+        BadInput: the mode and candidate settings leave nothing to train.
+    """
+    out = list(kinds) if mode in ("auto", "query") else []
+    if wants_full(mode, full):
+        out.append("full")
+    if not out:
+        raise BadInput(f"no candidate to train: mode '{mode}' with query candidates {list(kinds)} "
+                       "(set VECTUNE_QUERY_CANDIDATES or --mode full)")
+    return out
+
+
 def train_candidates(read, pairs, live_enc: Encoder, *, mode: str, kinds: Sequence[str], query: QueryConfig,
                      full: FullConfig, models: ModelStore, seed: int = 42,
                      device: str | None = None) -> list[Candidate]:

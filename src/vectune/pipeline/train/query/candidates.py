@@ -41,28 +41,56 @@ def train_query_side(read, queries: Sequence, relevant: dict[str, set[str]], liv
     Raises:
         BadInput: fewer than two queries have a positive among the stored vectors.
     """
-    texts, positives = _query_training_set(queries, relevant)
-    keys, vectors = _stored_corpus(read, positives, cfg.corpus_max)
-    out = []
-    for kind in kinds:
-        if kind == "linear":
-            qv = live_enc.encode_queries(texts)
-            w, stats = train_linear_map(qv, positives, vectors, keys, cfg=cfg, seed=seed, device=device)
-            model = build_asymmetric_model(live_enc.model, linear=w)
-        elif kind == "query":
-            tuned, stats = train_query_encoder(live_enc.model, texts, positives, vectors, keys, cfg=cfg,
-                                               query_prompt=live_enc.query_prompt, seed=seed, device=device)
-            model = build_asymmetric_model(live_enc.model, tuned_query_model=tuned)
-        else:
-            raise ValueError(f"not a query-side candidate: {kind!r}")
-        tag = new_model_tag(read.meta["model_ref"], kind)
-        enc = Encoder(model=model, ref=tag, query_prompt=live_enc.query_prompt, batch_size=live_enc.batch_size)
-        logger.info("query-side candidate %s: %s", kind, stats.to_dict())
-        out.append(Candidate(enc, tag, stats, kind))
-    return out
+    texts, positives = query_training_set(queries, relevant)
+    keys, vectors = stored_corpus(read, positives, cfg.corpus_max)
+    return [train_one(kind, read, texts, positives, keys, vectors, live_enc, cfg, seed=seed, device=device)
+            for kind in kinds]
 
 
-def _query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tuple[list[str], list[set[str]]]:
+def train_one(kind: str, read, texts: list[str], positives: list[set[str]], keys: list[str], vectors: np.ndarray,
+              live_enc: Encoder, cfg: QueryConfig, *, seed: int = 42, device: str | None = None,
+              package: bool = True, **train_kw) -> Candidate:
+    """One query-side candidate trained on ``texts``/``positives`` against the stored ``vectors``.
+
+    Args:
+        kind: ``linear`` or ``query``.
+        read: the read stage's result (the lineage names the tag's parent).
+        texts: distinct training query texts.
+        positives: each text's positive keys.
+        keys: the stored corpus's keys (:func:`stored_corpus`).
+        vectors: their stored, normalised vectors.
+        live_enc: the live model.
+        cfg: the query-side settings.
+        seed: the training seed.
+        device: torch device.
+        package: build the asymmetric model (False: a fold model that is only scored through ``on_epoch``;
+            the candidate's ``encoder`` is then None).
+        **train_kw: passed to the trainer (``on_epoch``, ``deadline``; ``stop_after`` for the encoder);
+            ``query_vectors``: the live query vectors of ``texts`` when already known (the linear map).
+
+    Returns:
+        The candidate.
+    """
+    qv = train_kw.pop("query_vectors", None)
+    if kind == "linear":
+        train_kw.pop("stop_after", None)  # the linear map's epochs are cfg.linear_epochs
+        qv = live_enc.encode_queries(texts) if qv is None else qv
+        w, stats = train_linear_map(qv, positives, vectors, keys, cfg=cfg, seed=seed, device=device, **train_kw)
+        model = build_asymmetric_model(live_enc.model, linear=w) if package else None
+    elif kind == "query":
+        tuned, stats = train_query_encoder(live_enc.model, texts, positives, vectors, keys, cfg=cfg,
+                                           query_prompt=live_enc.query_prompt, seed=seed, device=device, **train_kw)
+        model = build_asymmetric_model(live_enc.model, tuned_query_model=tuned) if package else None
+    else:
+        raise ValueError(f"not a query-side candidate: {kind!r}")
+    tag = new_model_tag(read.meta["model_ref"], kind)
+    enc = (Encoder(model=model, ref=tag, query_prompt=live_enc.query_prompt, batch_size=live_enc.batch_size)
+           if model is not None else None)
+    logger.info("query-side candidate %s: %s", kind, stats.to_dict())
+    return Candidate(enc, tag, stats, kind)
+
+
+def query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tuple[list[str], list[set[str]]]:
     """Distinct query texts with their positive keys; real labels only, when there are any."""
     real = [q for q in queries if q.source in ("train-set", "feedback")]
     by_text: dict[str, set[str]] = {}
@@ -73,7 +101,7 @@ def _query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tup
     return texts, [by_text[t] for t in texts]
 
 
-def _stored_corpus(read, positives: list[set[str]], cap: int):
+def stored_corpus(read, positives: list[set[str]], cap: int):
     """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap."""
     need = {k for p in positives for k in p if k in read.by_key}
     keys = sorted(need) + sorted(k for k in read.by_key if k not in need)

@@ -9,7 +9,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,8 +28,9 @@ logger = logging.getLogger(__name__)
 def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], positives: Sequence[Positives],
                         corpus_vectors: np.ndarray, corpus_keys: Sequence[str],
                         negatives: Sequence[Sequence[str]] | None = None, cfg: QueryConfig | None = None,
-                        query_prompt: str = "", *, seed: int = 42,
-                        device: str | None = None) -> tuple[Any, QuerySideStats]:
+                        query_prompt: str = "", *, seed: int = 42, device: str | None = None,
+                        on_epoch: Callable[[float, Any], None] | None = None, stop_after: float | None = None,
+                        deadline: float | None = None) -> tuple[Any, QuerySideStats]:
     """Fine-tune the query encoder against frozen stored passage vectors.
 
     Only a copy of the query route learns; the passage side is ``corpus_vectors`` and is never
@@ -51,6 +52,12 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
         query_prompt: prefix the live model puts before queries ('' for none).
         seed: seed of the validation slice, the shuffles, dropout and the pool's sample.
         device: torch device (default: CUDA when present, else the CPU).
+        on_epoch: called as ``on_epoch(epoch, model)`` after every epoch of the selection run (and where the
+            time budget cuts one short): how cross-fitting scores a fold model on its held-out fold
+            (:mod:`vectune.pipeline.crossfit`). The model is in eval mode during the call.
+        stop_after: stop after this many epochs, with the learning-rate schedule still planned over
+            ``cfg.epochs`` (the cross-fit's final fit: the fold models' chosen epoch, on all labels).
+        deadline: a ``time.perf_counter()`` value to stop at, if earlier than the time budget's.
 
     Returns:
         ``(model, stats)``: the tuned query encoder (a plain SentenceTransformer of the query
@@ -77,7 +84,8 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
                            frozen_params=sum(p.numel() for p in base.parameters() if not p.requires_grad))
     with torch_threads(cfg.threads) as stats.threads:
         t0 = time.perf_counter()
-        deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
+        deadline = min(t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf,
+                       math.inf if deadline is None else deadline)
 
         val_texts = [texts_all[data.kept[i]] for i in va]
         val_rows = [data.pos_rows[i] for i in va]
@@ -98,7 +106,8 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
             stats.val_curve.append([0.0, stats.val_live])
             if new is not None:
                 stats.val_curve_new_docs.append([0.0, new])
-        run = _run(model, tr, data, texts_all, cfg, seed, cfg.epochs, deadline, stats, score if len(va) else None)
+        run = _run(model, tr, data, texts_all, cfg, seed, stop_after or cfg.epochs, deadline, stats,
+                   score if len(va) else None, planned_epochs=cfg.epochs, on_epoch=on_epoch)
         best_state = run["best_state"]
         stats.epochs_run, stats.stopped_by = run["epochs"], run["stopped_by"]
         stats.epoch_loss = run["epoch_loss"]
@@ -141,8 +150,8 @@ def train_query_encoder(model_path_or_st_model: Any, queries: Sequence[str], pos
 
 
 def _run(model, positions: np.ndarray, data: TrainingData, texts_all: list[str], cfg: QueryConfig, seed: int,
-         epochs: float,
-         deadline: float, stats: QuerySideStats, score, planned_epochs: float | None = None) -> dict:
+         epochs: float, deadline: float, stats: QuerySideStats, score, planned_epochs: float | None = None,
+         on_epoch: Callable[[float, Any], None] | None = None) -> dict:
     """One training run over ``positions`` (indices into ``data.kept``); evaluates after each epoch."""
     import torch
 
@@ -194,6 +203,10 @@ def _run(model, positions: np.ndarray, data: TrainingData, texts_all: list[str],
                 if out["best_value"] is None or value > out["best_value"]:
                     out["best_value"], out["best_epoch"] = value, out["epochs"]
                     out["best_state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                model.train()
+            if on_epoch is not None:
+                model.eval()
+                on_epoch(out["epochs"], model)
                 model.train()
             logger.info("query encoder%s: epoch %.2f, loss %.4f, slice nDCG@10 %s, %.0f s", "" if score else " (refit)",
                         out["epochs"], out["epoch_loss"][-1],

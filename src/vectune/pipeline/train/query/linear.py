@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], corpus_vectors: np.ndarray,
                      corpus_keys: Sequence[str], negatives: Sequence[Sequence[str]] | None = None,
-                     cfg: QueryConfig | None = None, *, seed: int = 42,
-                     device: str | None = None) -> tuple[np.ndarray, QuerySideStats]:
+                     cfg: QueryConfig | None = None, *, seed: int = 42, device: str | None = None,
+                     on_epoch: Callable[[float, np.ndarray, float], None] | None = None,
+                     deadline: float | None = None) -> tuple[np.ndarray, QuerySideStats]:
     """Learn a d×d linear map on the live query embeddings, started at and pulled toward the identity.
 
     The candidate query vector is ``normalize(W @ q)``; the loss is the query encoder's
@@ -41,6 +42,10 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
         corpus_keys: key of each stored vector.
         negatives: optional per-query hard-negative keys (for the pool of a corpus too big to hold).
         cfg: the config (``linear_epochs``, ``linear_lr``, ``identity_weight``, ``batch_size``, ...).
+        on_epoch: called as ``on_epoch(epoch, W, identity_weight)`` after every epoch of every identity
+            weight's run (``W`` a float32 numpy copy): how cross-fitting scores a fold's map on its held-out
+            fold (:mod:`vectune.pipeline.crossfit`).
+        deadline: a ``time.perf_counter()`` value to stop at, if earlier than the time budget's.
 
     Returns:
         ``(W, stats)``: the map as a float32 (d, d) array (rows = output dims, as ``nn.Linear.weight``).
@@ -66,7 +71,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
     eye = torch.eye(d, device=device)
     with torch_threads(cfg.threads) as stats.threads:
         t0 = time.perf_counter()
-        deadline = t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf
+        deadline = min(t0 + cfg.time_budget_s if cfg.time_budget_s > 0 else math.inf,
+                       math.inf if deadline is None else deadline)
 
         new_docs = new_doc_mask(data, tr, va)
         stats.val_new_docs = int(new_docs.sum())
@@ -108,6 +114,8 @@ def train_linear_map(query_vectors: np.ndarray, positives: Sequence[Positives], 
                         break
                 best["epochs"] = epoch if len(losses) == per_epoch else epoch - 1 + len(losses) / per_epoch
                 best["loss"].append(float(np.mean(losses)))
+                if on_epoch is not None:
+                    on_epoch(float(best["epochs"]), w.detach().cpu().numpy().astype(np.float32), weight)
                 if select:
                     value, new = score(w.detach())
                     best["curve"].append([float(epoch), value])
