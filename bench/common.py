@@ -75,11 +75,11 @@ def child_env() -> dict:
 
 
 def run_cli(args: list[str], log_file: Path | None = None, argv0: list[str] | None = None,
-            timeout: float | None = None) -> tuple[int, str, str, float]:
-    """Run ``vectune ARGS`` as a subprocess; returns (rc, stdout, stderr, seconds)."""
+            timeout: float | None = None, env_extra: dict | None = None) -> tuple[int, str, str, float]:
+    """Run ``vectune ARGS`` as a subprocess (``env_extra``: more environment); returns (rc, stdout, stderr, seconds)."""
     cmd = (argv0 or vectune_argv()) + [str(a) for a in args]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**child_env(), **(env_extra or {})}, timeout=timeout)
     secs = time.perf_counter() - t0
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -10,10 +10,15 @@ Exit codes of ``vectune``:
 * 4 — Qdrant unreachable or refused the request
 * 5 — another operator holds the lock on this alias
 * 6 — verification of a new collection failed; the alias was not touched
+* 7 — the watch rolled the live model back: fresh feedback showed it significantly worse than
+  its rollback target (a completed, consistent outcome that a person should look at)
 * 143 — stopped by SIGTERM at a safe point (see :class:`Terminated`); the next run resumes or starts clean
 """
 
 from __future__ import annotations
+
+#: Exit code of a run whose watch rolled the live model back (:mod:`vectune.ops.watch`).
+EXIT_WATCH_ROLLBACK = 7
 
 
 class VectuneError(Exception):

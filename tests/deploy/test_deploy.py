@@ -497,7 +497,7 @@ def test_k8s_cronjobs() -> None:
             if rule["action"] == "FailJob"
             for c in rule.get("onExitCodes", {}).get("values", [])
         }
-        assert 4 not in codes and 0 not in codes and {3, 5, 6} <= codes
+        assert 4 not in codes and 0 not in codes and {3, 5, 6, 7} <= codes  # 7: the watch rolled back, no retry
     cpu, gpu = cronjobs["vectune"], cronjobs["vectune-gpu"]
     assert not cpu["spec"].get("suspend", False)
     assert gpu["spec"]["suspend"] is True, "only one variant may be active by default"

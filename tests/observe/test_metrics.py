@@ -224,3 +224,24 @@ def test_export_both(tmp_path: Path, gateway: tuple[str, type[_Gateway]]) -> Non
     url, gw = gateway
     assert export(REPORT, textfile_dir=tmp_path, pushgateway_url=url) is True
     assert gw.received[0][3].decode() == (tmp_path / "vectune_docs.prom").read_text()
+
+
+def test_the_watch_is_exported() -> None:
+    from vectune.ops.watch import VERDICTS
+
+    assert metrics.WATCH_VERDICTS == VERDICTS  # observe sits below ops: the list is kept twice, checked here
+    rep = {**REPORT, "status": "rolled-back",
+           "watch": {"verdict": "worse", "rolled_back": True, "queries": 41, "scores": {"metric": "ndcg@10",
+                                                                                       "delta": -0.12}}}
+    vals = parse(render(rep))
+    a = '{alias="docs"}'
+    assert vals[("vectune_watch_rolled_back", a)] == 1.0
+    assert vals[("vectune_watch_fresh_queries", a)] == 41.0
+    assert vals[("vectune_watch_delta", '{alias="docs",metric="ndcg@10"}')] == -0.12
+    assert vals[("vectune_watch_verdict", '{alias="docs",verdict="worse"}')] == 1.0
+    assert vals[("vectune_watch_verdict", '{alias="docs",verdict="confirmed"}')] == 0.0
+    assert vals[("vectune_last_run_status", '{alias="docs",status="rolled-back"}')] == 1.0
+    assert vals[("vectune_last_run_success", a)] == 1.0  # a completed outcome, not a failure
+    too_few = parse(render({**REPORT, "watch": {"verdict": "too-few", "queries": 3}}))
+    assert too_few[("vectune_watch_rolled_back", a)] == 0.0 and ("vectune_watch_delta", a) not in too_few
+    assert not any(k[0].startswith("vectune_watch") for k in parse(render(REPORT)))  # no watch, no gauges

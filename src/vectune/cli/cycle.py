@@ -9,7 +9,7 @@ import click
 
 from vectune.cli.common import alias_from, connection_options, emit, handle_errors, redact, settings_from
 from vectune.demo.run import run_demo, run_scifact_demo
-from vectune.errors import VectuneError
+from vectune.errors import EXIT_WATCH_ROLLBACK, VectuneError
 from vectune.observe import report as report_mod
 from vectune.ops.schedule import Cron, CronError
 from vectune.ops.schedule import serve as serve_loop
@@ -62,6 +62,9 @@ def cycle_options(f):
         click.option("--seed", type=int, default=None, help="[VECTUNE_SEED]"),
         click.option("--max-train-pairs", type=int, default=None,
                      help="Training budget [VECTUNE_MAX_TRAIN_PAIRS, default 1500]."),
+        click.option("--watch/--no-watch", "watch", default=None,
+                     help="First judge the live model on the feedback that came after its promotion; roll it back "
+                          "when significantly worse [VECTUNE_WATCH, default on]."),
         click.option("--keep-candidate", is_flag=True, default=None,
                      help="Save a rejected candidate in the model store too [VECTUNE_KEEP_CANDIDATE]."),
     ]
@@ -83,6 +86,8 @@ def run(alias, dry_run, as_json, **kw):
     files = rep.report_files or {}
     emit(rep.to_dict(), as_json, report_mod.summary(rep) + (f"\nreport: {files.get('md')}" if files else "")
          + (f"\npage: {files['html']}" if files.get("html") else ""))
+    if rep.status == "rolled-back":  # the watch rolled the live model back: done, but a person should look
+        sys.exit(EXIT_WATCH_ROLLBACK)
 
 
 @click.command()
@@ -107,8 +112,9 @@ def serve(alias, schedule, schedule_tz, run_at_start, exit_on_error, **kw):
 
     def job() -> int:
         try:
-            click.echo(report_mod.summary(target.run()))
-            return 0
+            rep = target.run()
+            click.echo(report_mod.summary(rep))
+            return EXIT_WATCH_ROLLBACK if rep.status == "rolled-back" else 0
         except VectuneError as e:
             click.echo(f"error: {redact(str(e))}", err=True)
             if exit_on_error:

@@ -70,13 +70,16 @@ def event_text(ev: dict) -> str:
     e = ev.get("event")
     if e == "rollback":
         synced = ev.get("synced") or {}
-        return (f"{ev.get('from')} -> {ev.get('to')} (synced {synced.get('upserted', 0)} upserted, "
+        w = ev.get("watch") or {}
+        by = (f" by the watch: {w.get('metric')} {w['delta']:+.4f} on {w.get('queries')} fresh queries"
+              if w.get("delta") is not None else "")
+        return (f"{ev.get('from')} -> {ev.get('to')}{by} (synced {synced.get('upserted', 0)} upserted, "
                 f"{synced.get('deleted', 0)} deleted)")
     if e == "promotion":
         g = ev.get("gate") or {}
         return (f"{ev.get('live_collection')} -> {ev.get('new_collection')} {g.get('metric')} "
                 f"{g.get('live')}->{g.get('candidate')}")
-    if e in ("rejection", "failure", "crash"):
+    if e in ("rejection", "failure", "crash", "watch"):
         return str(ev.get("reason"))
     if e in ("retention", "prune"):
         return f"deleted {', '.join(ev.get('deleted') or []) or '-'}; models deleted: " \

@@ -302,6 +302,28 @@ class GateConfig(Section):
     eval_corpus_cap: int = Field(20000, ge=10)
 
 
+class WatchConfig(Section):
+    """The watch: every run first judges the live model against its rollback target on fresh feedback.
+
+    Fresh feedback is what arrived after the newest feedback the promotion saw (neither model trained
+    nor was gated on it). A significantly worse live model is rolled back (exit code 7); a significantly
+    better one is reported as confirmed; with too few fresh queries nothing happens and the run says why.
+    """
+
+    enabled: bool = Field(True, validation_alias="watch",
+                          description="Judge the live model on fresh feedback before each cycle (on/off).")
+    min_queries: int = Field(30, ge=1, validation_alias="watch_min_queries",
+                             description="Fewest fresh queries worth judging on.")
+    test: Literal["bootstrap", "permutation", "wilcoxon"] = Field(
+        "permutation", validation_alias="watch_test", description="Paired test that the difference is not noise.")
+    confidence: float = Field(0.95, gt=0.5, lt=1, validation_alias="watch_confidence",
+                              description="The test runs one-sided at (1 - confidence) / 2.")
+    min_delta: float = Field(0.005, ge=0, validation_alias="watch_min_delta",
+                             description="Smallest difference of the gate metric that counts (worse or better).")
+    rollback: bool = Field(True, validation_alias="watch_rollback",
+                           description="Roll a significantly worse live model back (off: report only).")
+
+
 class PromoteConfig(Section):
     """Promotion: batches, verification, the engine, and what is kept."""
 

@@ -47,6 +47,7 @@ from vectune.config.sections import (
     ReadConfig,
     ServeConfig,
     TeacherConfig,
+    WatchConfig,
 )
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "qdrant": QdrantConfig, "paths": PathsConfig, "collection": CollectionConfig, "model": ModelConfig,
     "read": ReadConfig, "pairs": PairsConfig, "labels": LabelsConfig, "negatives": NegativesConfig,
     "query": QueryConfig, "full": FullConfig, "gate": GateConfig, "promote": PromoteConfig, "lock": LockConfig,
-    "serve": ServeConfig, "observe": ObserveConfig,
+    "serve": ServeConfig, "observe": ObserveConfig, "watch": WatchConfig,
 }
 #: Settings outside the sections.
 TOP_LEVEL = ("alias", "mode", "seed")
@@ -94,6 +95,8 @@ NOT_DECISIVE = frozenset({
     "query.threads",                                  # CPU threads of the trainer
     "full.processes", "full.mini_batch_size", "full.cached_mnrl",  # how training is spread, not what it learns
     "promote",                                        # how a promotion is carried out, after the decision
+    "watch",                                          # judges the live model before the cycle; its own cache
+                                                      # key (ops/watch.py) covers these settings
     "teacher.api_key", "teacher.concurrency", "teacher.timeout_s", "teacher.max_retries",
 })
 
@@ -141,7 +144,8 @@ def route(values: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     teacher_fields: dict[str, Any] = {}
     for key, value in values.items():
-        if key in FLAT:
+        if key in FLAT and not (key in SECTIONS and isinstance(value, (dict, BaseModel))):
+            # a flat name that is also a section's name (``watch``): a dict or model is the section itself
             flat[key] = value
         elif key.startswith("teacher_") and key not in ("teacher_config",):
             teacher_fields[key[len("teacher_"):]] = value
@@ -270,6 +274,7 @@ class Settings(BaseSettings):
     lock: LockConfig = Field(default_factory=LockConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     observe: ObserveConfig = Field(default_factory=ObserveConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -4,7 +4,8 @@ A cron job has no ``/metrics`` endpoint to scrape, so after each run vectune wri
 of :data:`GAUGES` (all labelled ``alias``), to a ``.prom`` file for node_exporter's textfile collector and/or
 pushes them to a Pushgateway, by ``prometheus_client``. A run that failed or was interrupted (SIGTERM) carries
 the last success time over from the previous file. Suggested alerts: ``vectune_last_run_success == 0`` and
-``time() - vectune_last_success_timestamp_seconds > 2*86400``.
+``time() - vectune_last_success_timestamp_seconds > 2*86400``. The watch's gauges (``vectune_watch_*``) are there
+when the run's report has a ``watch`` section; alert on ``vectune_watch_rolled_back == 1``.
 
 A run that held the alias also reports retention and space (its report's ``retention``): the collections kept
 (``vectune_versions_kept``), those retention deleted, each kept collection's points and, where Qdrant reports
@@ -38,17 +39,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 _WHEN, _FLOAT = TypeAdapter(datetime), TypeAdapter(float)
 
-STATUSES = ("promoted", "kept", "noop", "dry-run", "failed", "interrupted")
+STATUSES = ("promoted", "kept", "noop", "dry-run", "failed", "interrupted", "rolled-back")
+#: The watch's verdicts (:data:`vectune.ops.watch.VERDICTS`; observe sits below ops, so they are listed here too).
+WATCH_VERDICTS = ("off", "skipped", "too-few", "inconclusive", "confirmed", "worse", "error")
 GAUGES = {  # name: (help, label besides alias)
     "vectune_last_run_timestamp_seconds": ("Unix time the last vectune run finished.", None),
     "vectune_last_run_success": ("1 if the last vectune run neither failed nor was interrupted, else 0.", None),
     "vectune_last_run_duration_seconds": ("Duration of the last vectune run in seconds.", None),
     "vectune_last_run_promoted": ("1 if the last vectune run promoted a new collection, else 0.", None),
     "vectune_last_run_status": ("1 for the status of the last vectune run (promoted, kept, noop, dry-run, failed, "
-                                "interrupted).", "status"),
+                                "interrupted, rolled-back).", "status"),
     "vectune_last_success_timestamp_seconds": ("Unix time of the last vectune run that did not fail.", None),
     "vectune_recall_live": ("Gate metric of the live model on the last run's eval set.", "metric"),
     "vectune_recall_candidate": ("Gate metric of the candidate model on the last run's eval set.", "metric"),
+    "vectune_watch_verdict": ("1 for the watch's verdict on the live model in the last run (off, skipped, too-few, "
+                              "inconclusive, confirmed, worse, error).", "verdict"),
+    "vectune_watch_rolled_back": ("1 if the watch rolled the live model back in the last run, else 0.", None),
+    "vectune_watch_fresh_queries": ("Fresh queries (after the promotion) the watch judged the live model on.", None),
+    "vectune_watch_delta": ("Live minus rollback target on the gate metric, on the fresh queries.", "metric"),
     "vectune_versions_kept": ("Collections of the alias kept after the last run.", None),
     "vectune_versions_deleted": ("Collections of the alias retention deleted in the last run.", None),
     "vectune_collection_points": ("Points of each kept collection of the alias.", "collection"),
@@ -95,6 +103,7 @@ def registry(report: dict[str, Any], *, previous_success: float | None = None,
                *(("vectune_last_run_status", (st,), st == status) for st in dict.fromkeys((*STATUSES, status))),
                ("vectune_last_success_timestamp_seconds", (), finished if success else previous_success),
                *((f"vectune_recall_{key}", (metric,), _as(_FLOAT, gate.get(key))) for key in ("live", "candidate")),
+               *_watch_samples(report.get("watch")),
                *_retention_samples(report.get("retention"))]
     reg, present = CollectorRegistry(), [sample for sample in samples if sample[2] is not None]
     gauges = {name: Gauge(name, what, ["alias", *([extra] if extra else [])], registry=reg)  # no empty families
@@ -102,6 +111,18 @@ def registry(report: dict[str, Any], *, previous_success: float | None = None,
     for name, labels, value in present:
         gauges[name].labels(alias, *labels).set(value)
     return reg
+
+
+def _watch_samples(watch: Any) -> list[tuple[str, tuple, Any]]:
+    """The watch's gauges from the report's ``watch`` section (none without one)."""
+    if not isinstance(watch, dict) or not watch.get("verdict"):
+        return []
+    verdict = str(watch["verdict"])
+    scores: dict[str, Any] = s if isinstance(s := watch.get("scores"), dict) else {}
+    return [*(("vectune_watch_verdict", (v,), v == verdict) for v in dict.fromkeys((*WATCH_VERDICTS, verdict))),
+            ("vectune_watch_rolled_back", (), bool(watch.get("rolled_back"))),
+            ("vectune_watch_fresh_queries", (), _as(_FLOAT, watch.get("queries") or 0)),
+            ("vectune_watch_delta", (str(scores.get("metric") or "unknown"),), _as(_FLOAT, scores.get("delta")))]
 
 
 def _retention_samples(ret: Any) -> list[tuple[str, tuple, Any]]:

@@ -47,7 +47,7 @@ EVIDENCE_WORDS = {
 GATE_BADGE = " <span class='badge info'>gate</span>"
 DECIDES_BADGE = " <span class='badge info'>decides</span>"
 STATUS_WORDS = {"promoted": "Promoted", "kept": "Kept live", "noop": "Nothing to do", "dry-run": "Dry run",
-                "failed": "Failed", "locked": "Skipped: alias locked"}
+                "failed": "Failed", "locked": "Skipped: alias locked", "rolled-back": "Rolled back by the watch"}
 
 CSS = """
 :root{--ink:#1f2328;--muted:#57606a;--line:#d8dee4;--bg:#f6f8fa;--card:#fff;--green:#1a7f37;--green-bg:#dafbe1;
@@ -305,6 +305,9 @@ def headline(report: Mapping) -> str:
         return f"The run failed{err}; alias '{alias}' untouched"
     if status == "locked":
         return f"Another operator holds alias '{alias}'; this run did nothing"
+    if status == "rolled-back":
+        return (f"The watch rolled alias '{alias}' back from {r.get('live_collection')} to {r.get('new_collection')}: "
+                "fresh feedback showed the live model worse")
     return f"Run on alias '{alias}': {status}"
 
 

@@ -38,10 +38,12 @@ class RunReport:
         dry_run: stop after evaluation.
         timings: seconds per stage.
         counts: per-stage counts.
-        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked`` or ``interrupted`` (SIGTERM).
+        status: ``promoted``, ``kept``, ``noop``, ``dry-run``, ``failed``, ``locked``, ``interrupted`` (SIGTERM)
+            or ``rolled-back`` (the watch rolled the live model back; exit code 7).
         reason: why, in one sentence.
         settings: every setting that can change a decision, as this run used them
             (:meth:`vectune.config.settings.Settings.decisive`).
+        watch: what the watch found before the cycle (:class:`vectune.ops.watch.WatchResult`).
         models_verified: the live and rollback target's models checked against their manifests' hashes.
         retention: versions kept and deleted after the run, each kept version's points and footprint,
             and the next promotion's space estimate (:mod:`vectune.ops.retention`, :mod:`vectune.ops.space`).
@@ -81,6 +83,7 @@ class RunReport:
     duration_s: float | None = None
     report_files: dict | None = None
     settings: dict | None = None
+    watch: dict | None = None
     crossfit: dict | None = None
     labels: dict | None = None
 
@@ -146,8 +149,12 @@ def summary(report: RunReport | dict) -> str:
         "dry-run": f"DRY RUN: alias '{report['alias']}' untouched ({report.get('live_collection')})",
         "failed": f"FAILED: alias '{report['alias']}'",
         "interrupted": f"INTERRUPTED: alias '{report['alias']}'",
+        "rolled-back": f"ROLLED BACK by the watch: alias '{report['alias']}' -> {report.get('new_collection')}",
     }.get(str(status), str(status))
     out = [head]
+    watch = report.get("watch") or {}
+    if watch and status != "rolled-back":
+        out.append(f"watch: {watch.get('verdict')} - {watch.get('reason')}")
     gate = report.get("gate") or {}
     if report.get("reason"):
         out.append(f"reason: {report['reason']}")

@@ -27,6 +27,7 @@ from vectune.ops.report_pages import refresh_pages
 from vectune.ops.session import hold
 from vectune.promote.checkpoint import Checkpoint
 from vectune.promote.promotion import Promoter, mark_rolled_back
+from vectune.promote.stats import SyncStats
 from vectune.qdrant.deletion import guard_swap
 from vectune.qdrant.lineage import doom_mark, passage_model, rollback_target
 from vectune.qdrant.store import Store
@@ -67,7 +68,6 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
         What happened: from, to, synced counts.
     """
     run_id = "rollback-" + uuid.uuid4().hex[:6]
-    models = ModelStore.from_settings(settings)
     history = History(settings.work_dir, alias)
     with Store.open(settings) as store:
         live = store.resolve_alias(alias)
@@ -90,35 +90,7 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
                 raise BadInput(f"alias '{alias}' now points at '{now}': a crashed run was finished first "
                                f"({rec.reason or rec.found}); run the rollback again if still needed")
             target, meta = _target(store, alias, live, to)
-            live_meta = store.metadata(live)
-            model = passage_model(meta)
-            copy = bool(model) and model == passage_model(live_meta)
-            spec = store.dense_spec(target, meta.get("dense_vector") or None)
-            text_field = settings.for_collection(meta).collection.text_field
-            syncable = copy or (bool(model) and models.has(model))
-            if not syncable and not force:
-                raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
-                               f"({settings.model_dir}), so points written since cannot be re-embedded "
-                               "with it. Restore the model, or --force to swap without syncing (loses those writes)")
-            stats = None
-            if syncable:
-                if not copy:
-                    models.require_intact(str(model), f"the passage model of '{target}'")
-                enc = None if copy else models.load_lineage(meta, ref=model)
-                promoter = Promoter(store, alias, settings.promote, models, settings.run_dir(alias), lock)
-                state = {"kind": "rollback", "run_id": run_id, "alias": alias, "target": target, "parent": live,
-                         "model_tag": model, "dense_vector": spec.name, "text_field": text_field,
-                         "copy": copy, "stage": "publishing", **lock.stamp()}
-                promoter.ckpt.save(state)
-                stats, vinfo = promoter.publish_rollback(enc, live, target, spec, text_field, state)
-            else:
-                logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points "
-                               "written since it was live are missing from it", model, target)
-                vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
-                lock.fence("swap")
-                guard_swap(store, alias, target, lock)
-                store.swap_alias(alias, target)
-                mark_rolled_back(store, live, target)
+            stats, vinfo, model = publish_back(store, settings, alias, live, target, meta, lock, run_id, force=force)
             kept = retention.after_run(store, settings, alias, lock, moved=True)
     synced = stats.to_dict() if stats else None
     event = history.append({"event": "rollback", "from": live, "to": target, "model": model, "synced": synced,
@@ -128,4 +100,59 @@ def rollback(settings: Settings, alias: str, to: str | None = None, force: bool 
             "time": event["time"], "retention": kept}
 
 
-__all__ = ["rollback", "rollback_target"]
+def publish_back(store: Store, settings: Settings, alias: str, live: str, target: str, meta: dict, lock,
+                 run_id: str, *, force: bool = False) -> tuple[SyncStats | None, dict, str | None]:
+    """Put ``target`` back behind ``alias`` in place of ``live``, synced first; the caller holds the lease.
+
+    The one rollback path: ``vectune rollback`` and the watch (:mod:`vectune.ops.watch`) both call it.
+
+    Args:
+        store: Qdrant access.
+        settings: model store, text field, promotion batches.
+        alias: the alias.
+        live: the collection the alias points at now.
+        target: the version to put back.
+        meta: ``target``'s lineage record.
+        lock: the alias lease (fenced before every state change).
+        run_id: the run doing it (in the checkpoint).
+        force: swap even when the target's model is missing (no sync: writes since are lost).
+
+    Returns:
+        ``(sync statistics or None when not synced, verification, the target's passage model)``.
+
+    Raises:
+        BadInput: the target's model is missing and ``force`` is not set.
+    """
+    models = ModelStore.from_settings(settings)
+    live_meta = store.metadata(live)
+    model = passage_model(meta)
+    copy = bool(model) and model == passage_model(live_meta)
+    spec = store.dense_spec(target, meta.get("dense_vector") or None)
+    text_field = settings.for_collection(meta).collection.text_field
+    syncable = copy or (bool(model) and models.has(model))
+    if not syncable and not force:
+        raise BadInput(f"cannot roll back to '{target}': its model {model!r} is not in the model store "
+                       f"({settings.model_dir}), so points written since cannot be re-embedded "
+                       "with it. Restore the model, or --force to swap without syncing (loses those writes)")
+    if syncable:
+        if not copy:
+            models.require_intact(str(model), f"the passage model of '{target}'")
+        enc = None if copy else models.load_lineage(meta, ref=model)
+        promoter = Promoter(store, alias, settings.promote, models, settings.run_dir(alias), lock)
+        state = {"kind": "rollback", "run_id": run_id, "alias": alias, "target": target, "parent": live,
+                 "model_tag": model, "dense_vector": spec.name, "text_field": text_field,
+                 "copy": copy, "stage": "publishing", **lock.stamp()}
+        promoter.ckpt.save(state)
+        stats, vinfo = promoter.publish_rollback(enc, live, target, spec, text_field, state)
+        return stats, vinfo, model
+    logger.warning("model %r of '%s' is not in the model store: swapping WITHOUT syncing; points "
+                   "written since it was live are missing from it", model, target)
+    vinfo = {"points": store.count(target), "sampled": 0, "synced": False}
+    lock.fence("swap")
+    guard_swap(store, alias, target, lock)
+    store.swap_alias(alias, target)
+    mark_rolled_back(store, live, target)
+    return None, vinfo, model
+
+
+__all__ = ["publish_back", "rollback", "rollback_target"]

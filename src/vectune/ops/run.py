@@ -23,6 +23,7 @@ from vectune.observe.report import RunReport
 from vectune.ops import integrity, retention
 from vectune.ops.interrupt import signal_name
 from vectune.ops.session import hold
+from vectune.ops.watch import watch
 from vectune.pipeline.cycle import Timings, cycle
 from vectune.promote.checkpoint import InFlight
 from vectune.qdrant.lease import LockLost
@@ -51,6 +52,8 @@ def run(settings: Settings, alias: str, dry_run: bool = False) -> RunReport:
         with Store.open(settings) as store:
             rep.models_verified = integrity.preflight(store, settings, alias)  # before anything else
             if dry_run:
+                with timings.stage("watch"):
+                    rep.watch = watch(store, settings, alias, run_id=rep.run_id, act=False).to_dict()
                 cycle(store, settings, alias, rep, timings)
             else:
                 _held_cycle(store, settings, alias, rep, timings)
@@ -97,6 +100,15 @@ def _held_cycle(store: Store, settings: Settings, alias: str, rep: RunReport, ti
                 inflight.set(rep.run_id, name)
 
             timings.on_stage = on_stage
+            with timings.stage("watch"):  # first judge the live model on the feedback that came after it
+                judged = watch(store, settings, alias, run_id=rep.run_id, lock=lock)
+            rep.watch = judged.to_dict()
+            if judged.rolled_back:
+                rep.live_collection, rep.live_model = judged.live, judged.live_model
+                rep.new_collection, rep.candidate_model = judged.target, judged.target_model
+                rep.end("rolled-back", judged.reason)
+                inflight.clear()
+                return
             cycle(store, settings, alias, rep, timings, lock)
             inflight.clear()
             moved = rep.status == "promoted" or bool(rec.found.get("finished_rollback"))

@@ -24,6 +24,7 @@ from vectune.core.jsonl import write_json_atomic
 from vectune.errors import BadInput
 from vectune.models.store import ModelStore
 from vectune.observe.report import RunReport
+from vectune.pipeline.condemned import WatchState, pin, uncovered
 from vectune.pipeline.crossfit import EVIDENCE, CrossFit, make_plan
 from vectune.pipeline.evaluate import evaluate_candidate
 from vectune.pipeline.gate import judge
@@ -90,13 +91,21 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     golden = labeled.load(labels.eval_set, "eval set") if labels.eval_set else None
     trainset = labeled.load(labels.train_set, "train set") if labels.train_set else None
     fb = None
-    crossfit_on = labels.crossfit and golden is None  # a fixed eval set keeps its meaning: it decides
+    condemned = WatchState(run_dir).condemned  # a model the watch rolled back: its queries must be evidence
+    # a fixed eval set keeps its meaning: it decides; so do the queries that condemned the last promotion
+    crossfit_on = labels.crossfit and golden is None and condemned is None
     if not (golden or trainset):
         fb, fb_counts = labels_from_feedback(store, alias, rd.live, labels, settings.seed, crossfit=crossfit_on)
         if fb_counts:
             rep.counts["feedback"] = fb_counts
     if fb is not None:
         golden, trainset = (fb.golden or None), (fb.train or None)
+    if condemned is not None:
+        golden, trainset = _pin(condemned, fb, golden, trainset, rep)
+        if labels.crossfit and labels.eval_set is None:
+            rep.counts["crossfit"] = {"skipped": "the watch rolled the last promotion back: until a promotion wins "
+                                                 "on the queries that condemned it, they and the newest feedback are "
+                                                 "held out as evidence"}
     plan = None
     if crossfit_on and trainset and (fb is None or fb.enough):
         plan, why = crossfit_plan(trainset, labels, by_time=fb is not None, seed=settings.seed)
@@ -108,7 +117,7 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     examples = few_shot_examples(fb, settings.pairs.few_shot, settings.seed) if fb and settings.pairs.few_shot else ()
     generator = make_generator(settings.teacher, seed=settings.seed, cache_dir=settings.work_dir / "cache" / "teacher",
                                examples=examples)
-    fingerprint = _fingerprint(rd, generator, settings, fb)
+    fingerprint = _fingerprint(rd, generator, settings, fb, condemned=condemned.run_id if condemned else None)
     state_file = run_dir / "last_cycle.json"
     if not rep.dry_run and (last := _last_state(state_file, fingerprint)):
         return rep.end("noop", f"collection content and settings unchanged since run {last.get('run_id')} "
@@ -190,6 +199,13 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
             cand = final
             rep.candidate_model = cand.tag
         rep.gate = decision.to_dict()
+    if decision.promote and condemned is not None and (missing := uncovered(condemned, golden or [])):
+        # no flapping: a new promotion must win on the queries that condemned the last one
+        decision.promote = False
+        decision.reason = (f"the watch rolled '{condemned.model}' back on {len(condemned.queries)} fresh queries; a "
+                           f"new promotion needs evidence that includes them, and {len(missing)} were not in it "
+                           f"(the gate said: {decision.reason})")
+        rep.gate = decision.to_dict()
     if not decision.promote:
         rep.end("kept", decision.reason)
         if settings.promote.keep_candidate and cand.encoder is not None:
@@ -199,7 +215,9 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
         return _save_state(state_file, fingerprint, rep)
 
     data = {"chunks_read": rd.stats.points, "usable": rd.stats.usable, "train_examples": len(pairs.examples),
-            "eval_queries": outcome.results[evidence][0].queries}
+            "eval_queries": outcome.results[evidence][0].queries,
+            # the newest feedback this cycle read: what arrives after it is fresh for the watch (ops/watch.py)
+            "feedback_until": ((rep.counts.get("feedback") or {}).get("window") or {}).get("last")}
     used = _provenance(plan, golden, trainset, fb, labels, evidence)
     rep.labels = summary(used)
     rep.new_collection = lineage.collection_name(alias, cand.tag)
@@ -208,7 +226,19 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
                             teacher=generator.name, data=data, run_id=rep.run_id, stage=timings.stage, labels=used)
     rep.counts["reindex"] = done.counts
     rep.end("promoted", decision.reason)
+    if condemned is not None:
+        WatchState(run_dir).clear(by=rep.run_id)
+        rep.counts["condemned"]["cleared"] = True
     _save_state(state_file, fingerprint, rep)
+
+
+def _pin(condemned, fb, golden, trainset, rep: RunReport):
+    """The queries that condemned the last promotion go to the evidence side, never to training."""
+    golden, train, pinned = pin(condemned, golden, trainset)
+    if fb is not None:  # the few-shot examples come from the feedback's training side: keep it in step
+        fb.golden, fb.train = golden, train
+    rep.counts["condemned"] = {**condemned.summary(), **pinned}
+    return (golden or None), (train or None)
 
 
 def crossfit_plan(labels_: list, cfg, *, by_time: bool, seed: int):
@@ -234,11 +264,13 @@ def _provenance(plan, golden, trainset, fb, cfg, evidence: str) -> dict | None:
 
 
 # --------------------------------------------------------------------------- the no-op check
-def _fingerprint(rd, generator, settings: Settings, fb=None) -> str:
+def _fingerprint(rd, generator, settings: Settings, fb=None, condemned: str | None = None) -> str:
     """What this cycle would learn from: the collection's content and every setting that can change a decision."""
     cfg = settings.decisive()  # config.settings.NOT_DECISIVE lists what is left out, on purpose
     cfg.update(generator=generator.fingerprint(), eval_set=file_hash(settings.labels.eval_set),
                train_set=file_hash(settings.labels.train_set), base=rd.meta.get("base_model"))
+    if condemned:
+        cfg["condemned"] = condemned  # a pending condemnation changes the evidence
     if fb is not None:
         cfg["feedback"] = sorted((q.text, sorted(q.relevant)) for q in fb.golden + fb.train)
     return hashlib.sha256(json.dumps([rd.fingerprint, cfg], sort_keys=True, default=str).encode()).hexdigest()
