@@ -162,3 +162,24 @@ def test_a_final_fit_unlike_the_fold_models_is_not_promoted(indexed, home, corpu
     assert not check["ok"] and check["labeled"]["folds_held_out"] > check["labeled"]["final_in_sample"], check
     assert check["unseen"]["final"] < check["unseen"]["fold_models_mean"]
     assert rep["status"] == "kept" and "failed its check" in rep["reason"], rep["reason"]
+
+
+def test_cross_fitted_evidence_is_scored_on_the_whole_collection_when_the_sample_is_capped(indexed, home,
+                                                                                           corpus_records, monkeypatch):
+    """Epochs are chosen on the capped sample; the pooled evidence the gate decides on covers every stored vector."""
+    monkeypatch.setenv("VECTUNE_MODE", "query")
+    monkeypatch.setenv("VECTUNE_EVAL_CORPUS_CAP", "10")  # the sample: only the chunks the queries point at
+    assert _log(corpus_records, 20) == 20  # 20 of the 40 chunks are answers
+    invoke("run", "--alias", "docs", "--dry-run")
+    rep = _latest(home)
+    assert rep["evidence"] == "cross-fitted"
+    assert rep["counts"]["eval_corpus"]["whole"] is True
+    assert rep["counts"]["eval_corpus"]["size"] == len(corpus_records)
+    ev = rep["evaluation"]["cross-fitted"]
+    assert ev["live"]["corpus"] == ev["candidate"]["corpus"] == len(corpus_records) and ev["live"]["queries"] == 20
+
+    monkeypatch.setenv("VECTUNE_WHOLE_COLLECTION", "false")  # the old behaviour: decided on the sample, said so
+    invoke("run", "--alias", "docs", "--dry-run")
+    rep = _latest(home)
+    assert rep["counts"]["eval_corpus"]["capped"] is True and "whole" not in rep["counts"]["eval_corpus"]
+    assert rep["evaluation"]["cross-fitted"]["live"]["corpus"] < len(corpus_records)

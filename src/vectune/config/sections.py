@@ -299,7 +299,11 @@ class GateConfig(Section):
     samples: int = Field(1000, ge=100, validation_alias="bootstrap_samples")
     confidence: float = Field(0.95, gt=0.5, lt=1)
     allow_synthetic: bool = Field(False, validation_alias="allow_synthetic_gate")
-    eval_corpus_cap: int = Field(20000, ge=10)
+    eval_corpus_cap: int = Field(20000, ge=10, description="Chunks in the evaluation corpus when scoring means "
+                                 "re-encoding (a full-mode candidate); every one the queries point at is in it.")
+    whole_collection: bool = Field(True, description="Query-side candidates and the live model are judged against "
+                                   "every stored vector of the live collection (exact, streamed), not a sample of "
+                                   "eval_corpus_cap; off: the sample, as full mode must.")
 
 
 class WatchConfig(Section):

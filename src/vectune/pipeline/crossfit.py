@@ -43,7 +43,7 @@ from vectune.core.vectors import normalize
 from vectune.errors import BadInput
 from vectune.models.encoder import Encoder
 from vectune.models.store import ModelStore, new_model_tag
-from vectune.pipeline.evaluate import EvalOutcome, EvalQuery, EvalResult, eval_corpus, evaluate
+from vectune.pipeline.evaluate import EvalOutcome, EvalQuery, EvalResult, eval_corpus, evaluate, scan_top, score
 from vectune.pipeline.gate import one_sided_p
 from vectune.pipeline.pairs.labeled import LabeledQuery
 from vectune.pipeline.train.candidate import Candidate
@@ -208,6 +208,7 @@ class Probe:
         self.texts = [q.text for q in held] + [q.text for q in check] + [q.text for q in self.extra]
         self.points: dict[str, dict[Point, tuple[EvalResult, EvalResult | None]]] = {}
         self.extra_points: dict[str, dict[Point, EvalResult]] = {}
+        self.held_vectors: dict[str, dict[Point, np.ndarray]] = {}  # against stored vectors: rescored on the whole
         self.reached: dict[str, dict[Point, float]] = {}  # seconds into the kind's training when a point was scored
         self.started: dict[str, float] = {}
         self.seconds = 0.0
@@ -227,6 +228,8 @@ class Probe:
         h = evaluate(qv[:nh], cv, self.keys, self.held)
         c = evaluate(qv[nh:nh + nc], cv, self.keys, self.check) if self.check else None
         self.points.setdefault(kind, {})[point] = (h, c)
+        if corpus_vectors is None:
+            self.held_vectors.setdefault(kind, {})[point] = qv[:nh].copy()
         if self.extra:
             self.extra_points.setdefault(kind, {})[point] = evaluate(qv[nh + nc:], cv, self.keys, self.extra)
         spent = time.perf_counter() - t0
@@ -427,21 +430,60 @@ class CrossFit:
     def outcomes(self) -> dict[str, EvalOutcome]:
         """Per candidate, the pooled cross-fitted ``(live, candidate)`` results: what the gate decides on."""
         metric = self.gate.metric
-        out = {}
+        out, chosen_by = {}, {}
         for kind in self.kinds:
             per_fold = [{p: hc[0] for p, hc in pr.points[kind].items()} for pr in self.probes]
             chosen, final, curve = choose_points(per_fold, metric)
             st = self.stats[kind]
             st.chosen = [list(p) for p in chosen]
             st.final_point, st.curve = list(final), curve
-            live = _pool([pr.points[kind][LIVE][0] for pr in self.probes], len(self.corpus))
-            cand = _pool([pr.points[kind][p][0] for pr, p in zip(self.probes, chosen)], len(self.corpus))
+            chosen_by[kind] = chosen
+        capped = self.read.stats.usable > len(self.corpus)
+        whole = self._whole(chosen_by) if capped and self.gate.whole_collection else {}
+        for kind in self.kinds:
+            chosen = chosen_by[kind]
+            if kind in whole:
+                (live, cand), size = whole[kind], whole["size"]
+                corpus = {"size": size, "whole": True, "capped": False, "cap": self.gate.eval_corpus_cap,
+                          "scan_s": whole["scan_s"]}
+            else:
+                live = _pool([pr.points[kind][LIVE][0] for pr in self.probes], len(self.corpus))
+                cand = _pool([pr.points[kind][p][0] for pr, p in zip(self.probes, chosen)], len(self.corpus))
+                corpus = {"size": len(self.corpus), "capped": capped, "cap": self.gate.eval_corpus_cap}
             out[kind] = EvalOutcome({EVIDENCE: (live, cand)}, self.corpus, None, {
                 "eval_set": {"queries": len(self.plan.labels), "usable": live.queries,
                              "unknown_ids": self.dropped},
-                "eval_corpus": {"size": len(self.corpus), "capped": self.read.stats.usable > len(self.corpus),
-                                "cap": self.gate.eval_corpus_cap}})
+                "eval_corpus": corpus})
         return out
+
+    def _whole(self, chosen_by: dict[str, list[Point]]) -> dict:
+        """Every query-side kind's pooled evidence at its chosen points, rescored on the whole live collection.
+
+        The epochs were chosen on the capped corpus (a choice, cheap to make every epoch); what the gate decides
+        on, each fold's held-out queries at the chosen point and the live model's, is scored exactly against
+        every stored vector in one streamed pass (:func:`vectune.pipeline.evaluate.scan_top`).
+        """
+        kinds = [k for k in self.kinds if all(k in pr.held_vectors and p in pr.held_vectors[k]
+                                              for pr, p in zip(self.probes, chosen_by[k]))]
+        if not kinds:
+            return {}
+        mats = {}
+        for f, pr in enumerate(self.probes):
+            mats[(LIVE, f)] = pr.held_vectors[kinds[0]][LIVE]
+            for kind in kinds:
+                mats[(kind, f)] = pr.held_vectors[kind][chosen_by[kind][f]]
+        t0 = time.perf_counter()
+        keys, top, seen = scan_top(self.store, self.read.live, self.read.spec, mats)
+        scan_s = round(time.perf_counter() - t0, 2)
+        logger.info("cross-fitted evidence judged on the whole collection '%s': %d points in %.1f s",
+                    self.read.live, seen, scan_s)
+
+        def pooled(name) -> EvalResult:
+            parts = [score(top[(name, f)], keys, pr.held) for f, pr in enumerate(self.probes)]
+            return _pool(parts, seen)
+
+        live = pooled(LIVE)
+        return {"size": seen, "scan_s": scan_s, **{kind: (live, pooled(kind)) for kind in kinds}}
 
     def placeholders(self) -> list[Candidate]:
         """The candidates as the gate sees them before any final fit (no encoder yet; stats = the cross-fit's)."""
@@ -507,7 +549,9 @@ class CrossFit:
         labeled = [self.eval_q[i] for i in order]
         keys = [c.key for c in self.corpus]
         mine = evaluate(enc.encode_queries([q.text for q in labeled]), corpus_vecs, keys, labeled)  # type: ignore
-        pooled = outcome.results[EVIDENCE][1]
+        # the fold models on the same (capped) corpus as the final fit here, even when the gate judged on the whole
+        pooled = _pool([pr.points[kind][tuple(p)][0] for pr, p in zip(self.probes, self.stats[kind].chosen)],
+                       len(self.corpus))
         a, b = pooled.per_query[metric], mine.per_query[metric]
         p_in = one_sided_p(self.gate.test, b, a, self.gate.samples)  # pooled held-out above the final fit?
         res: dict = {"labeled": {"queries": len(labeled), "final_in_sample": round(float(b.mean()), 4),

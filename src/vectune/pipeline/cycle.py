@@ -36,6 +36,7 @@ from vectune.pipeline.pairs.review import record_sample
 from vectune.pipeline.pairs.stage import add_negatives, make_queries, split_chunks
 from vectune.pipeline.pairs.teachers import make_generator
 from vectune.pipeline.read import check_live_vectors, read
+from vectune.pipeline.train.query.candidates import query_training_set, widen_corpus
 from vectune.pipeline.train.stage import candidate_kinds, train_candidates, wants_full
 from vectune.promote.promotion import Promoter
 from vectune.qdrant import lineage
@@ -148,6 +149,12 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
                       seed=settings.seed)
     rep.counts.update({k: pairs.counts[k] for k in ("pairs", "negatives")})
     rep.pairs_sample = record_sample(rd, pairs, settings.pairs.sample, settings.seed, run_dir)
+    if any(k != "full" for k in candidate_kinds(settings.mode, settings.candidate_kinds, settings.full)):
+        with timings.stage("widen"):  # a collection larger than the sample: its real hard negatives train too
+            texts, _ = query_training_set(pairs.queries, pairs.relevant)
+            widened = widen_corpus(store, rd, live_enc, texts, settings.query.pool_negatives)
+        if widened:
+            rep.counts["query_corpus"] = widened
 
     rep.mode = settings.mode
     cf = None
@@ -175,6 +182,10 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
                         for c in cands}
     verdict = judge(cands, outcomes, evidence, settings.gate)
     cand, outcome, decision = verdict.candidate, verdict.outcome, verdict.decision
+    sample = outcome.counts.get("eval_corpus") or {}
+    if sample.get("capped"):  # full mode must re-encode what it is judged on: a sample, said so
+        decision.reason += (f" [judged on a sample of {sample.get('size')} of {rd.stats.usable} chunks: "
+                            f"eval_corpus_cap {sample.get('cap')}]")
     rep.candidate_model, rep.evaluation, rep.gate = cand.tag, outcome.to_dict(), decision.to_dict()
     rep.counts["train"] = cand.stats.to_dict()
     rep.counts.update(outcome.counts)

@@ -1,7 +1,11 @@
 """Evaluate stage: live vs candidate on the same queries against the same corpus.
 
-Exact search (a matrix product) over a capped corpus, per-query metric values so
-the gate can run a paired test. nDCG is graded: a query's relevant chunks may carry grades
+Exact search (a matrix product), per-query metric values so the gate can run a paired test.
+Query-side candidates score against the vectors already stored in Qdrant, so they and the live
+model are judged on the *whole* live collection (:func:`scan_top`: one streamed pass, exact,
+memory bounded by the queries and a page, never the collection). A full-mode candidate must
+re-encode what it is judged on, so it scores on a corpus capped at ``eval_corpus_cap``: every chunk
+a query points at, plus a seeded sample; the report says so. nDCG is graded: a query's relevant chunks may carry grades
 (``{"doc-1": 2, "doc-2": 1}`` in a labeled set), used as gains; :func:`ndcg` is the one nDCG
 of vectune (the query-side trainer picks its epoch with it too). The live side scores against the vectors
 stored in Qdrant (no re-encoding); the candidate encodes the same corpus, and those
@@ -11,6 +15,7 @@ embeddings are kept for the reindex when the corpus is the whole collection.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +24,7 @@ from vectune.core.scores import METRICS
 from vectune.core.vectors import normalize
 from vectune.errors import BadInput
 from vectune.pipeline.paired import paired_bootstrap
+from vectune.qdrant.store import dense_of
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +95,62 @@ def rank(query_vectors: np.ndarray, corpus_vectors: np.ndarray, k: int = 10) -> 
         order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
         out[i:i + 256] = np.take_along_axis(part, order, axis=1)
     return out
+
+
+def scan_top(store, collection: str, spec, queries: dict, k: int = 10,
+             batch: int = 1024) -> tuple[list[str], dict, int]:
+    """Exact top-``k`` of every query against every stored vector of ``collection``, in one streamed pass.
+
+    Each page of vectors (normalised like the capped corpus) is scored against all query matrices and merged
+    into a running top-``k``; memory is ``queries x (k + batch)`` scores, whatever the collection's size.
+    Ties go to the point read first.
+
+    Args:
+        store: Qdrant access.
+        collection: the collection to scan (the live one).
+        spec: its dense vector (:class:`vectune.qdrant.store.DenseSpec`).
+        queries: ``{name: query vectors (n x d)}``.
+        k: results per query.
+        batch: points per page.
+
+    Returns:
+        ``(keys, {name: top}, points scanned)``: ``top`` rows index ``keys`` (the winning points' keys),
+        best first, as :func:`score` takes them.
+    """
+    names = [n for n, q in queries.items() if len(q)]
+    mats = {n: np.asarray(queries[n], dtype=np.float32) for n in names}
+    best_s = {n: np.full((len(mats[n]), k), -np.inf, dtype=np.float32) for n in names}
+    best_r = {n: np.full((len(mats[n]), k), -1, dtype=np.int64) for n in names}
+    winners: dict[int, str] = {}
+    seen = 0
+    for records, _ in store.scroll(collection, vectors=spec.selector, batch=batch, ids_only=True):
+        rows, vecs = [], []
+        for r in records:
+            v = dense_of(r, spec)
+            if v is not None and v.shape[0] == spec.size:
+                rows.append(str(r.id))
+                vecs.append(v)
+        if not vecs:
+            continue
+        page = normalize(np.stack(vecs).astype(np.float32))
+        ids = np.arange(seen, seen + len(rows), dtype=np.int64)
+        kept: set[int] = set()
+        for n in names:
+            sc = np.concatenate([best_s[n], mats[n] @ page.T], axis=1)
+            rr = np.concatenate([best_r[n], np.broadcast_to(ids, (sc.shape[0], ids.size))], axis=1)
+            part = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+            ps, pr = np.take_along_axis(sc, part, 1), np.take_along_axis(rr, part, 1)
+            order = np.lexsort((pr, -ps))  # by score, then the point read first
+            best_s[n], best_r[n] = np.take_along_axis(ps, order, 1), np.take_along_axis(pr, order, 1)
+            kept.update(int(x) for x in np.unique(best_r[n]) if x >= seen)
+        winners.update({i: rows[i - seen] for i in kept})
+        seen += len(rows)
+    live_rows = sorted({int(x) for n in names for x in np.unique(best_r[n]) if x >= 0})
+    where = {r: i for i, r in enumerate(live_rows)}
+    keys = [winners[r] for r in live_rows]
+    top = {n: np.vectorize(lambda x: where.get(int(x), -1), otypes=[np.int64])(best_r[n][:, :min(k, seen)])
+           for n in names}
+    return keys, top, seen
 
 
 def score(top: np.ndarray, corpus_keys: list[str], queries: list[EvalQuery]) -> EvalResult:
@@ -211,6 +273,9 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, cfg, golden=None, hel
     corpus = eval_corpus(read.chunks, read.by_key, must, cfg.eval_corpus_cap, seed)
     keys = [c.key for c in corpus]
     live = {} if live is None else live
+    capped = read.stats.usable > len(corpus)
+    if not reencode and cfg.whole_collection and capped:
+        return _whole(store, read, live_enc, cand, sets, live, corpus, counts, cfg)
     if "corpus" not in live:
         live["corpus"] = normalize(np.stack([c.vector for c in corpus]))
     live_corpus = live["corpus"]
@@ -221,9 +286,37 @@ def evaluate_candidate(store, read, pairs, live_enc, cand, cfg, golden=None, hel
             live[name] = evaluate(live_enc.encode_queries([q.text for q in qs]), live_corpus, keys, qs)
         cr = evaluate(cand.encode_queries([q.text for q in qs]), cand_corpus, keys, qs)
         results[name] = (live[name], cr)
-    counts["eval_corpus"] = {"size": len(corpus), "capped": read.stats.usable > len(corpus),
-                             "cap": cfg.eval_corpus_cap}
+    counts["eval_corpus"] = {"size": len(corpus), "capped": capped, "cap": cfg.eval_corpus_cap}
     return EvalOutcome(results, corpus, cand_corpus, counts)
+
+
+def _whole(store, read, live_enc, cand, sets: dict, live: dict, corpus: list, counts: dict, cfg) -> EvalOutcome:
+    """A query-side candidate and the live model, judged on every stored vector of the live collection."""
+    want = {}
+    for name, qs in sets.items():
+        texts = [q.text for q in qs]
+        if ("whole", name) not in live:
+            want[("live", name)] = live_enc.encode_queries(texts) if texts else np.zeros((0, 1), np.float32)
+        want[("cand", name)] = cand.encode_queries(texts) if texts else np.zeros((0, 1), np.float32)
+    t0 = time.perf_counter()
+    keys, top, seen = scan_top(store, read.live, read.spec, want)
+    scan_s = round(time.perf_counter() - t0, 2)
+    results = {}
+    for (side, name) in want:
+        qs = sets[name]
+        r = (score(top[(side, name)], keys, qs) if (side, name) in top
+             else evaluate(np.zeros((0, 1)), np.zeros((0, 1)), [], []))
+        r.corpus = seen
+        if side == "live":
+            live[("whole", name)] = r
+    for name in sets:
+        cr = score(top[("cand", name)], keys, sets[name]) if ("cand", name) in top else live[("whole", name)]
+        cr.corpus = seen
+        results[name] = (live[("whole", name)], cr)
+    counts["eval_corpus"] = {"size": seen, "whole": True, "capped": False, "cap": cfg.eval_corpus_cap,
+                             "scan_s": scan_s}
+    logger.info("judged on the whole collection '%s': %d points scanned in %.1f s", read.live, seen, scan_s)
+    return EvalOutcome(results, corpus, None, counts)
 
 
 def eval_corpus(chunks: list, by_key: dict, must: set[str], cap: int, seed: int) -> list:

@@ -101,6 +101,30 @@ def query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tupl
     return texts, [by_text[t] for t in texts]
 
 
+def widen_corpus(store, read, live_enc: Encoder, texts: Sequence[str], per_query: int) -> dict:
+    """Bring the whole collection's hardest negatives into the query side's training corpus.
+
+    The read stage keeps a sample of the live collection in memory (at most ``eval_corpus_cap`` chunks); the
+    query-side trainer's softmax runs over it. In a larger collection the chunks that compete with a query's
+    answer are mostly outside that sample, so the trainer never sees them. This asks the live collection's
+    own search for each training query's ``per_query`` nearest points (by the live query vectors) and adds
+    them, with their stored vectors, to ``read.by_key``: the training corpus becomes the sample plus every
+    query's real hard negatives. Nothing happens when the sample already is the whole collection.
+
+    Returns:
+        What was done (for the run report): queries, points asked for, and added.
+    """
+    if per_query <= 0 or not texts or read.stats.usable <= len(read.by_key):
+        return {}
+    qv = live_enc.encode_queries(list(texts))
+    hits = store.search_batch(read.live, qv, per_query, using=read.spec.name)
+    want = {str(pid) for h in hits for pid, _ in h}
+    before = len(read.by_key)
+    read.ensure(store, want)
+    return {"queries": len(texts), "nearest": len(want), "added": len(read.by_key) - before,
+            "corpus": len(read.by_key)}
+
+
 def stored_corpus(read, positives: list[set[str]], cap: int):
     """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap."""
     need = {k for p in positives for k in p if k in read.by_key}

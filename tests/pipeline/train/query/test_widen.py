@@ -1,0 +1,61 @@
+"""candidates.widen_corpus: a collection larger than the in-memory sample lends its real hard negatives."""
+
+from __future__ import annotations
+
+import numpy as np
+from qdrant_client import models as qm
+
+from vectune.config.sections import CollectionConfig, ReadConfig
+from vectune.pipeline.read import ReadResult, sample_collection
+from vectune.pipeline.train.query.candidates import stored_corpus, widen_corpus
+
+D = 16
+
+
+class _Queries:
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode_queries(self, texts):
+        return np.stack([self.vectors[t] for t in texts])
+
+
+def _collection(store, n=200, seed=0):
+    rng = np.random.default_rng(seed)
+    vecs = rng.normal(size=(n, D)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    store.client.create_collection("live", vectors_config=qm.VectorParams(size=D, distance=qm.Distance.COSINE))
+    store.client.upsert("live", points=[qm.PointStruct(id=i + 1, vector=v.tolist(), payload={"text": f"chunk {i} text"})
+                                        for i, v in enumerate(vecs)], wait=True)
+    return vecs
+
+
+def _read(store, keep):
+    spec = store.dense_spec("live", None)
+    chunks, stats, fp = sample_collection(store, "live", spec, ReadConfig(min_chars=5), "text", seed=1, keep=keep)
+    return ReadResult("live", {"model_ref": "m"}, spec, CollectionConfig(), chunks, stats, fp,
+                      {c.key: c for c in chunks})
+
+
+def test_each_training_querys_nearest_points_join_the_corpus_with_their_stored_vectors(memory_store):
+    vecs = _collection(memory_store)
+    rd = _read(memory_store, keep=30)
+    qv = {f"q{i}": vecs[i] + 0.01 for i in range(0, 100, 10)}  # ten queries near chunks 0, 10, ... 90
+    truth = {str(j + 1) for v in qv.values() for j in np.argsort(-(vecs @ (v / np.linalg.norm(v))))[:5]}
+    missing = truth - set(rd.by_key)
+    assert missing  # the sample of 30 lacks most of them
+
+    done = widen_corpus(memory_store, rd, _Queries(qv), sorted(qv), per_query=5)
+    assert truth <= set(rd.by_key) and done["nearest"] == len(truth) and done["added"] == len(missing)
+    for k in truth:
+        assert np.allclose(rd.by_key[k].vector / np.linalg.norm(rd.by_key[k].vector), vecs[int(k) - 1], atol=1e-6)
+    keys, _ = stored_corpus(rd, [set()], cap=1000)
+    assert truth <= set(keys)  # the trainer's softmax runs over them
+
+
+def test_nothing_changes_when_the_sample_is_the_whole_collection(memory_store):
+    vecs = _collection(memory_store, n=50)
+    rd = _read(memory_store, keep=50)
+    before = dict(rd.by_key)
+    assert widen_corpus(memory_store, rd, _Queries({"q": vecs[0]}), ["q"], per_query=5) == {}
+    assert rd.by_key == before
