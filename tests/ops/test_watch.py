@@ -209,6 +209,8 @@ def test_a_worse_promotion_is_rolled_back_by_the_next_run_and_never_flaps(indexe
     assert rep["watch"]["verdict"] == "skipped"  # live was put back by a rollback: never judged (no roll-forward)
     assert rep["counts"]["condemned"]["condemning"] == fresh
     assert rep["counts"]["eval_set"]["queries"] >= fresh  # they decided, never trained
+    # no fold model may train on a condemning query: no cross-fit while the condemnation is pending
+    assert rep["evidence"] == "golden" and "condemned it" in rep["counts"]["crossfit"]["skipped"]
     assert rep["status"] == "kept" and _live() == base
     assert [e["event"] for e in _history(home)].count("promotion") == 1
 

@@ -59,3 +59,14 @@ def test_nothing_changes_when_the_sample_is_the_whole_collection(memory_store):
     before = dict(rd.by_key)
     assert widen_corpus(memory_store, rd, _Queries({"q": vecs[0]}), ["q"], per_query=5) == {}
     assert rd.by_key == before
+
+
+def test_above_the_cap_every_positive_stays_and_the_rest_is_a_sample_not_the_first_keys(memory_store):
+    _collection(memory_store, n=120)
+    rd = _read(memory_store, keep=120)
+    positives = [{"100", "7"}, {"55"}]
+    keys, vecs = stored_corpus(rd, positives, cap=40)
+    assert len(keys) == 40 == vecs.shape[0] and {"100", "7", "55"} <= set(keys)
+    rest = [k for k in keys if k not in {"100", "7", "55"}]
+    first = sorted(k for k in rd.by_key if k not in {"100", "7", "55"})[:37]
+    assert rest != first and stored_corpus(rd, positives, cap=40)[0] == keys  # a seeded sample

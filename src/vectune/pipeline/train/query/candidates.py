@@ -126,8 +126,17 @@ def widen_corpus(store, read, live_enc: Encoder, texts: Sequence[str], per_query
 
 
 def stored_corpus(read, positives: list[set[str]], cap: int):
-    """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap."""
+    """Keys and stored (normalised) vectors the query side trains against: every positive, then the rest up to cap.
+
+    The rest is every other chunk the cycle holds (the read stage's sample and the widened neighbours); above
+    ``cap`` a seeded random share of it, never the first keys in sort order.
+    """
+    import random
+
     need = {k for p in positives for k in p if k in read.by_key}
-    keys = sorted(need) + sorted(k for k in read.by_key if k not in need)
-    keys = keys[:max(cap, len(need))]
+    rest = sorted(k for k in read.by_key if k not in need)
+    room = max(0, cap - len(need))
+    if len(rest) > room:
+        rest = sorted(random.Random(len(rest)).sample(rest, room))
+    keys = sorted(need) + rest
     return keys, normalize(np.stack([read.by_key[k].vector for k in keys]))
