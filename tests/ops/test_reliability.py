@@ -103,6 +103,7 @@ def hooks():
 @pytest.mark.slow
 def test_writes_during_reindex_are_not_lost_or_resurrected(indexed, corpus_records, hooks, monkeypatch):
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")  # several reindex pages
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "8")
     writer = AppWriter(corpus_records)
     for point in ("reindex_page", "before_verify", "before_final_sync", "before_swap"):
         hooks[point].append(writer)
@@ -199,6 +200,7 @@ def _run_cli(*args, env=None, timeout=600):
                                              ("before_swap", 0), ("after_swap", 0)])
 def test_kill_at_each_stage_then_rerun(indexed, failpoint, after, monkeypatch, home):
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "8")
     original = _alias()
     with qdrant() as c:
         original_points = _points(c, original)

@@ -45,6 +45,7 @@ def texts(corpus_records):
 @pytest.fixture(autouse=True)
 def _setup(monkeypatch):
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")  # the window's writes take two reconciliation batches
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "8")
     yield
     faults.HOOKS.clear()
 
@@ -217,7 +218,7 @@ def test_a_torn_checkpoint_of_a_promotion_being_built_deletes_its_collection(set
         raise Crash("reindex_page")
 
     faults.HOOKS["reindex_page"].append(page)
-    promoter = Promoter(w.store, ALIAS, PromoteConfig(upsert_batch=8), ModelStore.from_settings(settings),
+    promoter = Promoter(w.store, ALIAS, PromoteConfig(upsert_batch=8, copy_batch=8), ModelStore.from_settings(settings),
                         settings.run_dir(ALIAS))
     with pytest.raises(Crash):
         promoter.build_and_publish(None, base, cand, w.spec, w.store.metadata(cand), "text", run_id="run-killed")

@@ -115,6 +115,7 @@ CASES = [
 def test_sigterm_mid_cycle_then_next_run(indexed, home, tmp_path, monkeypatch, failpoint, after, mode, swapped,
                                          next_run):
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")  # several reindex pages
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "8")
     monkeypatch.setenv("VECTUNE_MODE", mode)
     monkeypatch.setenv("VECTUNE_METRICS_DIR", str(tmp_path / "metrics"))
     with qdrant() as c:

@@ -44,5 +44,6 @@ def test_changing_any_decisive_setting_after_a_kept_run_is_not_a_noop(indexed, m
     assert _status()["status"] == "kept"  # back to the defaults: a change again since the last decided run
     # settings that cannot change a decision do not trigger a run
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "17")
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "17")
     monkeypatch.setenv("VECTUNE_LOCK_TTL_S", "600")
     assert _status()["status"] == "noop"

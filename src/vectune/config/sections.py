@@ -331,7 +331,9 @@ class WatchConfig(Section):
 class PromoteConfig(Section):
     """Promotion: batches, verification, the engine, and what is kept."""
 
-    upsert_batch: int = Field(128, ge=1)
+    upsert_batch: int = Field(128, ge=1, description="Points per page when a promotion re-encodes them.")
+    copy_batch: int = Field(1024, ge=1, description="Points per page when a promotion copies vectors (query side): "
+                            "nothing to encode, so bigger pages mean fewer round trips (bench/RESULTS.md, scale).")
     verify_sample: int = Field(5, ge=0)
     keep_versions: int = Field(3, ge=1, description="Collections kept per alias: by retention after every promotion "
                                                     "and rollback, and by `vectune prune` (the live one and the "

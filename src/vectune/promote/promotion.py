@@ -173,8 +173,12 @@ class Promoter:
                               "max_seq_length": record.get("max_seq_length")},
                              live, target, spec, text_field, self.cfg.upsert_batch,
                              partitions=self.cfg.ray_partitions, progress_dir=self.run_dir, store=self.store)
-        return build(self.store, encoder, live, target, spec, text_field, self.cfg.upsert_batch,
+        return build(self.store, encoder, live, target, spec, text_field, self._batch(encoder),
                      precomputed=precomputed, start_offset=start_offset, on_page=on_page, lock=self.lock)
+
+    def _batch(self, encoder) -> int:
+        """Points per page: ``upsert_batch`` when re-encoding, ``copy_batch`` when only vectors move."""
+        return self.cfg.upsert_batch if encoder is not None else max(self.cfg.upsert_batch, self.cfg.copy_batch)
 
     def publish_promotion(self, encoder, live: str, target: str, spec: DenseSpec, record: dict, text_field: str,
                           state: dict) -> tuple[SyncStats, dict]:
@@ -193,7 +197,7 @@ class Promoter:
             state["stage"] = "swapped" if what == "live" else what
             self.ckpt.save(state)
 
-        sstats, vinfo = publish(self.store, encoder, live, target, self.alias, spec, text_field, self.cfg.upsert_batch,
+        sstats, vinfo = publish(self.store, encoder, live, target, self.alias, spec, text_field, self._batch(encoder),
                                 self.cfg.verify_sample, mark=mark, lock=self.lock)
         self.ckpt.clear()
         return sstats, vinfo
@@ -223,7 +227,7 @@ class Promoter:
             state["stage"] = "swapped" if what == "live" else what
             self.ckpt.save(state)
 
-        stats, vinfo = publish(self.store, encoder, live, target, self.alias, spec, text_field, self.cfg.upsert_batch,
+        stats, vinfo = publish(self.store, encoder, live, target, self.alias, spec, text_field, self._batch(encoder),
                                self.cfg.verify_sample, mark=mark, lock=self.lock)
         self.ckpt.clear()
         return stats, vinfo

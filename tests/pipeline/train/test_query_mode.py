@@ -45,6 +45,7 @@ def passage_calls(monkeypatch):
 def test_query_mode_never_encodes_passages_and_copies_writes_verbatim(indexed, home, monkeypatch, passage_calls):
     monkeypatch.setenv("VECTUNE_MODE", "query")
     monkeypatch.setenv("VECTUNE_UPSERT_BATCH", "8")  # several pages: the app writes between two of them
+    monkeypatch.setenv("VECTUNE_COPY_BATCH", "8")
     written = {}
 
     def app_write(store, source, target, **_):  # an app writing through the alias mid-copy, any vector it likes
