@@ -1,0 +1,83 @@
+"""bench/scale.py's own arithmetic: exact chunked top-k, the capped corpus, log-log slopes, the measured child.
+
+The benchmark's numbers are only as good as these helpers; the measurements themselves are not tests.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+scale = pytest.importorskip("scale")
+
+
+def _unit(rng, n, d=16):
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_top_matches_vectune_rank_across_chunks():
+    from vectune.evaluate import rank
+
+    rng = np.random.default_rng(0)
+    corpus, queries = _unit(rng, 1000), _unit(rng, 7)
+    got = scale.exact_top(queries, corpus, k=10, chunk=97)  # many chunks, a ragged last one
+    want = rank(queries, corpus, 10)
+    assert np.array_equal(got, want)
+
+
+def test_exact_top_on_fewer_rows_than_k():
+    rng = np.random.default_rng(1)
+    corpus, queries = _unit(rng, 4), _unit(rng, 3)
+    got = scale.exact_top(queries, corpus, k=10, chunk=2)
+    assert got.shape == (3, 4)
+    assert np.array_equal(got, np.argsort(-(queries @ corpus.T), axis=1))
+
+
+def test_capped_rows_keeps_every_relevant_row_and_the_cap():
+    keys = [f"k{i}" for i in range(5000)]
+    must = {"k3", "k4999", "k2500"}
+    rows = scale.capped_rows(5000, keys, must, 100, seed=0)
+    assert len(rows) == 100 and len(set(rows.tolist())) == 100
+    assert {keys[i] for i in rows} >= must
+    assert np.array_equal(rows, np.sort(rows))
+    assert not np.array_equal(rows, scale.capped_rows(5000, keys, must, 100, seed=1))
+    assert np.array_equal(scale.capped_rows(50, keys[:50], {"k1"}, 100, seed=0), np.arange(50))
+
+
+def test_slope_and_extrapolation_of_a_power_law():
+    pts = {n: 3.0 * n ** 1.5 for n in (10_000, 100_000, 300_000)}
+    assert scale.slope(pts) == pytest.approx(1.5)
+    assert scale.extrapolate(pts, 1_000_000) == pytest.approx(3.0 * 1_000_000 ** 1.5)
+    assert scale.slope({10: 1.0}) is None
+
+
+def test_run_measured_reports_rc_peak_rss_and_stages(tmp_path):
+    code = ("import sys, time\n"
+            "print('stage read ...', file=sys.stderr, flush=True)\n"
+            "x = bytearray(60 * 1024 * 1024)\n"
+            "time.sleep(1.2)\n"
+            "print('stage train ...', file=sys.stderr, flush=True)\n"
+            "t = time.process_time()\n"
+            "while time.process_time() - t < 0.8: pass\n"
+            "print('{\"ok\": 1}')\n")
+    r = scale.run_measured([sys.executable, "-c", code], tmp_path / "log.txt")
+    assert r["rc"] == 0 and r["stopped"] is None
+    assert r["peak_rss_mb"] >= 60
+    assert set(r["stages_rss"]) >= {"read", "train"}
+    assert r["stages_rss"]["read"]["peak_rss_mb"] >= 60
+    assert '{"ok": 1}' in r["stdout"]
+    assert r["cpu_s"] >= 0.7
+    assert r["stages_rss"]["train"]["cpu_s"] >= 0.5 and r["stages_rss"]["read"]["cpu_s"] < 0.5
+
+
+def test_run_measured_stops_a_child_past_its_time(tmp_path):
+    r = scale.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "log.txt", timeout=1)
+    assert r["stopped"] and r["stopped"].startswith("over 1 s")
+    assert r["rc"] != 0 and r["seconds"] < 20
