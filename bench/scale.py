@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """How a query-mode cycle's cost grows with the collection: 10k to 1M points in embedded Qdrant (issue 21).
 
-    python bench/scale.py --data ../shared/data/scifact --sizes 10000,100000 --out bench/results/scale.json
-    python bench/scale.py --data ../shared/data/scifact --parts pool --pool-size 100000
+    python bench/scale.py --sizes 10000                      # build, probe, raw, cycle, capped, eval
+    python bench/scale.py --sizes 2000 --parts build,probe,cycle,capped --train-queries 100 --query-epochs 1 --out bench/work/scale-smoke.json
+    python bench/scale.py --parts pool --pool-size 100000
     python bench/scale.py --report            # RESULTS.md section + chart from the JSON only
 
 Data (cached under ``bench/work/scale/``, git-ignored):
@@ -18,7 +19,8 @@ Data (cached under ``bench/work/scale/``, git-ignored):
   made-up vectors would stop every cycle above ~50% filler; (2) the filler then lies where the model puts
   scientific text, so it competes with real abstracts for a claim's top 10 (random unit vectors would sit
   at cosine ~0 from everything and never be retrieved). Sizes are nested: N points = the 5,183 abstracts +
-  the first N - 5,183 filler passages.
+  the first N - 5,183 filler passages. Below 5,183 points (a smoke run) the collection holds the abstracts the
+  claims point at first, then others.
 
 Per size (``--parts``):
 
@@ -28,17 +30,29 @@ Per size (``--parts``):
 * ``raw``: the limit of the promotion copy path: a plain ``scroll`` + ``upsert`` loop of the same
   pages (``upsert_batch`` = 128) between two collections, in a fresh process;
 * ``cycle``: ``vectune run --alias scale --mode query --train-set ... --eval-set ... --json`` as a
-  subprocess on a copy of the built home. Stage seconds come from the run report's ``timings`` and
-  ``counts.reindex``; peak RSS is the child's ``VmHWM`` polled from ``/proc`` (also per stage, by
+  subprocess on a copy of the built home: the eval set decides (no cross-fit), judged on the **whole**
+  collection (``VECTUNE_WHOLE_COLLECTION=true``, the default: ``pipeline.evaluate.scan_top`` streams every
+  stored vector), and ``widen`` adds each training query's nearest stored points to the query side's
+  corpus (``counts.query_corpus``). Stage seconds come from the run report's ``timings`` (watch, read,
+  load_live_model, generate, mine, widen, train, evaluate, save_model, reindex; final_fit under cross-fitting)
+  and ``counts.reindex``; peak RSS is the child's ``VmHWM`` polled from ``/proc`` (also per stage, by
   following the ``stage X ...`` log lines); load average is recorded next to every timing;
-* ``eval``: the same candidate judged on the capped corpus (what the gate saw: the run report) and on
-  **every** stored vector (exact chunked scoring), plus the collection's own ``query_points``; golden and
-  test claims; deltas with paired-bootstrap CIs and the permutation p;
+* ``capped``: the same command with ``--dry-run`` and ``VECTUNE_WHOLE_COLLECTION=false`` on a fresh copy of
+  the same home (the first run promoted and moved the alias): same collection, labels and seed, judged on the
+  capped sample (``eval_corpus_cap`` = 20,000). Training runs again with the same seed: the two gate deltas
+  are two trainings' (``same_training`` says whether they took the same steps and chose the same epoch with
+  the same validation score), not one candidate scored twice; ``eval`` scores the promoted candidate itself
+  on random capped corpora;
+* ``eval``: the cycle's candidate judged as the gate saw it (the run report), on ``--cap-replicas`` random
+  capped corpora, and on **every** stored vector (exact chunked scoring, here), plus the collection's own
+  ``query_points``; golden and test claims; deltas with paired-bootstrap CIs and the permutation p;
+* ``feedback``: every labeled claim logged as click feedback instead of files: the default evidence,
+  cross-fitted over all labels;
 
 and once (``--parts pool``): the query-side trainer with the full softmax over all N stored vectors vs
 the pool that stands in above ``VECTUNE_QUERY_CORPUS_MAX`` (positives + 30 mined negatives + random fill)
-vs what a cycle really trains against (the read stage's sample, ~20k), scored on the 300 test claims
-against all N vectors with paired CIs.
+vs the read stage's sample (~20k) vs that sample widened by each training query's 30 nearest stored points
+(what a cycle trains against now), scored on the 300 test claims against all N vectors with paired CIs.
 
 A size that would take more than ``--max-hours`` or ``--max-rss-gb`` is stopped and recorded with the
 reason; ``--report`` extrapolates from the sizes that ran (log-log slope per stage).
@@ -69,7 +83,7 @@ sys.path.insert(0, str(BENCH))
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
-from quality import load_beir, metrics_per_query, read_jsonl  # noqa: E402
+from quality import load_beir, read_jsonl  # noqa: E402
 
 ALIAS = "scale"
 COLLECTION = "scale-src"  # written by "another tool", then adopted
@@ -126,11 +140,16 @@ def write_labeled(path: Path, qids: list[str], beir: dict, qrels: dict) -> None:
             f.write(json.dumps({"query": beir["queries"][q], "relevant": sorted(qrels[q])}) + "\n")
 
 
-def encoder():
-    from vectune.models import load_encoder
-    from vectune.settings import Settings
+def models(home: Path | None = None):
+    """The model store a home's settings name (the bundled model loads from its package whatever the home)."""
+    from vectune.models.store import ModelStore
 
-    return load_encoder(MODEL, Settings())
+    return ModelStore.from_settings(settings_for(home))
+
+
+def encoder():
+    """The bundled MiniLM as vectune loads it."""
+    return models().load(MODEL)
 
 
 def scifact_vectors(beir: dict, work: Path) -> np.ndarray:
@@ -251,14 +270,38 @@ def filler(beir: dict, n: int, work: Path) -> tuple[list[str], np.ndarray]:
     return texts + t2, np.concatenate([vecs, v2])
 
 
-def all_vectors(beir: dict, n: int, work: Path, with_texts: bool = False):
-    """Keys (BEIR ids and filler ids ``f<i>``) and vectors of the N-point collection (and the filler texts)."""
-    sci = scifact_vectors(beir, work)
+def scifact_rows(beir: dict, n: int) -> list[int]:
+    """Which SciFact abstracts an N-point collection holds: all of them from 5,183 points up; below that (a smoke
+    run) every abstract a train or test claim points at first, then the others in corpus order, kept in corpus
+    order, so that the labels still point inside the collection."""
     k = len(beir["keys"])
+    if n >= k:
+        return list(range(k))
+    need = {str(d) for qrels in (beir["train"], beir["test"]) for rel in qrels.values() for d in rel}
+    first = [i for i, key in enumerate(beir["keys"]) if key in need]
+    rest = [i for i, key in enumerate(beir["keys"]) if key not in need]
+    return sorted((first + rest)[:n])
+
+
+def all_vectors(beir: dict, n: int, work: Path, with_texts: bool = False):
+    """Keys (BEIR ids and filler ids ``f<i>``) and vectors of the N-point collection (and a function giving
+    point ``i``'s payload)."""
+    sci = scifact_vectors(beir, work)
+    rows = scifact_rows(beir, n)
+    k = len(rows)
     texts, fill = filler(beir, n - k, work) if n > k else ([], np.zeros((0, DIM), np.float32))
-    keys = beir["keys"][:n] + [f"f{i}" for i in range(max(0, n - k))]
-    vecs = np.concatenate([sci[:n], fill], axis=0)
-    return (keys, vecs, texts) if with_texts else (keys, vecs)
+    keys = [beir["keys"][i] for i in rows] + [f"f{i}" for i in range(max(0, n - k))]
+    vecs = np.concatenate([sci[rows], fill], axis=0)
+    if not with_texts:
+        return keys, vecs
+
+    def payload(i: int) -> dict:
+        if i < k:
+            j = rows[i]
+            return {"text": beir["texts"][j], "title": beir["titles"][j], "doc_id": beir["keys"][j]}
+        return {"text": texts[i - k], "doc_id": keys[i]}
+
+    return keys, vecs, payload
 
 
 # ----------------------------------------------------------------------------- measured children
@@ -376,14 +419,15 @@ def child(script: str, *args: str) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--child", script, *args]
 
 
-def settings_for(home: Path):
-    from vectune.settings import Settings
+def settings_for(home: Path | None = None):
+    """vectune's settings (environment and ``.env`` included) with their state under ``home``."""
+    from vectune.config.settings import load_settings
 
-    return Settings(home=home)
+    return load_settings(home=home)
 
 
 def qdrant_path(home: Path) -> Path:
-    return settings_for(home).resolved_qdrant_path
+    return settings_for(home).qdrant_path
 
 
 def dir_mb(path: Path) -> float:
@@ -427,28 +471,21 @@ def child_write(home: str, n: str) -> None:
     """Write the collection through qdrant-client's embedded mode (precomputed vectors)."""
     from qdrant_client import QdrantClient, models
 
-    from vectune.store import point_id_for
+    from vectune.qdrant.store import point_id_for
 
     n = int(n)
     beir = scifact(Path(os.environ["SCALE_DATA"]))
     work = Path(os.environ["SCALE_WORK"])
-    keys, vecs, fill = all_vectors(beir, n, work, with_texts=True)
-    k = len(beir["keys"])
+    keys, vecs, payload = all_vectors(beir, n, work, with_texts=True)
     path = qdrant_path(Path(home))
     path.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
     client = QdrantClient(path=str(path))
     client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
     batch, marks = 256, {}
     tw = time.perf_counter()
     for start in range(0, n, batch):
-        pts = []
-        for i in range(start, min(n, start + batch)):
-            if i < k:
-                payload = {"text": beir["texts"][i], "title": beir["titles"][i], "doc_id": beir["keys"][i]}
-            else:
-                payload = {"text": fill[i - k], "doc_id": keys[i]}
-            pts.append(models.PointStruct(id=point_id_for(keys[i]), vector=vecs[i].tolist(), payload=payload))
+        pts = [models.PointStruct(id=point_id_for(keys[i]), vector=vecs[i].tolist(), payload=payload(i))
+               for i in range(start, min(n, start + batch))]
         client.upsert(COLLECTION, points=pts, wait=True)
         done = min(n, start + batch)
         for m in (10_000, 30_000, 100_000, 300_000, 1_000_000):
@@ -478,13 +515,12 @@ def child_direct(home: str, n: str) -> None:
     from qdrant_client._pydantic_compat import construct
     from qdrant_client.local.persistence import CollectionPersistence
 
-    from vectune.store import point_id_for
+    from vectune.qdrant.store import point_id_for
 
     n = int(n)
     beir = scifact(Path(os.environ["SCALE_DATA"]))
     work = Path(os.environ["SCALE_WORK"])
-    keys, vecs, fill = all_vectors(beir, n, work, with_texts=True)
-    k = len(beir["keys"])
+    keys, vecs, payload = all_vectors(beir, n, work, with_texts=True)
     path = qdrant_path(Path(home))
     path.mkdir(parents=True, exist_ok=True)
     client = QdrantClient(path=str(path))
@@ -498,12 +534,8 @@ def child_direct(home: str, n: str) -> None:
         for start in range(0, n, 10_000):
             rows = []
             for i in range(start, min(n, start + 10_000)):
-                if i < k:
-                    payload = {"text": beir["texts"][i], "title": beir["titles"][i], "doc_id": beir["keys"][i]}
-                else:
-                    payload = {"text": fill[i - k], "doc_id": keys[i]}
                 pid = point_id_for(keys[i])
-                point = construct(models.PointStruct, id=pid, vector=vecs[i].tolist(), payload=payload)
+                point = construct(models.PointStruct, id=pid, vector=vecs[i].tolist(), payload=payload(i))
                 rows.append((CollectionPersistence.encode_key(pid), sqlite3.Binary(pickle.dumps(point))))
             con.executemany("INSERT OR REPLACE INTO points VALUES (?, ?)", rows)
             done = min(n, start + 10_000)
@@ -642,7 +674,7 @@ def child_copy(home: str, mode: str, budget_s: str, rounds: str) -> None:
     from qdrant_client import QdrantClient, models
 
     from vectune.promote.build import build
-    from vectune.store import Store
+    from vectune.qdrant.store import Store
 
     budget_s, rounds = float(budget_s), int(rounds)
     t0 = time.perf_counter()
@@ -725,45 +757,104 @@ def copy_home(src: Path, dst: Path) -> float:
     return round(time.perf_counter() - t0, 1)
 
 
-def run_cycle(args, n: int, sets: dict, feedback: bool = False) -> dict:
-    """``vectune run --mode query`` on a copy of the built home, as a user runs it."""
-    tag = "feedback" if feedback else "train-set"
-    home = args.work / f"run-{n}-{tag}"
-    copy_s = copy_home(args.work / f"home-{n}", home)
+#: What run_cycle runs: (vectune run options beyond alias/home/json, whole collection, dry run).
+CYCLES = {"train-set": ("labels", True, False),   # --train-set/--eval-set: the eval set decides; promotes
+          "capped": ("labels", False, True),      # the same, judged on the capped sample, --dry-run
+          "feedback": ("feedback", True, False)}  # the claims logged as feedback: cross-fitted evidence
+
+
+def cycle_command(args, home: Path, sets: dict, tag: str) -> tuple[list[str], dict]:
+    """The ``vectune run`` command line and environment of one cycle (see CYCLES)."""
+    source, whole, dry = CYCLES[tag]
     opts = ["--mode", "query", "--seed", str(args.seed)]
-    if feedback:
-        log_feedback(home, sets)
-    else:
+    if source == "labels":
         opts += ["--train-set", str(sets["train"]), "--eval-set", str(sets["golden"])]
+    if args.query_epochs:
+        opts += ["--query-epochs", str(args.query_epochs)]
+    if dry:
+        opts.append("--dry-run")
     cmd = common.vectune_argv() + ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
     env = common.child_env()
     env["VECTUNE_KEEP_CANDIDATE"] = "true"  # a rejected candidate is saved too, for the full-corpus scoring
-    if feedback:
-        env["VECTUNE_FEEDBACK_GOLDEN_FRACTION"] = str(round(sets["n_golden"] / (sets["n_golden"] + sets["n_train"]), 6))
+    env["VECTUNE_WHOLE_COLLECTION"] = "true" if whole else "false"
+    return cmd, env
+
+
+def run_cycle(args, n: int, sets: dict, tag: str = "train-set") -> dict:
+    """``vectune run --mode query`` on a fresh copy of the built home, as a user runs it.
+
+    ``train-set``: the 500 training claims train, the golden claims decide (``--eval-set``: no cross-fit),
+    judged on the whole collection (``VECTUNE_WHOLE_COLLECTION=true``, the default). ``capped``: the same
+    command with ``--dry-run`` and ``VECTUNE_WHOLE_COLLECTION=false`` on another fresh copy of the same home:
+    the same collection, labels and seed, so training runs again with the same seed, and the gate judges on
+    the capped sample (``eval_corpus_cap``). ``feedback``: every labeled claim logged as click feedback and no
+    sets given: the default evidence, cross-fitted over all labels.
+    """
+    home = args.work / f"run-{n}-{tag}"
+    copy_s = copy_home(args.work / f"home-{n}", home)
+    if CYCLES[tag][0] == "feedback":
+        log_feedback(home, sets)
+    cmd, env = cycle_command(args, home, sets, tag)
     log(f"[{n}] vectune run ({tag}) ...")
     stop = ("reindex", args.stop_reindex_after) if args.stop_reindex_after else None
-    r = run_measured(cmd, args.work / "logs" / f"cycle-{n}-{tag}.log", env=env, timeout=args.max_hours * 3600,
-                     max_rss_gb=args.max_rss_gb, stop_in_stage=stop)
+    log_file = args.work / "logs" / f"cycle-{n}-{tag}.log"
+    r = run_measured(cmd, log_file, env=env, timeout=args.max_hours * 3600, max_rss_gb=args.max_rss_gb,
+                     stop_in_stage=stop)
     rep = common.parse_json_report(r["stdout"]) or {}
     if not rep:  # stopped: stage times from the log lines, the candidate from the model store's log line
-        rep = from_log(args.work / "logs" / f"cycle-{n}-{tag}.log", r)
+        rep = from_log(log_file, r)
+    counts = rep.get("counts") or {}
     out = {"input": tag, "home": str(home), "copy_home_s": copy_s, "command": " ".join(cmd[1:]),
+           "whole_collection": env["VECTUNE_WHOLE_COLLECTION"] == "true",
            **{k: r[k] for k in ("rc", "seconds", "cpu_s", "peak_rss_mb", "stopped", "load_before", "load_after",
                                 "stages_rss", "rss_series")},
            "status": rep.get("status"), "reason": rep.get("reason"), "duration_s": rep.get("duration_s"),
-           "timings_from": rep.get("timings_from", "run report"),
+           "evidence": rep.get("evidence"), "timings_from": rep.get("timings_from", "run report"),
            "timings": rep.get("timings"), "gate": rep.get("gate"), "evaluation": rep.get("evaluation"),
            "candidate_model": rep.get("candidate_model"), "candidate_saved": rep.get("candidate_saved"),
            "new_collection": rep.get("new_collection"), "live_collection": rep.get("live_collection"),
-           "counts": {k: (rep.get("counts") or {}).get(k) for k in ("read", "split", "pairs", "negatives", "train",
-                                                                   "train_set", "eval_set", "eval_corpus", "reindex",
-                                                                   "feedback")}}
-    if not rep:
+           "watch": (rep.get("watch") or {}).get("verdict"), "labels": rep.get("labels"),
+           "counts": {k: counts.get(k) for k in ("read", "split", "pairs", "negatives", "query_corpus", "train",
+                                                 "train_set", "eval_set", "eval_corpus", "reindex", "feedback",
+                                                 "crossfit", "live_vector_check")}}
+    if rep.get("crossfit"):
+        out["crossfit"] = {k: v for k, v in rep["crossfit"].items() if not isinstance(v, (dict, list))}
+    if r["rc"] not in (0, None) or r["stopped"]:
         out["error"] = r["stderr_tail"]
     t = out["timings"] or {}
     out["stage_sum_s"] = round(sum(t.values()), 1)
     out["outside_stages_s"] = round(r["seconds"] - out["stage_sum_s"], 1)  # interpreter + imports + open + close
     log(f"[{n}] {out['status']} in {r['seconds']:.0f} s, peak RSS {r['peak_rss_mb']:.0f} MB; timings {t}")
+    return out
+
+
+def gate_summary(cyc: dict) -> dict:
+    """What the gate saw and said in one cycle."""
+    g = cyc.get("gate") or {}
+    ev = ((cyc.get("evaluation") or {}).get("golden") or {})
+    tr = (cyc.get("counts") or {}).get("train") or {}
+    return {"status": cyc.get("status"), "whole_collection": cyc.get("whole_collection"),
+            "eval_corpus": (cyc.get("counts") or {}).get("eval_corpus"),
+            "corpus": (ev.get("live") or {}).get("corpus"), "live": g.get("live"), "candidate": g.get("candidate"),
+            "delta": g.get("delta"), "ci_low": g.get("ci_low"), "ci_high": g.get("ci_high"),
+            "p": g.get("p_value", _p_of(g.get("reason") or "")), "promote": g.get("promote"),
+            "train": {k: tr.get(k) for k in ("steps", "epochs_run", "stopped_by", "chosen_epoch", "val_best", "threads",
+                                             "corpus_in_memory")},
+            "evaluate_s": (cyc.get("timings") or {}).get("evaluate")}
+
+
+def gate_compare(whole: dict, capped: dict) -> dict:
+    """The gate's delta judged on the whole collection (the promoting run) vs on the capped sample (its
+    ``--dry-run`` twin). Two trainings with the same seed, labels and collection: ``same_training`` says
+    whether they went the same way (steps, epochs, the chosen epoch and its validation score); torch's
+    CPU thread count can differ with the load, so the weights may still differ in the last digits."""
+    w, c = gate_summary(whole), gate_summary(capped)
+    out = {"whole": w, "capped": c,
+           "same_training": bool(w["train"]["steps"]) and w["train"] == {**c["train"], "threads": w["train"]["threads"]},
+           "note": "two trainings with the same seed (the capped run is a second `run --dry-run` with "
+                   "VECTUNE_WHOLE_COLLECTION=false on a fresh copy of the same home), not one candidate scored twice"}
+    if w.get("delta") is not None and c.get("delta") is not None:
+        out["delta_whole_minus_capped"] = round(w["delta"] - c["delta"], 4)
     return out
 
 
@@ -787,13 +878,13 @@ def from_log(path: Path, r: dict) -> dict:
 
 def log_feedback(home: Path, sets: dict) -> None:
     """Log the 500 training claims, then the golden ones (newest), as click feedback on the alias."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import UTC, datetime, timedelta
 
     from qdrant_client import QdrantClient
 
-    from vectune import feedback
+    from vectune.apps import feedback
 
-    rows, start = [], datetime(2026, 1, 1, tzinfo=timezone.utc)
+    rows, start = [], datetime(2026, 1, 1, tzinfo=UTC)
     for path in (sets["train"], sets["golden"]):
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             q = json.loads(line)
@@ -855,14 +946,14 @@ def exact_top(qv: np.ndarray, corpus: np.ndarray, k: int = 10, chunk: int = 131_
 
 def per_query(top: np.ndarray, keys: list[str], qids: list[str], qrels: dict) -> dict[str, np.ndarray]:
     """vectune's own metrics (the gate's): per query, from ranked rows."""
-    from vectune.evaluate import EvalQuery, score
+    from vectune.pipeline.evaluate import EvalQuery, score
 
     res = score(top, keys, [EvalQuery("", set(qrels[q])) for q in qids])
     return res.per_query
 
 
 def paired(live: np.ndarray, cand: np.ndarray, metric: str = "ndcg@10") -> dict:
-    from vectune.gate import paired_bootstrap, paired_permutation
+    from vectune.pipeline.paired import paired_bootstrap, paired_permutation
 
     lo, hi = paired_bootstrap(live, cand, samples=2000, confidence=0.95, seed=0)
     p = paired_permutation(live, cand, samples=1000, seed=0)
@@ -885,14 +976,14 @@ def capped_rows(n: int, keys: list[str], must: set[str], cap: int, seed: int) ->
 
 def eval_full(args, beir: dict, sets: dict, n: int, cyc: dict) -> dict:
     """The cycle's candidate judged on the capped corpus (report + replicas) and on every stored vector."""
-    from vectune.models import load_encoder
-
-    ref = cyc.get("candidate_saved") or cyc.get("candidate_model")
+    ref = cyc.get("candidate_model")
     if not ref:
         return {"error": "no candidate model in the run report"}
-    settings = settings_for(Path(cyc["home"]))
-    live = load_encoder(MODEL, settings)
-    cand = load_encoder(ref, settings)
+    store = models(Path(cyc["home"]))
+    if not store.has(ref):
+        return {"error": f"candidate {ref} is not in {store.root} (neither promoted nor kept)"}
+    live = store.load(MODEL)
+    cand = store.load(ref)
     keys, vecs = all_vectors(beir, n, args.work)
     qsets = {"golden": sets["golden_ids"], "test": sorted(beir["test"])}
     qrels = {**{q: beir["train"][q] for q in sets["golden_ids"]}, **beir["test"]}
@@ -931,11 +1022,7 @@ def eval_full(args, beir: dict, sets: dict, n: int, cyc: dict) -> dict:
     out["exact_s"] = round(exact_s, 2)
     out["exact_queries"] = int(sum(2 * len(q) for q in qsets.values()))
     out["exact_ms_per_query"] = round(1000 * exact_s / out["exact_queries"], 2)
-    g = cyc.get("gate") or {}
-    ev = ((cyc.get("evaluation") or {}).get("golden") or {})
-    out["gate_capped"] = {"live": g.get("live"), "candidate": g.get("candidate"), "delta": g.get("delta"),
-                          "ci_low": g.get("ci_low"), "ci_high": g.get("ci_high"), "p": g.get("p_value", _p_of(g.get("reason") or "")),
-                          "promoted": cyc.get("status") == "promoted", "corpus": (ev.get("live") or {}).get("corpus")}
+    out["gate"] = gate_summary(cyc)  # as the cycle's gate judged it (the whole collection, by default)
     # the collection's own search (embedded: brute force) in a fresh process, on the same query vectors
     qfile = args.work / f"qp-{n}.npz"
     # at most --qp-queries per set and side (embedded search costs ~1 s a query at 100k points)
@@ -991,18 +1078,16 @@ def pool_compare(args, beir: dict, sets: dict) -> dict:
     """The query encoder trained with the full softmax over all N vectors, with the pool that stands in above
     ``VECTUNE_QUERY_CORPUS_MAX``, and against what a cycle holds (the read stage's ~20k sample); test claims
     scored against all N vectors."""
-    from vectune.models import load_encoder
-
     n = args.pool_size
     keys, vecs = all_vectors(beir, n, args.work)
     test_ids = sorted(beir["test"])
-    live = load_encoder(MODEL, settings_for(args.work))
+    live = encoder()
     lv = live.encode_queries([beir["queries"][q] for q in test_ids])
     base = per_query(exact_top(lv, vecs), keys, test_ids, beir["test"])
     out = {"n": n, "pool_max": args.pool_max, "sample": 20000, "seeds": args.pool_seeds,
            "live_test_ndcg10": round(float(base["ndcg@10"].mean()), 4), "runs": {}, "compare": {}}
     per = {}
-    for variant in ("full", "pool", "sample"):
+    for variant in ("full", "pool", "sample", "widened"):
         for seed in range(args.pool_seeds):
             name = f"{variant}-s{seed}"
             qfile = args.work / f"pool-{n}-{name}.npy"
@@ -1023,13 +1108,13 @@ def pool_compare(args, beir: dict, sets: dict) -> dict:
                 f"(live {out['live_test_ndcg10']}), {r['seconds']:.0f} s")
     for seed in range(args.pool_seeds):
         f = f"full-s{seed}"
-        for other in ("pool", "sample"):
+        for other in ("pool", "sample", "widened"):
             o = f"{other}-s{seed}"
             if f in per and o in per:
                 c = paired(per[f]["ndcg@10"], per[o]["ndcg@10"])
                 out["compare"][f"{other}-vs-full-s{seed}"] = {k: c[k] for k in ("delta", "ci_low", "ci_high", "p")}
     # seeds pooled: mean over seeds of each query's nDCG@10, then the paired CI
-    for other in ("pool", "sample"):
+    for other in ("pool", "sample", "widened"):
         fs = [per[f"full-s{s}"]["ndcg@10"] for s in range(args.pool_seeds) if f"full-s{s}" in per]
         os_ = [per[f"{other}-s{s}"]["ndcg@10"] for s in range(args.pool_seeds) if f"{other}-s{s}" in per]
         if fs and os_:
@@ -1039,40 +1124,45 @@ def pool_compare(args, beir: dict, sets: dict) -> dict:
     return out
 
 
-def child_train(n: str, variant: str, seed: str, pool_max: str, qfile: str) -> None:
-    """One query-encoder training (vectune.query_side) on the N-point corpus; saves the test claims' vectors."""
-    import dataclasses
+def query_cfg(**update):
+    """The query-side settings (``QueryConfig``, environment included) with some fields changed."""
+    return settings_for().query.model_copy(update=update)
 
-    from vectune.models import load_encoder
-    from vectune.query_side import _embed_eval, train_query_encoder
-    from vectune.settings import Settings
-    from vectune.train import query_side_config
+
+def child_train(n: str, variant: str, seed: str, pool_max: str, qfile: str) -> None:
+    """One query-encoder training (``pipeline.train.query.encoder``) on the N-point corpus; saves the test claims'
+    vectors."""
+    from vectune.pipeline.train.query.encoder import train_query_encoder
+    from vectune.pipeline.train.query.router import embed_eval
 
     n, seed, pool_max = int(n), int(seed), int(pool_max)
     beir = scifact(Path(os.environ["SCALE_DATA"]))
     work = Path(os.environ["SCALE_WORK"])
     sets = labeled_sets(beir, work, int(os.environ.get("SCALE_TRAIN_QUERIES", "500")), int(os.environ.get("SCALE_SEED", "42")))
     keys, vecs = all_vectors(beir, n, work)
-    cfg = query_side_config(Settings(seed=seed))
-    cfg = dataclasses.replace(cfg, time_budget_s=0.0, seed=seed)  # equal epochs for every variant
+    cfg = query_cfg(time_budget_s=0.0)  # equal epochs for every variant
     texts = [beir["queries"][q] for q in sets["train_ids"]]
     positives = [sorted(beir["train"][q]) for q in sets["train_ids"]]
+    live = encoder()
     if variant == "full":
-        cfg = dataclasses.replace(cfg, max_corpus_vectors=max(n, cfg.max_corpus_vectors))
+        cfg = cfg.model_copy(update={"corpus_max": max(n, cfg.corpus_max)})
         ckeys, cvecs = keys, vecs
     elif variant == "pool":
-        cfg = dataclasses.replace(cfg, max_corpus_vectors=pool_max)
+        cfg = cfg.model_copy(update={"corpus_max": pool_max})
         ckeys, cvecs = keys, vecs
-    else:  # what a cycle trains against: the read stage's 20k sample + every positive (train._stored_corpus)
+    else:  # what a cycle trains against: the read stage's 20k sample + every positive (candidates.stored_corpus)
         need = {k for p in positives for k in p}
         rows = capped_rows(n, keys, need, 20000 + len(need), 1000 + seed)
+        if variant == "widened":  # + each training query's nearest stored points (candidates.widen_corpus)
+            near = exact_top(live.encode_queries(texts), vecs, k=cfg.pool_negatives)
+            rows = np.union1d(rows, near.ravel())
         ckeys, cvecs = [keys[i] for i in rows], np.asarray(vecs[rows])
-    live = load_encoder(MODEL, Settings())
     t0 = time.perf_counter()
-    model, stats = train_query_encoder(live.model, texts, positives, cvecs, ckeys, cfg=cfg)
+    model, stats = train_query_encoder(live.model, texts, positives, cvecs, ckeys, cfg=cfg,
+                                       query_prompt=live.query_prompt, seed=seed)
     secs = time.perf_counter() - t0
     test_ids = sorted(beir["test"])
-    qv = _embed_eval(model, [beir["queries"][q] for q in test_ids]).cpu().numpy()
+    qv = embed_eval(model, [live.query_prompt + beir["queries"][q] for q in test_ids]).cpu().numpy()
     np.save(qfile, qv)
     s = stats.to_dict()
     print(json.dumps({"variant": variant, "seed": seed, "train_s": round(secs, 1),
@@ -1082,12 +1172,7 @@ def child_train(n: str, variant: str, seed: str, pool_max: str, qfile: str) -> N
 
 def child_trainmem(n: str, max_corpus: str, steps: str) -> None:
     """Memory and step time of the query-side trainer on an N-vector corpus (random unit vectors: no quality)."""
-    import dataclasses
-
-    from vectune.models import load_encoder
-    from vectune.query_side import train_query_encoder
-    from vectune.settings import Settings
-    from vectune.train import query_side_config
+    from vectune.pipeline.train.query.encoder import train_query_encoder
 
     n, max_corpus, steps = int(n), int(max_corpus), int(steps)
     rng = np.random.default_rng(0)
@@ -1099,11 +1184,11 @@ def child_trainmem(n: str, max_corpus: str, steps: str) -> None:
     texts = [f"query number {i} about topic {i % 97}" for i in range(512)]
     positives = [[str(int(x))] for x in rng.integers(0, n, size=512)]
     rss0 = _status_kb(os.getpid(), "VmRSS")
-    cfg = dataclasses.replace(query_side_config(Settings()), time_budget_s=0.0, max_steps=steps, epochs=1.0,
-                              val_fraction=0.0, refit=False, max_corpus_vectors=max_corpus)
-    live = load_encoder(MODEL, Settings())
+    cfg = query_cfg(time_budget_s=0.0, max_steps=steps, epochs=1.0, val_fraction=0.0, refit=False,
+                    corpus_max=max_corpus)
+    live = encoder()
     t0 = time.perf_counter()
-    _, stats = train_query_encoder(live.model, texts, positives, vecs, keys, cfg=cfg)
+    _, stats = train_query_encoder(live.model, texts, positives, vecs, keys, cfg=cfg, query_prompt=live.query_prompt)
     secs = time.perf_counter() - t0
     print(json.dumps({"n": n, "max_corpus": max_corpus, "pooled": stats.pooled,
                       "corpus_in_memory": stats.corpus_in_memory, "steps": stats.steps, "seconds": round(secs, 1),
@@ -1128,6 +1213,26 @@ def load_results(path: Path) -> dict:
 
 def save_results(path: Path, res: dict) -> None:
     common.write_json(path, res)
+
+
+def size_summary(entry: dict) -> dict:
+    """One size at a glance: the cycle's seconds per stage (the run report's ``timings``), its peak RSS, the
+    evaluation and training corpora, and the gate's delta on the whole collection vs the capped sample."""
+    c = entry["cycle"]
+    counts = c.get("counts") or {}
+    out = {"status": c.get("status"), "cycle_s": c.get("seconds"), "peak_rss_mb": c.get("peak_rss_mb"),
+           "timings": c.get("timings"), "eval_corpus": counts.get("eval_corpus"),
+           "query_corpus": counts.get("query_corpus"),
+           "train_corpus_in_memory": (counts.get("train") or {}).get("corpus_in_memory"),
+           "peak_rss_mb_by_stage": {k: v.get("peak_rss_mb") for k, v in (c.get("stages_rss") or {}).items()},
+           "load": [c.get("load_before"), c.get("load_after")]}
+    cmp_ = entry.get("gate_whole_vs_capped")
+    if cmp_:
+        out["gate_delta"] = {"whole": cmp_["whole"]["delta"], "capped": cmp_["capped"]["delta"],
+                             "whole_corpus": cmp_["whole"]["corpus"], "capped_corpus": cmp_["capped"]["corpus"],
+                             "same_training": cmp_["same_training"]}
+        out["capped_cycle_s"] = (entry.get("cycle_capped") or {}).get("seconds")
+    return out
 
 
 def run_size(args, beir: dict, sets: dict, n: int, res: dict) -> dict:
@@ -1204,14 +1309,21 @@ def run_size(args, beir: dict, sets: dict, n: int, res: dict) -> dict:
             entry["raw_after"] = raw_loop([128])
         entry["copy"] = copy_rates(entry["cycle"], raw_mean(entry), n)
         keep()
+    if "capped" in parts and entry.get("cycle"):  # the same cycle judged on the capped sample, dry run
+        entry["cycle_capped"] = run_cycle(args, n, sets, tag="capped")
+        entry["gate_whole_vs_capped"] = gate_compare(entry["cycle"], entry["cycle_capped"])
+        keep()
+    if entry.get("cycle"):
+        entry["summary"] = size_summary(entry)
+        keep()
     if "eval" in parts and (entry.get("cycle") or {}).get("candidate_model"):
         log(f"[{n}] judging the candidate on all {n} stored vectors ...")
         entry["eval"] = eval_full(args, beir, sets, n, entry["cycle"])
         keep()
     if "feedback" in parts:
-        entry["cycle_feedback"] = run_cycle(args, n, sets, feedback=True)
+        entry["cycle_feedback"] = run_cycle(args, n, sets, tag="feedback")
         keep()
-    for tag in ("train-set", "feedback"):
+    for tag in CYCLES:
         if not args.keep_homes:
             shutil.rmtree(args.work / f"run-{n}-{tag}", ignore_errors=True)
     return entry
@@ -1221,13 +1333,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--data", type=Path, default=BENCH.parent.parent / "shared" / "data" / "scifact")
-    ap.add_argument("--sizes", default="10000,100000,300000,1000000")
-    ap.add_argument("--parts", default="build,probe,raw,cycle,eval",
-                    help="comma list: build, probe, raw, cycle, eval, feedback, pool, trainmem")
+    ap.add_argument("--sizes", default="10000,100000,300000,1000000",
+                    help="comma list of collection sizes (points); below 5183 (e.g. 2000, a smoke run) the "
+                         "collection holds the abstracts the claims point at first")
+    ap.add_argument("--parts", default="build,probe,raw,cycle,capped,eval",
+                    help="comma list: build, probe, copy, raw, cycle, capped, eval, feedback, pool, trainmem")
     ap.add_argument("--out", type=Path, default=common.RESULTS_DIR / "scale.json")
     ap.add_argument("--work", type=Path, default=BENCH / "work" / "scale")
     ap.add_argument("--train-queries", type=int, default=500)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--query-epochs", type=float, default=None,
+                    help="passed to every cycle as --query-epochs (default: vectune's, 8); 1 for a smoke run")
     ap.add_argument("--max-hours", type=float, default=1.5, help="stop a child past this wall time")
     ap.add_argument("--max-rss-gb", type=float, default=16.0, help="stop a child past this RSS")
     ap.add_argument("--raw-batches", default="128,1024", help="page sizes of the raw scroll+upsert loop")
@@ -1235,7 +1351,8 @@ def main() -> None:
     ap.add_argument("--cap-replicas", type=int, default=5, help="random capped corpora per size (eval)")
     ap.add_argument("--qp-queries", type=int, default=100, help="eval: queries per set and side sent to query_points")
     ap.add_argument("--pool-size", type=int, default=100000)
-    ap.add_argument("--pool-max", type=int, default=30000, help="max_corpus_vectors that forces the pool")
+    ap.add_argument("--pool-max", type=int, default=30000,
+                    help="the query side's corpus_max (VECTUNE_QUERY_CORPUS_MAX) that forces the pool")
     ap.add_argument("--pool-seeds", type=int, default=2)
     ap.add_argument("--trainmem-sizes", default="300000,1000000")
     ap.add_argument("--client-write-max", type=int, default=100_000,
@@ -1272,8 +1389,8 @@ def main() -> None:
     res["data"] = {"scifact_abstracts": len(beir["keys"]), "train_claims": sets["n_train"],
                    "golden_claims": sets["n_golden"], "test_claims": len(beir["test"]),
                    "filler": "7-10 words of SciFact's vocabulary (frequency^0.75), real MiniLM vectors"}
-    for n in [int(x) for x in args.sizes.split(",") if x] if args.parts & {"build", "probe", "raw", "cycle",
-                                                                            "eval", "feedback"} else []:
+    per_size = {"build", "probe", "copy", "raw", "cycle", "capped", "eval", "feedback"}
+    for n in [int(x) for x in args.sizes.split(",") if x] if args.parts & per_size else []:
         all_vectors(beir, n, args.work)  # encode what is missing (cached), outside every timed child
         run_size(args, beir, sets, n, res)
     if "pool" in args.parts:
@@ -1299,7 +1416,8 @@ def main() -> None:
 
 
 # ----------------------------------------------------------------------------- report
-STAGES = ("read", "load_live_model", "generate", "mine", "train", "evaluate", "save_model", "reindex")
+STAGES = ("watch", "read", "load_live_model", "generate", "mine", "widen", "train", "evaluate", "final_fit", "save_model",
+          "reindex")
 
 
 def stage_table(res: dict) -> dict[str, dict[int, float]]:
@@ -1437,8 +1555,12 @@ def report(res: dict, out: Path) -> None:
     row("cycle peak RSS (MB)", lambda e: e["cycle"]["peak_rss_mb"])
     row("load at start / end", lambda e: f"{e['cycle']['load_before'][0]} / {e['cycle']['load_after'][0]}")
     row("trainer corpus in memory", lambda e: e["cycle"]["counts"]["train"]["corpus_in_memory"])
-    row("eval corpus (capped?)", lambda e: f"{e['cycle']['counts']['eval_corpus']['size']:,} "
-        f"({'capped' if e['cycle']['counts']['eval_corpus']['capped'] else 'whole'})")
+    row("query-side corpus: sample + widened (added)", lambda e: f"{e['cycle']['counts']['query_corpus']['corpus']:,} "
+        f"(+{e['cycle']['counts']['query_corpus']['added']:,})")
+    row("eval corpus (whole / capped / all in the sample)", lambda e: f"{e['cycle']['counts']['eval_corpus']['size']:,} "
+        f"({'whole, scanned' if e['cycle']['counts']['eval_corpus'].get('whole') else 'capped' if e['cycle']['counts']['eval_corpus']['capped'] else 'all in the sample'})")
+    row("gate delta: whole collection / capped (dry-run twin)",
+        lambda e: f"{e['gate_whole_vs_capped']['whole']['delta']:+.4f} / {e['gate_whole_vs_capped']['capped']['delta']:+.4f}")
     row("write through qdrant-client (points/s)", lambda e: e["build"]["write"]["points_per_s"])
     row("write peak RSS (MB)", lambda e: e["build"]["write"]["peak_rss_mb"])
     row("storage on disk (MB)", lambda e: e["build"]["storage_mb"])
@@ -1470,16 +1592,35 @@ def report(res: dict, out: Path) -> None:
         lines.append("")
     if have_chart:
         lines += [f"![time and memory against N]({png.relative_to(common.BENCH).as_posix()})", ""]
+    cmp_ = [(n, res["sizes"][n]["gate_whole_vs_capped"]) for n in sizes if res["sizes"][n].get("gate_whole_vs_capped")]
+    if cmp_:
+        lines += ["### The gate on the whole collection vs the capped sample", "",
+                  "The promoting run (`VECTUNE_WHOLE_COLLECTION=true`, the default) and a second `vectune run --dry-run` "
+                  "with `VECTUNE_WHOLE_COLLECTION=false` on a fresh copy of the same home: same collection, labels and "
+                  "seed, so the query encoder is trained again with the same seed (`same training`: the same steps, "
+                  "epochs, chosen epoch and validation score); at or below `eval_corpus_cap` (20,000) points both "
+                  "judge every point.", "",
+                  "| N | judged on | corpus | live nDCG@10 | candidate | delta [95% CI] | p | promote | evaluate s | same training |",
+                  "|---:|---|---:|---:|---:|---|---:|---|---:|---|"]
+        for n, c in cmp_:
+            for side in ("whole", "capped"):
+                g = c[side]
+                lines.append(f"| {int(n):,} | {side} | {fmt(g.get('corpus'))} | {fmt(g.get('live'), 4)} | "
+                             f"{fmt(g.get('candidate'), 4)} | {fmt(g.get('delta'), 4)} [{fmt(g.get('ci_low'), 4)}, "
+                             f"{fmt(g.get('ci_high'), 4)}] | {fmt(g.get('p'), 4)} | {g.get('promote')} | "
+                             f"{fmt(g.get('evaluate_s'))} | {c['same_training'] if side == 'capped' else ''} |")
+        lines.append("")
     ev = [(n, res["sizes"][n]["eval"]) for n in sizes if (res["sizes"][n].get("eval") or {}).get("sets")]
     if ev:
         lines += ["### The gate's capped corpus vs every stored vector (same candidate)", "",
                   "| N | set | corpus | live nDCG@10 | candidate | delta [95% CI] | p | would promote |",
                   "|---:|---|---|---:|---:|---|---:|---|"]
         for n, e in ev:
-            g = e["gate_capped"]
-            lines.append(f"| {int(n):,} | golden | capped, as the gate saw it ({fmt(g.get('corpus'))}) | {fmt(g['live'], 4)} "
-                         f"| {fmt(g['candidate'], 4)} | {fmt(g['delta'], 4)} [{fmt(g['ci_low'], 4)}, {fmt(g['ci_high'], 4)}] "
-                         f"| {fmt(g.get('p'), 4)} | {g.get('promoted')} |")
+            g = e.get("gate") or e.get("gate_capped") or {}  # gate_capped: results from before the whole-collection gate
+            seen = "the whole collection" if (g.get("eval_corpus") or {}).get("whole") else "capped"
+            lines.append(f"| {int(n):,} | golden | as the gate saw it ({seen}: {fmt(g.get('corpus'))}) | {fmt(g.get('live'), 4)} "
+                         f"| {fmt(g.get('candidate'), 4)} | {fmt(g.get('delta'), 4)} [{fmt(g.get('ci_low'), 4)}, {fmt(g.get('ci_high'), 4)}] "
+                         f"| {fmt(g.get('p'), 4)} | {g.get('promote', g.get('promoted'))} |")
             for name, s in e["sets"].items():
                 reps = s["capped_replicas"]
                 if reps:
@@ -1503,9 +1644,10 @@ def report(res: dict, out: Path) -> None:
     if pool:
         lines += [f"### Query-side trainer: full softmax vs pool vs the cycle's sample (N = {pool['n']:,})", "",
                   f"Live test nDCG@10 against all {pool['n']:,} vectors: {pool['live_test_ndcg10']}. "
-                  f"Pool: max_corpus_vectors = {pool['pool_max']:,} (positives + 30 mined negatives + random fill); "
-                  "sample: the read stage's 20,000 random chunks + every positive (what a cycle holds above 20k "
-                  "points). No time budget (equal epochs).", "",
+                  f"Pool: corpus_max = {pool['pool_max']:,} (positives + 30 mined negatives + random fill); "
+                  "sample: the read stage's 20,000 random chunks + every positive (what a cycle held above 20k "
+                  "points before `widen_corpus`); widened: the sample + each training query's 30 nearest stored "
+                  "points (what a cycle trains against now). No time budget (equal epochs).", "",
                   "| run | vectors in memory | steps | train s | peak RSS MB | test nDCG@10 | vs live [95% CI] |",
                   "|---|---:|---:|---:|---:|---:|---|"]
         for name, r in pool["runs"].items():
@@ -1523,7 +1665,7 @@ def report(res: dict, out: Path) -> None:
     tm = res.get("trainmem")
     if tm:
         lines += ["Trainer memory (random unit vectors, 6 steps; `VmHWM` of a fresh process):", "",
-                  "| N | max_corpus_vectors | pooled | vectors in memory | seconds | RSS with the vectors (MB) | peak RSS (MB) |",
+                  "| N | corpus_max | pooled | vectors in memory | seconds | RSS with the vectors (MB) | peak RSS (MB) |",
                   "|---:|---:|---|---:|---:|---:|---:|"]
         for name, r in tm.items():
             if "n" in r:

@@ -1,4 +1,5 @@
-"""bench/scale.py's own arithmetic: exact chunked top-k, the capped corpus, log-log slopes, the measured child.
+"""bench/scale.py's own arithmetic: exact chunked top-k, the capped corpus, log-log slopes, the measured child,
+the rows of a small collection, the cycles' command lines (only options `vectune run` has), the gate comparison.
 
 The benchmark's numbers are only as good as these helpers; the measurements themselves are not tests.
 """
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 scale = pytest.importorskip("scale")
@@ -23,7 +25,7 @@ def _unit(rng, n, d=16):
 
 
 def test_exact_top_matches_vectune_rank_across_chunks():
-    from vectune.evaluate import rank
+    from vectune.pipeline.evaluate import rank
 
     rng = np.random.default_rng(0)
     corpus, queries = _unit(rng, 1000), _unit(rng, 7)
@@ -81,3 +83,57 @@ def test_run_measured_stops_a_child_past_its_time(tmp_path):
     r = scale.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "log.txt", timeout=1)
     assert r["stopped"] and r["stopped"].startswith("over 1 s")
     assert r["rc"] != 0 and r["seconds"] < 20
+
+
+def _beir(n_docs=10):
+    keys = [f"d{i}" for i in range(n_docs)]
+    return {"keys": keys, "texts": [f"text {k}" for k in keys], "titles": ["" for _ in keys],
+            "train": {"q1": {"d7"}, "q2": {"d3", "d9"}}, "test": {"q3": {"d8"}}}
+
+
+def test_scifact_rows_put_the_labeled_abstracts_first_below_the_corpus():
+    beir = _beir()
+    assert scale.scifact_rows(beir, 10) == list(range(10))
+    assert scale.scifact_rows(beir, 50) == list(range(10))
+    rows = scale.scifact_rows(beir, 5)
+    assert rows == sorted(rows) and len(rows) == 5
+    assert {beir["keys"][i] for i in rows} == {"d3", "d7", "d8", "d9", "d0"}
+
+
+def test_cycle_commands_use_only_options_vectune_run_has(tmp_path):
+    from vectune.cli.cycle import run
+
+    known = {o for p in run.params for o in p.opts + p.secondary_opts}
+    args = SimpleNamespace(seed=7, query_epochs=1.0)
+    sets = {"train": tmp_path / "train.jsonl", "golden": tmp_path / "golden.jsonl"}
+    for tag in scale.CYCLES:
+        cmd, env = scale.cycle_command(args, tmp_path / "home", sets, tag)
+        opts = [a for a in cmd[cmd.index("run") + 1:] if a.startswith("--")]
+        assert set(opts) <= known, set(opts) - known
+        assert env["VECTUNE_WHOLE_COLLECTION"] == ("false" if tag == "capped" else "true")
+        assert ("--dry-run" in cmd) == (tag == "capped")
+        assert ("--eval-set" in cmd) == (tag != "feedback")
+        assert cmd[cmd.index("--seed") + 1] == "7" and cmd[cmd.index("--query-epochs") + 1] == "1.0"
+    cmd, _ = scale.cycle_command(SimpleNamespace(seed=7, query_epochs=None), tmp_path, sets, "train-set")
+    assert "--query-epochs" not in cmd
+
+
+def _cycle(delta, corpus, whole, steps=10, chosen=3.0, threads=1):
+    return {"status": "promoted", "whole_collection": whole,
+            "gate": {"live": 0.5, "candidate": 0.5 + delta, "delta": delta, "ci_low": 0.0, "ci_high": 0.1,
+                     "p_value": 0.01, "promote": True},
+            "evaluation": {"golden": {"live": {"corpus": corpus}}},
+            "counts": {"eval_corpus": {"size": corpus, "whole": whole, "capped": not whole},
+                       "train": {"steps": steps, "epochs_run": 8.0, "stopped_by": "epochs", "chosen_epoch": chosen,
+                                 "val_best": 0.6, "threads": threads, "corpus_in_memory": 100}},
+            "timings": {"evaluate": 1.5}}
+
+
+def test_gate_compare_reports_both_deltas_and_whether_training_matched():
+    c = scale.gate_compare(_cycle(0.06, 100_000, True), _cycle(0.05, 20_000, False, threads=2))
+    assert c["whole"]["delta"] == 0.06 and c["capped"]["delta"] == 0.05
+    assert c["whole"]["corpus"] == 100_000 and c["capped"]["corpus"] == 20_000
+    assert c["delta_whole_minus_capped"] == pytest.approx(0.01)
+    assert c["same_training"] is True  # the thread count alone does not count
+    assert c["capped"]["p"] == 0.01 and c["whole"]["evaluate_s"] == 1.5
+    assert scale.gate_compare(_cycle(0.06, 10, True), _cycle(0.05, 10, False, chosen=4.0))["same_training"] is False
