@@ -2,7 +2,9 @@
 """How a query-mode cycle's cost grows with the collection: 10k to 1M points in embedded Qdrant (issue 21).
 
     python bench/scale.py --sizes 10000                      # build, probe, raw, cycle, capped, eval
-    python bench/scale.py --sizes 2000 --parts build,probe,cycle,capped --train-queries 100 --query-epochs 1 --out bench/work/scale-smoke.json
+    python bench/scale.py --sizes 2000 --parts build,probe,cycle,capped --train-queries 100 --query-epochs 1 \\
+        --cycle-env VECTUNE_MAX_TRAIN_CHUNKS=1000 --cycle-env VECTUNE_EVAL_CORPUS_CAP=1000 \\
+        --out bench/work/scale-smoke.json                       # a smoke run: minutes
     python bench/scale.py --parts pool --pool-size 100000
     python bench/scale.py --report            # RESULTS.md section + chart from the JSON only
 
@@ -776,8 +778,21 @@ def cycle_command(args, home: Path, sets: dict, tag: str) -> tuple[list[str], di
     cmd = common.vectune_argv() + ["run", "--alias", ALIAS, "--home", str(home), "--json", *opts]
     env = common.child_env()
     env["VECTUNE_KEEP_CANDIDATE"] = "true"  # a rejected candidate is saved too, for the full-corpus scoring
+    env.update(cycle_env(args))
     env["VECTUNE_WHOLE_COLLECTION"] = "true" if whole else "false"
     return cmd, env
+
+
+def cycle_env(args) -> dict[str, str]:
+    """``--cycle-env KEY=VALUE`` settings for every cycle (a smoke run's smaller sample, say)."""
+    out = {}
+    for item in getattr(args, "cycle_env", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("VECTUNE_") or key == "VECTUNE_WHOLE_COLLECTION":
+            raise SystemExit(f"--cycle-env {item!r}: expected VECTUNE_NAME=value (not VECTUNE_WHOLE_COLLECTION, "
+                             "which the cycles set themselves)")
+        out[key] = value
+    return out
 
 
 def run_cycle(args, n: int, sets: dict, tag: str = "train-set") -> dict:
@@ -805,7 +820,7 @@ def run_cycle(args, n: int, sets: dict, tag: str = "train-set") -> dict:
         rep = from_log(log_file, r)
     counts = rep.get("counts") or {}
     out = {"input": tag, "home": str(home), "copy_home_s": copy_s, "command": " ".join(cmd[1:]),
-           "whole_collection": env["VECTUNE_WHOLE_COLLECTION"] == "true",
+           "whole_collection": env["VECTUNE_WHOLE_COLLECTION"] == "true", "cycle_env": cycle_env(args) or None,
            **{k: r[k] for k in ("rc", "seconds", "cpu_s", "peak_rss_mb", "stopped", "load_before", "load_after",
                                 "stages_rss", "rss_series")},
            "status": rep.get("status"), "reason": rep.get("reason"), "duration_s": rep.get("duration_s"),
@@ -1344,6 +1359,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--query-epochs", type=float, default=None,
                     help="passed to every cycle as --query-epochs (default: vectune's, 8); 1 for a smoke run")
+    ap.add_argument("--cycle-env", action="append", metavar="VECTUNE_NAME=VALUE",
+                    help="a vectune setting for every cycle (repeatable), recorded with it; a smoke run: "
+                         "VECTUNE_MAX_TRAIN_CHUNKS=1000 VECTUNE_EVAL_CORPUS_CAP=1000 keep a sample smaller than "
+                         "2,000 points, so widen and the whole-collection scan run")
     ap.add_argument("--max-hours", type=float, default=1.5, help="stop a child past this wall time")
     ap.add_argument("--max-rss-gb", type=float, default=16.0, help="stop a child past this RSS")
     ap.add_argument("--raw-batches", default="128,1024", help="page sizes of the raw scroll+upsert loop")

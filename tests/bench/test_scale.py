@@ -137,3 +137,14 @@ def test_gate_compare_reports_both_deltas_and_whether_training_matched():
     assert c["same_training"] is True  # the thread count alone does not count
     assert c["capped"]["p"] == 0.01 and c["whole"]["evaluate_s"] == 1.5
     assert scale.gate_compare(_cycle(0.06, 10, True), _cycle(0.05, 10, False, chosen=4.0))["same_training"] is False
+
+
+def test_cycle_env_reaches_every_cycle_but_cannot_flip_the_comparison(tmp_path):
+    sets = {"train": tmp_path / "t.jsonl", "golden": tmp_path / "g.jsonl"}
+    args = SimpleNamespace(seed=1, query_epochs=None, cycle_env=["VECTUNE_EVAL_CORPUS_CAP=1000"])
+    for tag in scale.CYCLES:
+        _, env = scale.cycle_command(args, tmp_path, sets, tag)
+        assert env["VECTUNE_EVAL_CORPUS_CAP"] == "1000"
+    for bad in (["VECTUNE_WHOLE_COLLECTION=false"], ["EVAL_CORPUS_CAP=1"], ["VECTUNE_SEED"]):
+        with pytest.raises(SystemExit):
+            scale.cycle_env(SimpleNamespace(cycle_env=bad))
