@@ -1239,7 +1239,8 @@ def size_summary(entry: dict) -> dict:
            "timings": c.get("timings"), "eval_corpus": counts.get("eval_corpus"),
            "query_corpus": counts.get("query_corpus"),
            "train_corpus_in_memory": (counts.get("train") or {}).get("corpus_in_memory"),
-           "peak_rss_mb_by_stage": {k: v.get("peak_rss_mb") for k, v in (c.get("stages_rss") or {}).items()},
+           # None: the stage ended between two polls (every 0.5 s)
+           "peak_rss_mb_by_stage": {k: v.get("peak_rss_mb") or None for k, v in (c.get("stages_rss") or {}).items()},
            "load": [c.get("load_before"), c.get("load_after")]}
     cmp_ = entry.get("gate_whole_vs_capped")
     if cmp_:
@@ -1631,7 +1632,7 @@ def report(res: dict, out: Path) -> None:
         lines.append("")
     ev = [(n, res["sizes"][n]["eval"]) for n in sizes if (res["sizes"][n].get("eval") or {}).get("sets")]
     if ev:
-        lines += ["### The gate's capped corpus vs every stored vector (same candidate)", "",
+        lines += ["### The same candidate as the gate saw it, on random capped corpora, and on every stored vector", "",
                   "| N | set | corpus | live nDCG@10 | candidate | delta [95% CI] | p | would promote |",
                   "|---:|---|---|---:|---:|---|---:|---|"]
         for n, e in ev:
