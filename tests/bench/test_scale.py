@@ -148,3 +148,26 @@ def test_cycle_env_reaches_every_cycle_but_cannot_flip_the_comparison(tmp_path):
     for bad in (["VECTUNE_WHOLE_COLLECTION=false"], ["EVAL_CORPUS_CAP=1"], ["VECTUNE_SEED"]):
         with pytest.raises(SystemExit):
             scale.cycle_env(SimpleNamespace(cycle_env=bad))
+
+
+def test_the_capped_twin_runs_only_where_the_gate_scanned_the_collection(tmp_path, monkeypatch):
+    (tmp_path / "home-5000").mkdir()
+    (tmp_path / "home-5000" / "built.json").write_text("{}")
+    ran = []
+
+    def fake_run_cycle(args, n, sets, tag="train-set"):
+        ran.append(tag)
+        return _cycle(0.02, 1_000, False)
+
+    monkeypatch.setattr(scale, "run_cycle", fake_run_cycle)
+    args = SimpleNamespace(parts={"capped"}, work=tmp_path, out=tmp_path / "out.json", keep_homes=True)
+    for whole, runs in ((False, []), (True, ["capped"])):
+        ran.clear()
+        res = {"sizes": {"5000": {"cycle": _cycle(0.03, 5_000, whole)}}}
+        entry = scale.run_size(args, {}, {}, 5000, res)
+        assert ran == runs
+        if whole:
+            assert entry["summary"]["gate_delta"] == {"whole": 0.03, "capped": 0.02, "whole_corpus": 5_000,
+                                                      "capped_corpus": 1_000, "same_training": True}
+        else:
+            assert "skipped" in entry["gate_whole_vs_capped"] and "gate_delta" not in entry["summary"]
