@@ -886,10 +886,35 @@ def from_log(path: Path, r: dict) -> dict:
     if progress:
         counts["reindex"] = {"build": {"upserted": int(progress[-1][0]), "of": int(progress[-1][1]),
                                        "rate_per_s": float(progress[-1][2]), "partial": True}}
+    counts.update(counts_from_log(text))
+    gate = None
+    if m:  # a promotion saves the model with the gate's decision in its manifest before it copies anything
+        try:
+            gate = json.loads((Path(m.group(2)) / "manifest.json").read_text()).get("eval")
+        except (OSError, ValueError):
+            gate = None
     return {"status": "stopped" if r["stopped"] else "failed", "reason": r["stopped"], "timings": timings,
             "timings_from": "log lines (the run was stopped; the last stage is cut short)",
             "candidate_model": m.group(1) if m else None, "candidate_saved": m.group(2) if m else None,
-            "counts": counts}
+            "gate": gate, "counts": counts}
+
+
+def counts_from_log(text: str) -> dict:
+    """The counts a cycle's log lines carry: the whole-collection scan and the query-side training's stats."""
+    import ast
+
+    out = {}
+    scan = re.search(r"judged on the whole collection '[^']*': (\d+) points scanned in ([0-9.]+) s", text)
+    if scan:
+        out["eval_corpus"] = {"size": int(scan.group(1)), "whole": True, "capped": False,
+                              "scan_s": float(scan.group(2)), "from": "log"}
+    train = re.search(r"query-side candidate query: (\{.*\})\s*$", text, re.MULTILINE)
+    if train:
+        try:
+            out["train"] = ast.literal_eval(train.group(1))
+        except (ValueError, SyntaxError):
+            pass
+    return out
 
 
 def log_feedback(home: Path, sets: dict) -> None:

@@ -171,3 +171,30 @@ def test_the_capped_twin_runs_only_where_the_gate_scanned_the_collection(tmp_pat
                                                       "capped_corpus": 1_000, "same_training": True}
         else:
             assert "skipped" in entry["gate_whole_vs_capped"] and "gate_delta" not in entry["summary"]
+
+
+def test_a_stopped_cycle_still_gives_the_gate_the_scan_and_the_training(tmp_path):
+    model = tmp_path / "models" / "m-query"
+    model.mkdir(parents=True)
+    (model / "manifest.json").write_text('{"eval": {"delta": 0.031, "promote": true, "p_value": 0.002}}')
+    log = tmp_path / "cycle.log"
+    log.write_text(
+        "10:00:01 INFO    vectune.pipeline.cycle: stage train ...\n"
+        "10:00:09 INFO    vectune.pipeline.train.query.candidates: query-side candidate query: {'kind': 'encoder', "
+        "'steps': 7, 'chosen_epoch': 1.0, 'val_best': 0.7354, 'threads': 1, 'val_curve': [[0.0, 0.7], [1.0, 0.73]]}\n"
+        "10:00:20 INFO    vectune.pipeline.evaluate: judged on the whole collection 'scale-src': 300000 points "
+        "scanned in 512.3 s\n"
+        f"10:00:30 INFO    vectune.models.store: saved model m-query to {model}\n"
+        "10:00:40 INFO    vectune.observe.progress: reindex scale--m-query: 2560/300000 (1%), 55.1/s, eta 5400s\n")
+    r = {"stages_rss": {"train": {"start_s": 1.0}, "evaluate": {"start_s": 9.0}, "reindex": {"start_s": 30.0}},
+         "seconds": 45.0, "stopped": "stopped 15 s into stage reindex (as asked)"}
+    rep = scale.from_log(log, r)
+    assert rep["status"] == "stopped" and rep["candidate_model"] == "m-query"
+    assert rep["gate"]["delta"] == 0.031
+    assert rep["counts"]["eval_corpus"] == {"size": 300000, "whole": True, "capped": False, "scan_s": 512.3,
+                                            "from": "log"}
+    assert rep["counts"]["train"]["steps"] == 7 and rep["counts"]["train"]["chosen_epoch"] == 1.0
+    assert rep["counts"]["reindex"]["build"]["upserted"] == 2560
+    assert rep["timings"] == {"train": 8.0, "evaluate": 21.0, "reindex": 15.0}
+    s = scale.gate_summary({**rep, "whole_collection": True})
+    assert s["delta"] == 0.031 and s["p"] == 0.002 and s["train"]["steps"] == 7
