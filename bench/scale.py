@@ -1473,16 +1473,22 @@ STAGES = ("watch", "read", "load_live_model", "generate", "mine", "widen", "trai
 
 
 def stage_table(res: dict) -> dict[str, dict[int, float]]:
-    """Seconds per stage per size (reindex split into build and publish), plus totals."""
+    """Seconds per stage per size (reindex split into build and publish), plus totals. A cycle stopped as asked
+    (``--stop-reindex-after``) gives the stages it finished; its last one and its totals are left out."""
     out: dict[str, dict[int, float]] = {}
     for key, e in sorted(res.get("sizes", {}).items(), key=lambda kv: int(kv[0])):
         n, c = int(key), e.get("cycle") or {}
-        t = c.get("timings") or {}
-        if not t or c.get("status") not in ("promoted", "kept"):
+        t = dict(c.get("timings") or {})
+        stopped = c.get("status") == "stopped" and "as asked" in str(c.get("reason"))
+        if not t or (c.get("status") not in ("promoted", "kept") and not stopped):
             continue
+        if stopped:
+            t.pop(list(t)[-1])
         for s in STAGES:
             if s in t:
                 out.setdefault(s, {})[n] = t[s]
+        if stopped:
+            continue
         rx = (c.get("counts") or {}).get("reindex") or {}
         if rx.get("build", {}).get("seconds"):
             out.setdefault("reindex: copy (build)", {})[n] = rx["build"]["seconds"]

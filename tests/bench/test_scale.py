@@ -198,3 +198,14 @@ def test_a_stopped_cycle_still_gives_the_gate_the_scan_and_the_training(tmp_path
     assert rep["timings"] == {"train": 8.0, "evaluate": 21.0, "reindex": 15.0}
     s = scale.gate_summary({**rep, "whole_collection": True})
     assert s["delta"] == 0.031 and s["p"] == 0.002 and s["train"]["steps"] == 7
+
+
+def test_stage_table_keeps_the_finished_stages_of_a_cycle_stopped_as_asked():
+    done = {"status": "promoted", "timings": {"read": 3.0, "train": 600.0, "reindex": 27.0}, "seconds": 640.0,
+            "outside_stages_s": 10.0, "counts": {}}
+    cut = {"status": "stopped", "reason": "stopped 900 s into stage reindex (as asked)",
+           "timings": {"read": 2000.0, "train": 640.0, "reindex": 900.0}, "seconds": 3600.0, "counts": {}}
+    broke = {"status": "stopped", "reason": "RSS 16.1 GiB over 16 GiB in stage read", "timings": {"read": 50.0}}
+    t = scale.stage_table({"sizes": {"10000": {"cycle": done}, "300000": {"cycle": cut}, "1000000": {"cycle": broke}}})
+    assert t["read"] == {10000: 3.0, 300000: 2000.0} and t["train"] == {10000: 600.0, 300000: 640.0}
+    assert t["reindex"] == {10000: 27.0} and t["cycle wall"] == {10000: 640.0}
