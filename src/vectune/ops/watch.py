@@ -218,7 +218,8 @@ def not_watched(store: Store, live: str, meta: dict) -> str | None:
 def cutoff(meta: dict, target_meta: dict) -> str | None:
     """The time after which feedback is fresh for both models.
 
-    The newest feedback the live model's promotion read (``labels.last_ts`` or ``data.feedback_until``), else its
+    The newest feedback the live model's promotion read (the later of ``labels.last_ts`` and
+    ``data.feedback_until``), else its
     creation time (a promotion that learned from no feedback); later still when the rollback
     target was itself trained on newer feedback.
     """
@@ -229,9 +230,12 @@ def cutoff(meta: dict, target_meta: dict) -> str | None:
 
 
 def _trained_until(meta: dict) -> str | None:
-    """The newest feedback a collection's promotion read: its label provenance's newest label (``labels.last_ts``,
-    when the cycle records one), else the newest feedback event its cycle read (``data.feedback_until``)."""
-    return (meta.get("labels") or {}).get("last_ts") or (meta.get("data") or {}).get("feedback_until")
+    """The newest feedback a collection's promotion read: the later of its newest label (``labels.last_ts``) and
+    the newest feedback event its cycle read (``data.feedback_until``: a thumbs-down that removed a label was read
+    too, and changed what the model learned)."""
+    times = [t for t in ((meta.get("labels") or {}).get("last_ts"), (meta.get("data") or {}).get("feedback_until"))
+             if t]
+    return max(times, key=epoch) if times else None
 
 
 # --------------------------------------------------------------------------- scoring
