@@ -679,10 +679,13 @@ def child_copy(home: str, mode: str, budget_s: str, rounds: str) -> None:
     from vectune.promote.build import build
     from vectune.qdrant.store import Store
 
+    from vectune.config.sections import PromoteConfig
+
     budget_s, rounds = float(budget_s), int(rounds)
+    page = int(os.environ.get("SCALE_COPY_PAGE") or PromoteConfig().copy_batch)  # the product's copy page, both sides
     t0 = time.perf_counter()
     client = QdrantClient(path=str(qdrant_path(Path(home))))
-    out = {"mode": mode, "open_s": round(time.perf_counter() - t0, 1)}
+    out = {"mode": mode, "page": page, "open_s": round(time.perf_counter() - t0, 1)}
     if mode == "memory":
         mem = QdrantClient(location=":memory:")
         mem.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
@@ -710,7 +713,7 @@ def child_copy(home: str, mode: str, budget_s: str, rounds: str) -> None:
         client.create_collection(name, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
         n, offset, t = 0, None, time.perf_counter()
         while time.perf_counter() - t < budget_s:
-            recs, offset = client.scroll(COLLECTION, limit=128, offset=offset, with_vectors=True, with_payload=True)
+            recs, offset = client.scroll(COLLECTION, limit=page, offset=offset, with_vectors=True, with_payload=True)
             client.upsert(name, points=[models.PointStruct(id=r.id, vector=r.vector, payload=r.payload) for r in recs],
                           wait=True)
             n += len(recs)
@@ -730,7 +733,7 @@ def child_copy(home: str, mode: str, budget_s: str, rounds: str) -> None:
 
         t = time.perf_counter()
         try:
-            build(store, None, COLLECTION, name, spec, "text", 128, on_page=on_page, lock=_Budget(budget_s))
+            build(store, None, COLLECTION, name, spec, "text", page, on_page=on_page, lock=_Budget(budget_s))
         except _Budget.Over:
             pass
         secs = time.perf_counter() - t
