@@ -245,6 +245,14 @@ class Row:
     ts_epoch: float
     point_id: str
 
+    def votes(self) -> list[tuple[str, float]]:
+        """``(point key, vote)`` for each id the event names: ``+weight`` for a relevant id of a positive signal,
+        ``-weight`` for one of a negative signal and for every explicit negative id. A query's answers are the
+        ids whose votes add up above 0."""
+        sign = 1.0 if self.signal in POSITIVE_SIGNALS else -1.0
+        return ([(str(point_id_for(i)), sign * self.weight) for i in self.ids]
+                + [(str(point_id_for(i)), -self.weight) for i in self.negative_ids])
+
     def to_json(self) -> dict:
         return {"alias": self.alias, "query": self.query, "ids": self.ids, "negative_ids": self.negative_ids,
                 "signal": self.signal, "weight": self.weight, "ts": self.ts}

@@ -26,7 +26,6 @@ from vectune.pipeline.pairs.negatives import texts_from_records
 from vectune.pipeline.pairs.teachers.base import Query
 from vectune.qdrant.feedback import (
     FEEDBACK_COLLECTION,
-    POSITIVE_SIGNALS,
     as_store,
     existing_ids,
     no_feedback_message,
@@ -121,11 +120,8 @@ def read_for_cycle(store: Any, alias: str, live_collection: str, *, golden_fract
         if r.ts_epoch > g.last:
             g.last, g.last_iso = r.ts_epoch, r.ts
         g.events.append(r.point_id)
-        sign = 1.0 if r.signal in POSITIVE_SIGNALS else -1.0
-        for i in r.ids:
-            g.score[str(point_id_for(i))] += sign * r.weight
-        for i in r.negative_ids:
-            g.score[str(point_id_for(i))] -= r.weight
+        for key, vote in r.votes():
+            g.score[key] += vote
 
     keys = {k for g in groups.values() for k in g.score}
     present = existing_ids(store, live_collection, keys) if keys else set()

@@ -20,15 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vectune.pipeline.pairs.labeled import LabeledQuery
-from vectune.qdrant.feedback import (
-    FEEDBACK_COLLECTION,
-    POSITIVE_SIGNALS,
-    as_store,
-    existing_ids,
-    normalize_query,
-    read_rows,
-)
-from vectune.qdrant.store import point_id_for
+from vectune.qdrant.feedback import FEEDBACK_COLLECTION, as_store, existing_ids, normalize_query, read_rows
 
 
 def epoch(ts: str | None) -> float:
@@ -99,11 +91,8 @@ def fresh_labels(store: Any, alias: str, live_collection: str, since: str | None
         g = groups.setdefault(norm, _Group())
         if (r.ts_epoch, r.point_id) > (g.newest or (-math.inf, "")):
             g.text, g.newest = r.query, (r.ts_epoch, r.point_id)  # the newest wording stands for the group
-        sign = 1.0 if r.signal in POSITIVE_SIGNALS else -1.0
-        for i in r.ids:
-            g.score[str(point_id_for(i))] += sign * r.weight
-        for i in r.negative_ids:
-            g.score[str(point_id_for(i))] -= r.weight
+        for key, vote in r.votes():
+            g.score[key] += vote
     keys = {k for g in groups.values() for k in g.score}
     present = existing_ids(store, live_collection, keys) if keys else set()
     out: list[tuple[tuple, LabeledQuery]] = []
