@@ -405,6 +405,10 @@ def crossfit_summary(rep: dict) -> dict | None:
     return out
 
 
+def _num(v) -> str:
+    return f"{v:.1f}" if isinstance(v, (int, float)) else "–"
+
+
 def markdown(r: dict) -> str:
     def row(name, m):
         return f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in METRICS) + " |"
@@ -451,11 +455,17 @@ def markdown(r: dict) -> str:
             test = (f"{td['delta']:+.4f} [{td['ci95_low']:+.4f}, {td['ci95_high']:+.4f}]" if td else "not scored")
             lines.append(f"| {k} | {cg.get('metric')} {cg.get('live')} → {cg.get('candidate')} ({cg.get('delta')}, "
                          f"[{cg.get('ci_low')}, {cg.get('ci_high')}]) | {'pass' if cg.get('promote') else 'keep'} | "
-                         f"{test} | {ct.get('seconds')} | {ct.get('examples_per_s')} |")
+                         f"{test} | {_num(ct.get('seconds'))} | {_num(ct.get('examples_per_s'))} |")
         for comp in ch.get("comparisons") or []:
-            lines.append(f"- {comp['costlier']} vs {comp['cheaper']}: Δ {comp['delta']:+.4f} "
-                         f"[{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}] → "
-                         f"{'costlier wins' if comp['costlier_wins'] else 'cheaper kept'}")
+            if "gains" in comp:  # equal cost: the best pooled gain
+                gains = ", ".join(f"{k} {v:+.4f}" for k, v in comp["gains"].items())
+                lines.append(f"- {comp.get('rule')}: gains {gains} → **{comp.get('chosen')}**")
+            elif "costlier" in comp:
+                lines.append(f"- {comp['costlier']} vs {comp['cheaper']}: Δ {comp['delta']:+.4f} "
+                             f"[{comp['ci_low']:+.4f}, {comp['ci_high']:+.4f}] → "
+                             f"{'costlier wins' if comp['costlier_wins'] else 'cheaper kept'}")
+            else:
+                lines.append(f"- {comp}")
     cx = r.get("crossfit")
     if cx:
         lines.append(f"- evidence: **cross-fitted**, K = {cx['folds']} folds ({cx['by']}) over {cx['queries']} labels "

@@ -676,10 +676,9 @@ def child_copy(home: str, mode: str, budget_s: str, rounds: str) -> None:
     storage, one fsync'd commit per point) or ``memory`` (the same points in ``:memory:``: no I/O at all)."""
     from qdrant_client import QdrantClient, models
 
+    from vectune.config.sections import PromoteConfig
     from vectune.promote.build import build
     from vectune.qdrant.store import Store
-
-    from vectune.config.sections import PromoteConfig
 
     budget_s, rounds = float(budget_s), int(rounds)
     page = int(os.environ.get("SCALE_COPY_PAGE") or PromoteConfig().copy_batch)  # the product's copy page, both sides
