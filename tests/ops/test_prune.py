@@ -13,24 +13,11 @@ freeze is the hook expiring prune's lease as a freeze longer than the lease woul
 
 from __future__ import annotations
 
-import pytest
-
 from tests.helpers.truth import ALIAS, BATCH, KINDS, Flow, World, as_versions, hash_models, share
 from vectune.core import faults
 from vectune.errors import BadInput
 from vectune.qdrant import lineage
 from vectune.qdrant.lease import LOCK_COLLECTION, AliasLock, LockLost
-
-
-@pytest.fixture
-def texts(corpus_records):
-    return [r["text"][:240] for r in corpus_records[:30]]
-
-
-@pytest.fixture(autouse=True)
-def _clean_hooks():
-    yield
-    faults.HOOKS.clear()
 
 
 def _three_versions(texts, monkeypatch) -> tuple[World, list[str]]:

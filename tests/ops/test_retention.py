@@ -14,17 +14,6 @@ from vectune.ops import retention, space
 from vectune.qdrant import lineage
 
 
-@pytest.fixture
-def texts(corpus_records):
-    return [r["text"][:240] for r in corpus_records[:30]]
-
-
-@pytest.fixture(autouse=True)
-def _clean_hooks():
-    yield
-    faults.HOOKS.clear()
-
-
 def _fake_model(settings, tag: str) -> None:
     """A model folder the store counts as its own (a manifest): enough to see retention delete it or not."""
     d = settings.model_dir / tag
