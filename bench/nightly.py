@@ -28,7 +28,6 @@ recorded; the script exits 1 when one fails (``--no-checks`` to skip them, e.g. 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -45,47 +44,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import common  # noqa: E402
+from quality import read_jsonl, read_qrels  # noqa: E402
 
 ALIAS = "nightly"
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
 
 
 # ----------------------------------------------------------------------------- data
-def _jsonl(path: Path):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
-def _qrels(path: Path) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f):
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) < 3 or (n == 0 and not parts[2].strip().lstrip("-").isdigit()):
-                continue
-            if int(float(parts[2])) > 0:
-                out.setdefault(parts[0], set()).add(parts[1])
-    return out
-
-
 def load_data(data: Path | None) -> dict:
     """``{"name", "corpus", "train": [(query, [ids])], "test": [(query, [ids])]}`` of the demo subset or a BEIR folder."""
     if data is None:
         from importlib.resources import files
 
         root = Path(str(files("vectune") / "data" / "scifact_demo"))
-        train = [(q["query"], sorted(q["relevant"])) for q in _jsonl(root / "train.jsonl.gz")]
-        test = [(q["query"], sorted(q["relevant"])) for q in _jsonl(root / "test.jsonl.gz")]
+        train = [(q["query"], sorted(q["relevant"])) for q in read_jsonl(root / "train.jsonl.gz")]
+        test = [(q["query"], sorted(q["relevant"])) for q in read_jsonl(root / "test.jsonl.gz")]
         return {"name": "scifact-demo", "corpus": root / "corpus.jsonl.gz", "train": train, "test": test}
     corpus = next((data / n for n in ("corpus.jsonl", "corpus.jsonl.gz") if (data / n).is_file()), None)
     if corpus is None:
         sys.exit(f"{data}: no corpus.jsonl[.gz]")
-    queries = {str(q["_id"]): q["text"] for q in _jsonl(data / "queries.jsonl")}
-    test_q = _qrels(data / "qrels" / "test.tsv")
-    train_q = _qrels(data / "qrels" / "train.tsv") if (data / "qrels" / "train.tsv").is_file() else {}
+    queries = {str(q["_id"]): q["text"] for q in read_jsonl(data / "queries.jsonl")}
+    test_q = read_qrels(data / "qrels" / "test.tsv")
+    train_q = read_qrels(data / "qrels" / "train.tsv") if (data / "qrels" / "train.tsv").is_file() else {}
     if not train_q:
         sys.exit(f"{data}: no qrels/train.tsv: the nights need train queries to arrive as feedback")
     test = [(queries[q], sorted(r)) for q, r in sorted(test_q.items()) if q in queries]
@@ -100,7 +80,7 @@ def subset(d: dict, docs: int, test: int, train: int, seed: int, out: Path) -> d
     rng.shuffle(tr)
     rng.shuffle(te)
     tr, te = tr[:train], te[:test]
-    corpus = {str(x["_id"]): x for x in _jsonl(d["corpus"])}
+    corpus = {str(x["_id"]): x for x in read_jsonl(d["corpus"])}
     need = {i for _, ids in tr + te for i in ids} & set(corpus)
     rest = sorted(set(corpus) - need)
     rng.shuffle(rest)
@@ -352,7 +332,7 @@ def main() -> None:
                    work / "data")
     test = d["test"][:args.test] if args.test else d["test"]
     nights = nights_of(d["train"], args.nights, args.per_night or None, args.seed)
-    docs = d.get("docs") or sum(1 for _ in _jsonl(d["corpus"]))
+    docs = d.get("docs") or sum(1 for _ in read_jsonl(d["corpus"]))
     print(f"nightly: {name}: {docs} docs, {len(test)} test queries, {args.nights} nights of "
           f"{[len(n) for n in nights]} feedback queries; load {load()}", flush=True)
 
