@@ -470,20 +470,27 @@ def build_home(args, beir: dict, n: int) -> dict:
     return info
 
 
-def child_write(home: str, n: str) -> None:
-    """Write the collection through qdrant-client's embedded mode (precomputed vectors)."""
+def _new_collection(home: str, n: int):
+    """The first ``n`` vectors (real SciFact, then filler) and an empty embedded collection for them in ``home``."""
     from qdrant_client import QdrantClient, models
 
-    from vectune.qdrant.store import point_id_for
-
-    n = int(n)
     beir = scifact(Path(os.environ["SCALE_DATA"]))
-    work = Path(os.environ["SCALE_WORK"])
-    keys, vecs, payload = all_vectors(beir, n, work, with_texts=True)
+    keys, vecs, payload = all_vectors(beir, n, Path(os.environ["SCALE_WORK"]), with_texts=True)
     path = qdrant_path(Path(home))
     path.mkdir(parents=True, exist_ok=True)
     client = QdrantClient(path=str(path))
     client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    return keys, vecs, payload, path, client
+
+
+def child_write(home: str, n: str) -> None:
+    """Write the collection through qdrant-client's embedded mode (precomputed vectors)."""
+    from qdrant_client import models
+
+    from vectune.qdrant.store import point_id_for
+
+    n = int(n)
+    keys, vecs, payload, path, client = _new_collection(home, n)
     batch, marks = 256, {}
     tw = time.perf_counter()
     for start in range(0, n, batch):
@@ -514,20 +521,14 @@ def child_direct(home: str, n: str) -> None:
     import pickle
     import sqlite3
 
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import models
     from qdrant_client._pydantic_compat import construct
     from qdrant_client.local.persistence import CollectionPersistence
 
     from vectune.qdrant.store import point_id_for
 
     n = int(n)
-    beir = scifact(Path(os.environ["SCALE_DATA"]))
-    work = Path(os.environ["SCALE_WORK"])
-    keys, vecs, payload = all_vectors(beir, n, work, with_texts=True)
-    path = qdrant_path(Path(home))
-    path.mkdir(parents=True, exist_ok=True)
-    client = QdrantClient(path=str(path))
-    client.create_collection(COLLECTION, vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE))
+    keys, vecs, payload, path, client = _new_collection(home, n)
     client.close()
     db = path / "collection" / COLLECTION / "storage.sqlite"
     con = sqlite3.connect(str(db))
