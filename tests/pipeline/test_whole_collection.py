@@ -128,3 +128,23 @@ def test_scan_top_is_exact_whatever_the_page_size(collection, batch):
         expect = np.argsort(-(corpus @ q[i]), kind="stable")[:10]
         got = [keys[j] for j in top["live"][i]]
         assert np.allclose(sorted(corpus[expect] @ q[i]), sorted(corpus[[int(g) - 1 for g in got]] @ q[i]))
+
+
+def test_the_live_side_is_scanned_once_and_shared_by_every_candidate(collection, monkeypatch):
+    import vectune.pipeline.evaluate as ev
+
+    store, rd, live, cand, golden, truth = collection
+    asked = []
+    real = ev.scan_top
+
+    def spy(store, collection, spec, queries, **kw):
+        asked.append(sorted(queries))
+        return real(store, collection, spec, queries, **kw)
+
+    monkeypatch.setattr(ev, "scan_top", spy)
+    cfg, shared = GateConfig(eval_corpus_cap=Q), {}
+    first = evaluate_candidate(store, rd, _Pairs(), live, cand, cfg, golden, reencode=False, live=shared)
+    second = evaluate_candidate(store, rd, _Pairs(), live, live, cfg, golden, reencode=False, live=shared)
+    assert asked == [[("cand", "golden"), ("live", "golden")], [("cand", "golden")]]
+    assert second.results["golden"][0] is first.results["golden"][0]  # the same live result
+    assert np.allclose(second.results["golden"][1].per_query["ndcg@10"], truth["live"].per_query["ndcg@10"])

@@ -295,24 +295,25 @@ def _whole(store, read, live_enc, cand, sets: dict, live: dict, corpus: list, co
     want = {}
     for name, qs in sets.items():
         texts = [q.text for q in qs]
-        if ("whole", name) not in live:
-            want[("live", name)] = live_enc.encode_queries(texts) if texts else np.zeros((0, 1), np.float32)
-        want[("cand", name)] = cand.encode_queries(texts) if texts else np.zeros((0, 1), np.float32)
+        if texts and ("whole", name) not in live:
+            want[("live", name)] = live_enc.encode_queries(texts)
+        if texts:
+            want[("cand", name)] = cand.encode_queries(texts)
     t0 = time.perf_counter()
     keys, top, seen = scan_top(store, read.live, read.spec, want)
     scan_s = round(time.perf_counter() - t0, 2)
-    results = {}
-    for (side, name) in want:
-        qs = sets[name]
-        r = (score(top[(side, name)], keys, qs) if (side, name) in top
+
+    def result(side: str, name: str) -> EvalResult:
+        r = (score(top[(side, name)], keys, sets[name]) if (side, name) in top
              else evaluate(np.zeros((0, 1)), np.zeros((0, 1)), [], []))
         r.corpus = seen
-        if side == "live":
-            live[("whole", name)] = r
+        return r
+
+    results = {}
     for name in sets:
-        cr = score(top[("cand", name)], keys, sets[name]) if ("cand", name) in top else live[("whole", name)]
-        cr.corpus = seen
-        results[name] = (live[("whole", name)], cr)
+        if ("whole", name) not in live:  # the live side: scored once per cycle, shared by every candidate
+            live[("whole", name)] = result("live", name)
+        results[name] = (live[("whole", name)], result("cand", name))
     counts["eval_corpus"] = {"size": seen, "whole": True, "capped": False, "cap": cfg.eval_corpus_cap,
                              "scan_s": scan_s}
     logger.info("judged on the whole collection '%s': %d points scanned in %.1f s", read.live, seen, scan_s)
