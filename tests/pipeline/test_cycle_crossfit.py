@@ -169,6 +169,7 @@ def test_cross_fitted_evidence_is_scored_on_the_whole_collection_when_the_sample
     """Epochs are chosen on the capped sample; the pooled evidence the gate decides on covers every stored vector."""
     monkeypatch.setenv("VECTUNE_MODE", "query")
     monkeypatch.setenv("VECTUNE_EVAL_CORPUS_CAP", "10")  # the sample: only the chunks the queries point at
+    monkeypatch.setenv("VECTUNE_MAX_TRAIN_CHUNKS", "20")  # the read keeps 20 of the 40 chunks: widen acts
     assert _log(corpus_records, 20) == 20  # 20 of the 40 chunks are answers
     invoke("run", "--alias", "docs", "--dry-run")
     rep = _latest(home)
@@ -177,6 +178,8 @@ def test_cross_fitted_evidence_is_scored_on_the_whole_collection_when_the_sample
     assert rep["counts"]["eval_corpus"]["size"] == len(corpus_records)
     ev = rep["evaluation"]["cross-fitted"]
     assert ev["live"]["corpus"] == ev["candidate"]["corpus"] == len(corpus_records) and ev["live"]["queries"] == 20
+    widened = rep["counts"]["query_corpus"]  # the training queries' neighbours joined the query side's corpus,
+    assert widened["added"] > 0 and widened["searched"] == 0  # found once, by mining: not searched again
 
     monkeypatch.setenv("VECTUNE_WHOLE_COLLECTION", "false")  # the old behaviour: decided on the sample, said so
     invoke("run", "--alias", "docs", "--dry-run")

@@ -152,7 +152,7 @@ def cycle(store: Store, settings: Settings, alias: str, rep: RunReport, timings:
     if any(k != "full" for k in candidate_kinds(settings.mode, settings.candidate_kinds, settings.full)):
         with timings.stage("widen"):  # a collection larger than the sample: its real hard negatives train too
             texts, _ = query_training_set(pairs.queries, pairs.relevant)
-            widened = widen_corpus(store, rd, live_enc, texts, settings.query.pool_negatives)
+            widened = widen_corpus(store, rd, live_enc, texts, settings.query.pool_negatives, known=pairs.neighbours)
         if widened:
             rep.counts["query_corpus"] = widened
 

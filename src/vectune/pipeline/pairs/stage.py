@@ -55,6 +55,8 @@ class Pairs:
         examples: training examples with hard negatives.
         teacher: the generator's name.
         counts: per-step counts for the run report.
+        neighbours: each training query's nearest points in the live collection (keys, best first), as mining
+            found them with the live query encoder (empty when mining did not search).
     """
 
     queries: list[Query]
@@ -63,6 +65,7 @@ class Pairs:
     examples: list[Example] = field(default_factory=list)
     relevant: dict[str, set[str]] = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
+    neighbours: dict[str, list[str]] = field(default_factory=dict)
 
 
 def split_chunks(read: ReadResult, cfg: PairsConfig, *, max_chunks: int, seed: int = 42) -> Split:
@@ -186,8 +189,17 @@ def add_negatives(store: Store, read: ReadResult, pairs: Pairs, live_enc: Encode
         return texts_from_records(store.retrieve(read.live, [point_id_for(k) for k in keys]),
                                   read.text_field)
 
+    search = _searcher(store, read)
+
+    def recorded(vecs, limit):  # the neighbours are kept: the query side's corpus is widened with them
+        hits = search(vecs, limit)
+        if len(hits) == len(pairs.queries):
+            for q, h in zip(pairs.queries, hits):
+                pairs.neighbours.setdefault(q.text, [k for k, _ in h])
+        return hits
+
     examples, mstats = mine(pairs.queries, qv, pv, {k: c.text for k, c in read.by_key.items()},
-                            _searcher(store, read), fetch, num_negatives=cfg.per_query, depth=cfg.depth,
+                            recorded, fetch, num_negatives=cfg.per_query, depth=cfg.depth,
                             skip_top=cfg.skip_top, relative_margin=cfg.relative_margin, relevant=pairs.relevant,
                             seed=seed)
     if explicit:

@@ -70,3 +70,26 @@ def test_above_the_cap_every_positive_stays_and_the_rest_is_a_sample_not_the_fir
     rest = [k for k in keys if k not in {"100", "7", "55"}]
     first = sorted(k for k in rd.by_key if k not in {"100", "7", "55"})[:37]
     assert rest != first and stored_corpus(rd, positives, cap=40)[0] == keys  # a seeded sample
+
+
+def test_neighbours_mining_found_are_reused_not_searched_again(memory_store, monkeypatch):
+    vecs = _collection(memory_store)
+    qv = {f"q{i}": vecs[i] + 0.01 for i in range(0, 100, 10)}
+    searched = []
+    real = memory_store.search_batch
+
+    def spy(name, vectors, limit, **kw):
+        searched.append(len(vectors))
+        return real(name, vectors, limit, **kw)
+
+    monkeypatch.setattr(memory_store, "search_batch", spy)
+    fresh = _read(memory_store, keep=30)
+    widen_corpus(memory_store, fresh, _Queries(qv), sorted(qv), per_query=5)
+    assert searched == [10]
+    hits = real("live", np.stack([qv[t] for t in sorted(qv)]), 8)
+    known = {t: [str(p) for p, _ in h] for t, h in zip(sorted(qv), hits)}  # as mining records them, deeper
+    known.pop("q50")  # one query mining did not search
+    reused = _read(memory_store, keep=30)
+    widen_corpus(memory_store, reused, _Queries(qv), sorted(qv), per_query=5, known=known)
+    assert searched == [10, 1]  # only the query without neighbours was searched
+    assert set(reused.by_key) == set(fresh.by_key)  # the same corpus either way

@@ -101,7 +101,8 @@ def query_training_set(queries: Sequence, relevant: dict[str, set[str]]) -> tupl
     return texts, [by_text[t] for t in texts]
 
 
-def widen_corpus(store, read, live_enc: Encoder, texts: Sequence[str], per_query: int) -> dict:
+def widen_corpus(store, read, live_enc: Encoder, texts: Sequence[str], per_query: int,
+                 known: dict[str, list[str]] | None = None) -> dict:
     """Bring the whole collection's hardest negatives into the query side's training corpus.
 
     The read stage keeps a sample of the live collection in memory (at most ``eval_corpus_cap`` chunks); the
@@ -110,18 +111,24 @@ def widen_corpus(store, read, live_enc: Encoder, texts: Sequence[str], per_query
     own search for each training query's ``per_query`` nearest points (by the live query vectors) and adds
     them, with their stored vectors, to ``read.by_key``: the training corpus becomes the sample plus every
     query's real hard negatives. Nothing happens when the sample already is the whole collection.
+    Neighbours mining already found (``known``: query text → keys, best first; :attr:`Pairs.neighbours`) are
+    reused: only queries without ``per_query`` of them are encoded and searched.
 
     Returns:
-        What was done (for the run report): queries, points asked for, and added.
+        What was done (for the run report): queries, those searched (no neighbours from mining), points asked
+        for, and added.
     """
     if per_query <= 0 or not texts or read.stats.usable <= len(read.by_key):
         return {}
-    qv = live_enc.encode_queries(list(texts))
-    hits = store.search_batch(read.live, qv, per_query, using=read.spec.name)
-    want = {str(pid) for h in hits for pid, _ in h}
+    known = known or {}
+    want = {k for t in texts if len(known.get(t, ())) >= per_query for k in known[t][:per_query]}
+    ask = [t for t in texts if len(known.get(t, ())) < per_query]
+    if ask:
+        hits = store.search_batch(read.live, live_enc.encode_queries(ask), per_query, using=read.spec.name)
+        want |= {str(pid) for h in hits for pid, _ in h}
     before = len(read.by_key)
     read.ensure(store, want)
-    return {"queries": len(texts), "nearest": len(want), "added": len(read.by_key) - before,
+    return {"queries": len(texts), "searched": len(ask), "nearest": len(want), "added": len(read.by_key) - before,
             "corpus": len(read.by_key)}
 
 
