@@ -40,7 +40,7 @@ import numpy as np
 import common
 import crossfit_lab as lab
 
-REAL = ("linear", "query")
+REAL: tuple[str, ...] = ("linear", "query")  # ``--candidates`` narrows it (main sets it before any draw)
 LOSERS = ("linear-shuffled", "noise")
 NAMES = {"linear": "linear", "query": "encoder", "linear-shuffled": "linear-shuffled", "noise": "noise"}
 SIGMA = 0.015
@@ -224,7 +224,7 @@ def markdown(r: dict) -> str:
                          f"[{c['test'][1]:+.1f}, {c['test'][2]:+.1f}] | {ratio} |")
     lines += ["", "Auto (both real candidates; Holm over them, the better gain among equal cost) and the family-wise "
               "false passes of auto over the two losers:", "",
-              "| n | method | auto promotes % | chose linear / encoder | test Δ of what auto promoted (0 if kept) | "
+              f"| n | method | auto promotes % | chose {' / '.join(NAMES[k] for k in REAL)} | test Δ of what auto promoted (0 if kept) | "
               "losers: any promoted %, Holm | without Holm | final-fit checks failed | seconds per draw |",
               "|---:|---|---|---|---:|---|---|---|---:|"]
     for n in sizes:
@@ -232,10 +232,9 @@ def markdown(r: dict) -> str:
         for method in ("holdout", "crossfit"):
             m = x[method]
             a, lf = m["auto"], m["losers_family"]
-            fails = (f"{m['linear'].get('check_failed', 0)} / {m['query'].get('check_failed', 0)}"
-                     if method == "crossfit" else "–")
+            fails = (" / ".join(str(m[k].get("check_failed", 0)) for k in REAL) if method == "crossfit" else "–")
             lines.append(f"| {n} | {method} | {a['promoted'][0]:.0f} [{a['promoted'][1]:.0f}, {a['promoted'][2]:.0f}] "
-                         f"| {a['chosen']['linear']} / {a['chosen']['query']} | {a['test_of_promoted']:+.1f} | "
+                         f"| {' / '.join(str(a['chosen'][k]) for k in REAL)} | {a['test_of_promoted']:+.1f} | "
                          f"{lf['holm'][0]:.0f} [{lf['holm'][1]:.0f}, {lf['holm'][2]:.0f}] | {lf['no_holm'][0]:.0f} | "
                          f"{fails} | {x['seconds'][method]} |")
     lines += ["", f"- machine: {common.machine_line(r['machine'])}; load {r['load']}; date {r['date']}; "
@@ -250,6 +249,10 @@ def main(args) -> None:
 
     from vectune.config.sections import GateConfig, QueryConfig
 
+    global REAL
+    REAL = tuple(k.strip() for k in args.candidates.split(",") if k.strip())
+    if not REAL or REAL[0] != "linear" or any(k not in NAMES or k in LOSERS for k in REAL):
+        raise SystemExit(f"--candidates {args.candidates!r}: 'linear' first, then optionally 'query'")
     threads = args.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -258,10 +261,10 @@ def main(args) -> None:
     query = QueryConfig(epochs=args.encoder_epochs, learning_rate=args.encoder_lr)
     gate = GateConfig(min_delta=args.min_delta)
     w = lab.world(args.data, args.seed, check_queries=True)
-    name = f"gate-power-crossfit-{args.data.resolve().name}"
+    name = f"gate-power-crossfit-{args.data.resolve().name}" + ("" if "query" in REAL else "-linear")
     cache = lab.WORK / f"{name}-draws.jsonl"
     rows = [json.loads(x) for x in cache.read_text().splitlines()] if cache.is_file() and not args.retrain else []
-    key = {"encoder_epochs": args.encoder_epochs, "encoder_lr": args.encoder_lr, "seed": args.seed,
+    key = {"candidates": list(REAL), "encoder_epochs": args.encoder_epochs, "encoder_lr": args.encoder_lr, "seed": args.seed,
            "min_delta": args.min_delta}
     rows = [r for r in rows if r.get("key") == key]
     done = {(r["n"], r["draw"]) for r in rows}
@@ -281,7 +284,9 @@ def main(args) -> None:
                               for k in REAL + LOSERS) + f"; load {row['load']}", flush=True)
     r = {"dataset": args.data.resolve().name, "pool": len(w.train_ids), "test_queries": len(w.test),
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
-         "encoder": f"{args.encoder_epochs:g} epochs at lr {args.encoder_lr:g}, the product's other settings",
+         "candidates": list(REAL),
+         "encoder": (f"{args.encoder_epochs:g} epochs at lr {args.encoder_lr:g}, the product's other settings"
+                     if "query" in REAL else "not trained (--candidates linear)"),
          "summary": summarise(rows, sizes), "rows": len(rows), "minutes": round((time.perf_counter() - t0) / 60, 1),
          "load": lab.load_avg(), "machine": common.machine(), "date": common.now(), "command": common.command_line()}
     common.write_json(lab.BENCH / "results" / f"{name}.json", r)
@@ -293,6 +298,9 @@ def main(args) -> None:
 def add_arguments(ap) -> None:
     ap.add_argument("--cf-sizes", default="60,120,240,400", help="labeled-query counts")
     ap.add_argument("--cf-draws", default="60:24,120:24,240:24,400:12", help="draws per size, n:draws")
+    ap.add_argument("--candidates", default="linear,query",
+                    help="real candidates trained per draw: 'linear,query' (both) or 'linear' (the linear map alone: "
+                         "minutes per draw instead of an hour on 2 cores)")
     ap.add_argument("--encoder-epochs", type=float, default=3.0, help="the short-budget encoder's epoch cap")
     ap.add_argument("--encoder-lr", type=float, default=1e-4, help="the short-budget encoder's learning rate")
 
