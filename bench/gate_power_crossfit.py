@@ -40,7 +40,7 @@ import numpy as np
 import common
 import crossfit_lab as lab
 
-REAL: tuple[str, ...] = ("linear", "query")  # ``--candidates`` narrows it (main sets it before any draw)
+REAL: tuple[str, ...] = ("linear", "query")  # ``--cf-candidates`` narrows it (main sets it before any draw)
 LOSERS = ("linear-shuffled", "noise")
 NAMES = {"linear": "linear", "query": "encoder", "linear-shuffled": "linear-shuffled", "noise": "noise"}
 SIGMA = 0.015
@@ -250,9 +250,9 @@ def main(args) -> None:
     from vectune.config.sections import GateConfig, QueryConfig
 
     global REAL
-    REAL = tuple(k.strip() for k in args.candidates.split(",") if k.strip())
+    REAL = tuple(k.strip() for k in args.cf_candidates.split(",") if k.strip())
     if not REAL or REAL[0] != "linear" or any(k not in NAMES or k in LOSERS for k in REAL):
-        raise SystemExit(f"--candidates {args.candidates!r}: 'linear' first, then optionally 'query'")
+        raise SystemExit(f"--cf-candidates {args.cf_candidates!r}: 'linear' first, then optionally 'query'")
     threads = args.threads or (1 if os.getloadavg()[0] >= (os.cpu_count() or 1) else 0)
     if threads:
         torch.set_num_threads(threads)
@@ -286,7 +286,7 @@ def main(args) -> None:
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
          "candidates": list(REAL),
          "encoder": (f"{args.encoder_epochs:g} epochs at lr {args.encoder_lr:g}, the product's other settings"
-                     if "query" in REAL else "not trained (--candidates linear)"),
+                     if "query" in REAL else "not trained (--cf-candidates linear)"),
          "summary": summarise(rows, sizes), "rows": len(rows), "minutes": round((time.perf_counter() - t0) / 60, 1),
          "load": lab.load_avg(), "machine": common.machine(), "date": common.now(), "command": common.command_line()}
     common.write_json(lab.BENCH / "results" / f"{name}.json", r)
@@ -298,7 +298,7 @@ def main(args) -> None:
 def add_arguments(ap) -> None:
     ap.add_argument("--cf-sizes", default="60,120,240,400", help="labeled-query counts")
     ap.add_argument("--cf-draws", default="60:24,120:24,240:24,400:12", help="draws per size, n:draws")
-    ap.add_argument("--candidates", default="linear,query",
+    ap.add_argument("--cf-candidates", default="linear,query",
                     help="real candidates trained per draw: 'linear,query' (both) or 'linear' (the linear map alone: "
                          "minutes per draw instead of an hour on 2 cores)")
     ap.add_argument("--encoder-epochs", type=float, default=3.0, help="the short-budget encoder's epoch cap")

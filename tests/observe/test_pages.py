@@ -87,6 +87,13 @@ def test_candidates_with_cost_classes_and_comparisons():
     assert html.count("class='chart forest'") == 2
 
 
+def test_a_single_candidate_is_named_by_its_model_tag_when_the_mode_is_auto():
+    html = pages.report_page(_promoted(mode="auto", candidates=None, candidate_model="docs-ft-20260101-linear"))
+    assert "<b>linear</b>" in html and "a linear map on query embeddings" in html  # not an unnamed 'candidate'
+    html = pages.report_page(_promoted(mode="auto", candidates=None, candidate_model="some-model"))
+    assert "<b>candidate</b>" in html  # a tag that names no kind stays generic
+
+
 def test_rollback_event_marks_the_promotion_page():
     ev = [{"time": "2026-01-02T00:00:00+00:00", "event": "rollback", "from": "docs--m-ft-1-query", "to": "docs--m"}]
     html = pages.report_page(_promoted(), events=ev)

@@ -456,9 +456,8 @@ def _candidates_section(r: Mapping) -> str:
     gate = r.get("gate") or {}
     if not cands and not gate:
         return ""
-    if not cands:  # one candidate: the report's own gate
-        kind = r.get("mode") if r.get("mode") in KIND_COST else None
-        cands = {kind or "candidate": {"model": r.get("candidate_model"), "gate": gate,
+    if not cands:  # one candidate: the report's own gate, named by its mode or its model tag (auto on one kind)
+        cands = {_kind_of(r): {"model": r.get("candidate_model"), "gate": gate,
                                        "cost_class": r.get("cost_class")}}
     order = list(choice.get("order") or []) + [k for k in cands if k not in (choice.get("order") or [])]
     chosen = choice.get("chosen")
