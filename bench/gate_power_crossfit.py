@@ -222,8 +222,9 @@ def markdown(r: dict) -> str:
                          f"{h['pass'][2]:.0f}] | {h['test'][0]:+.1f} [{h['test'][1]:+.1f}, {h['test'][2]:+.1f}] | "
                          f"{c['pass'][0]:.0f} [{c['pass'][1]:.0f}, {c['pass'][2]:.0f}] | {c['test'][0]:+.1f} "
                          f"[{c['test'][1]:+.1f}, {c['test'][2]:+.1f}] | {ratio} |")
-    lines += ["", "Auto (both real candidates; Holm over them, the better gain among equal cost) and the family-wise "
-              "false passes of auto over the two losers:", "",
+    auto_words = ("Auto (both real candidates; Holm over them, the better gain among equal cost)" if len(REAL) > 1 else
+                  "The linear map alone (what auto promotes when it is the only real candidate)")
+    lines += ["", f"{auto_words} and the family-wise false passes of auto over the two losers:", "",
               f"| n | method | auto promotes % | chose {' / '.join(NAMES[k] for k in REAL)} | test Δ of what auto promoted (0 if kept) | "
               "losers: any promoted %, Holm | without Holm | final-fit checks failed | seconds per draw |",
               "|---:|---|---|---|---:|---|---|---|---:|"]
@@ -286,7 +287,7 @@ def main(args) -> None:
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
          "candidates": list(REAL),
          "encoder": (f"{args.encoder_epochs:g} epochs at lr {args.encoder_lr:g}, the product's other settings"
-                     if "query" in REAL else "not trained (--cf-candidates linear)"),
+                     if "query" in REAL else "not trained: `--cf-candidates linear`, each draw's K + 1 encoder trainings would take an hour on 2 cores"),
          "summary": summarise(rows, sizes), "rows": len(rows), "minutes": round((time.perf_counter() - t0) / 60, 1),
          "load": lab.load_avg(), "machine": common.machine(), "date": common.now(), "command": common.command_line()}
     common.write_json(lab.BENCH / "results" / f"{name}.json", r)
