@@ -1285,8 +1285,8 @@ def run_size(args, beir: dict, sets: dict, n: int, res: dict) -> dict:
     entry.update(n=n, date=common.now())
     parts = args.parts
 
-    def keep():
-        res["sizes"][str(n)] = entry
+    def keep():  # re-read first: another size may run beside this one (separate processes, one --out)
+        res["sizes"] = {**res["sizes"], **load_results(args.out).get("sizes", {}), str(n): entry}
         save_results(args.out, res)
 
     if "build" in parts or not (args.work / f"home-{n}" / "built.json").is_file():
