@@ -94,6 +94,34 @@ def test_a_single_candidate_is_named_by_its_model_tag_when_the_mode_is_auto():
     assert "<b>candidate</b>" in html  # a tag that names no kind stays generic
 
 
+RETENTION = {"policy": "on", "keep_versions": 3, "kept": ["docs--m-ft-2-linear", "docs--m-ft-1-linear", "docs--m"],
+             "deleted": ["docs--m-ft-0-linear"], "models_deleted": [],
+             "versions": [{"collection": "docs--m-ft-2-linear", "points": 2000, "disk_bytes": 11_796_480,
+                           "ram_bytes": None, "footprint_source": "embedded storage folder", "live": True,
+                           "rollback_target": False},
+                          {"collection": "docs--m", "points": 2000, "disk_bytes": 11_853_824, "ram_bytes": None,
+                           "footprint_source": "embedded storage folder", "live": False, "rollback_target": True}],
+             "next_promotion": {"needs_bytes": 104_034_112, "collection_bytes": 11_796_480, "model_bytes": 92_237_632,
+                                "how": "a copy of 'docs--m-ft-2-linear' + one model", "headroom_bytes": 46_112_886_784,
+                                "headroom_from": "free space on embedded Qdrant's disk", "warning": None},
+             "shard_note": "a key this page does not know"}
+
+
+def test_retention_reads_as_sentences_and_a_table_of_versions():
+    html = pages.retention_view(RETENTION)
+    assert "Retention on" in html and "newest 3" in html and "rollback target are always kept" in html
+    assert "badge good'>live<" in html and "badge info'>rollback target<" in html  # the roles, not true/false cells
+    assert "11.8 MB" in html and "2,000" in html and "11796480" not in html and "11,796,480" not in html
+    assert "Deleted by this run: <code>docs--m-ft-0-linear</code>; no model." in html
+    assert "needs about <b>104.0 MB</b>" in html and "headroom 46.1 GB" in html and "warning" not in html
+    assert "shard note" in html and "a key this page does not know" in html  # unknown keys are still shown
+    warned = pages.retention_view({**RETENTION, "next_promotion": {**RETENTION["next_promotion"],
+                                                                   "warning": "needs more than the headroom"}})
+    assert "badge warn'>warning</span> needs more than the headroom" in warned
+    html = pages.history_page("docs", [_promoted(counts={"retention": RETENTION})], [])
+    assert "Retention on" in html and "badge good'>live<" in html  # the history page's Collections card uses it
+
+
 def test_rollback_event_marks_the_promotion_page():
     ev = [{"time": "2026-01-02T00:00:00+00:00", "event": "rollback", "from": "docs--m-ft-1-query", "to": "docs--m"}]
     html = pages.report_page(_promoted(), events=ev)

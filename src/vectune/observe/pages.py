@@ -638,8 +638,8 @@ def _more_section(r: Mapping) -> str:
     for key in ("watch", "retention"):
         val = r.get(key) if r.get(key) is not None else counts.get(key)
         if val not in (None, {}, []):
-            blocks.append(_card({"watch": "Watch after promotion", "retention": "Collections kept"}[key],
-                                generic(val), key))
+            inner = retention_view(val) if key == "retention" else generic(val)
+            blocks.append(_card({"watch": "Watch after promotion", "retention": "Collections kept"}[key], inner, key))
     rest = [(k, v) for k, v in counts.items() if k not in SHOWN_COUNTS and k not in ("watch", "retention")]
     known = {"schema", "run_id", "alias", "started_at", "dry_run", "timings", "counts", "status", "reason",
              "error_type", "live_collection", "live_model", "dense_vector", "mode", "teacher", "evidence",
@@ -873,7 +873,7 @@ def _collections(entries: list[dict], runs: Sequence[Mapping]) -> str:
     for r in reversed(list(runs)):
         ret = r.get("retention") if r.get("retention") is not None else (r.get("counts") or {}).get("retention")
         if ret not in (None, {}, []):
-            return (f"<p class='small muted'>As of run <code>{_e(r.get('run_id'))}</code>.</p>" + generic(ret))
+            return (f"<p class='small muted'>As of run <code>{_e(r.get('run_id'))}</code>.</p>" + retention_view(ret))
     seen: dict[str, dict] = {}
     for e in entries:
         r, ev = e.get("run") or {}, e.get("detail") or {}
@@ -898,6 +898,82 @@ def _collections(entries: list[dict], runs: Sequence[Mapping]) -> str:
     return ("<p class='small muted'>Collections this alias has served, from its history (a run that records retention "
             "shows what is kept).</p><table><tr><th>collection</th><th>how</th><th>first live</th>"
             f"<th class='num'>points</th></tr>{trs}</table>")
+
+
+POLICY_WORDS = {
+    "on": "after every promotion and rollback, versions beyond the newest {k} are deleted with the models no kept "
+          "version uses",
+    "collections": "after every promotion and rollback, versions beyond the newest {k} are deleted; their models are "
+                   "kept",
+    "off": "nothing is deleted by itself (vectune prune keeps the newest {k} when run)",
+}
+RETENTION_KEYS = {"policy", "retention", "keep_versions", "kept", "deleted", "models_deleted", "versions",
+                  "next_promotion", "error"}
+
+
+def _size(v: Any) -> str:
+    """Bytes as a person reads them (MB below a GB, else GB)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "–"
+    return f"{v / 1e9:,.1f} GB" if v >= 1e9 else f"{v / 1e6:,.1f} MB"
+
+
+def retention_view(ret: Any) -> str:
+    """A run's ``retention`` section as a person reads it: the policy in words, the versions kept (with which one is
+    live and which the rollback target, their points and size), what was deleted, and the next promotion's space.
+
+    Keys it does not know are shown after it, as they are (so nothing a newer vectune adds is hidden).
+    """
+    if not isinstance(ret, Mapping):
+        return generic(ret)
+    policy = ret.get("policy", ret.get("retention"))
+    k = ret.get("keep_versions")
+    parts = []
+    if policy in POLICY_WORDS:
+        parts.append(f"<p><b>Retention {_e(policy)}</b>: {_e(POLICY_WORDS[policy].format(k=k if k else 'N'))}; the "
+                     f"live collection and its rollback target are always kept.</p>")
+    if ret.get("error"):
+        parts.append(f"<p><span class='badge warn'>error</span> {_e(ret['error'])}</p>")
+    versions = [v for v in ret.get("versions") or [] if isinstance(v, Mapping)]
+    if versions:
+        trs = []
+        for v in versions:
+            role = " ".join(b for b, on in (("<span class='badge good'>live</span>", v.get("live")),
+                                              ("<span class='badge info'>rollback target</span>",
+                                               v.get("rollback_target"))) if on)
+            trs.append(f"<tr class='{'hl' if v.get('live') else ''}'><td class='mono'>{_e(v.get('collection'))}</td>"
+                       f"<td>{role}</td><td class='num'>{_num(v.get('points'))}</td>"
+                       f"<td class='num'>{_size(v.get('disk_bytes'))}</td><td class='num'>{_size(v.get('ram_bytes'))}"
+                       f"</td><td class='small muted'>{_e(v.get('footprint_source'))}</td></tr>")
+        parts.append("<table><tr><th>collection kept</th><th></th><th class='num'>points</th><th class='num'>on disk"
+                     "</th><th class='num'>in memory</th><th>measured from</th></tr>" + "".join(trs) + "</table>")
+    elif ret.get("kept"):
+        kept = ret["kept"]
+        parts.append(f"<p>Kept: {', '.join(f'<code>{_e(c)}</code>' for c in kept)}.</p>"
+                     if isinstance(kept, list) and all(isinstance(c, str) for c in kept) else generic(kept))
+    if "deleted" in ret or "models_deleted" in ret:
+        gone = [f"<code>{_e(c)}</code>" for c in ret.get("deleted") or []]
+        models = [f"<code>{_e(m)}</code>" for m in ret.get("models_deleted") or []]
+        parts.append(f"<p>Deleted by this run: {', '.join(gone) if gone else 'no collection'}; "
+                     f"{'models ' + ', '.join(models) if models else 'no model'}.</p>")
+    nxt = ret.get("next_promotion")
+    if isinstance(nxt, Mapping):
+        warn = nxt.get("warning")
+        head = (f"; headroom {_size(nxt.get('headroom_bytes'))} ({_e(nxt.get('headroom_from'))})"
+                if nxt.get("headroom_bytes") is not None else
+                f"; no headroom known ({_e(nxt.get('headroom_from'))})" if nxt.get("headroom_from") else "")
+        parts.append(f"<p>The next promotion needs about <b>{_size(nxt.get('needs_bytes'))}</b>: {_e(nxt.get('how'))} "
+                     f"({_size(nxt.get('collection_bytes'))} + {_size(nxt.get('model_bytes'))}){head}."
+                     + (f" <span class='badge warn'>warning</span> {_e(warn)}" if warn else "") + "</p>")
+        rest_next = {k2: v2 for k2, v2 in nxt.items() if k2 not in {"needs_bytes", "collection_bytes", "model_bytes",
+                                                                    "how", "headroom_bytes", "headroom_from",
+                                                                    "warning"}}
+        if rest_next:
+            parts.append(generic(rest_next))
+    rest = {k2: v2 for k2, v2 in ret.items() if k2 not in RETENTION_KEYS}
+    if rest:
+        parts.append(generic(rest))
+    return "".join(parts) or generic(ret)
 
 
 def _points(reindex: Any) -> int | None:
