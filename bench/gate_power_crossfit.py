@@ -269,20 +269,29 @@ def main(args) -> None:
            "min_delta": args.min_delta}
     rows = [r for r in rows if r.get("key") == key]
     done = {(r["n"], r["draw"]) for r in rows}
+    shard, shards = (int(x) for x in args.cf_shard.split("/"))
     t0 = time.perf_counter()
+    task = -1
     for d in range(max(draws.values())):  # interleave sizes, so an interrupted study still covers every size
         for n in sizes:
-            if d >= draws.get(n, 0) or (n, d) in done:
+            if d >= draws.get(n, 0):
+                continue
+            task += 1
+            if (n, d) in done or task % shards != shard - 1:
                 continue
             row = one_draw(w, n, d, args, query, gate)
             row["key"] = key
             rows.append(row)
-            with open(cache, "a", encoding="utf-8") as f:
+            with open(cache, "a", encoding="utf-8") as f:  # one write of one line: shards may append side by side
                 f.write(json.dumps(row) + "\n")
+            if shards > 1:  # the other shards' rows too, for the summary
+                rows = [json.loads(x) for x in cache.read_text().splitlines()]
+                rows = [r for r in rows if r.get("key") == key]
             res = row["results"]
             print(f"n={n} draw {d}: holdout {row['holdout_s']} s, cross-fit {row['crossfit_s']} s; passes "
                   + ", ".join(f"{k}: {int(res['holdout'][k]['pass'])}/{int(res['crossfit'][k]['pass'])}"
                               for k in REAL + LOSERS) + f"; load {row['load']}", flush=True)
+    rows = list({(x["n"], x["draw"]): x for x in rows}.values())  # one row a draw, whichever shard wrote it
     r = {"dataset": args.data.resolve().name, "pool": len(w.train_ids), "test_queries": len(w.test),
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
          "candidates": list(REAL),
@@ -302,6 +311,8 @@ def add_arguments(ap) -> None:
     ap.add_argument("--cf-candidates", default="linear,query",
                     help="real candidates trained per draw: 'linear,query' (both) or 'linear' (the linear map alone: "
                          "minutes per draw instead of an hour on 2 cores)")
+    ap.add_argument("--cf-shard", default="1/1", help="K/N: run every N-th missing draw from the K-th (N processes "
+                                                        "side by side share one draws cache; re-run 1/1 to summarise)")
     ap.add_argument("--encoder-epochs", type=float, default=3.0, help="the short-budget encoder's epoch cap")
     ap.add_argument("--encoder-lr", type=float, default=1e-4, help="the short-budget encoder's learning rate")
 
