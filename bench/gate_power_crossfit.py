@@ -107,6 +107,50 @@ def noise_outcomes(w, H: dict, C: dict, seed: int) -> tuple:
     return h, c, test
 
 
+def null_study(w, sizes: list[int], draws: int, gate, seed: int) -> dict:
+    """False passes of the noise candidate alone, over many draws (no training, so thousands are cheap).
+
+    Per size and draw, the same as a study draw but for the noise candidate only: a seeded subsample of n train
+    queries; holdout: the gate on a seeded 30% of them; cross-fit: K = 5 seeded folds, each fold's point (live or
+    noise) chosen on the other folds, the pooled per-query deltas into the gate. The live query vectors are
+    encoded once; each fold and the golden set get their own noise. Returns ``{n: {method: [pct, lo, hi]}}``.
+    """
+    import random
+
+    from vectune.config.sections import LabelsConfig
+    from vectune.pipeline.crossfit import LIVE, _pool, choose_points, make_plan
+    from vectune.pipeline.evaluate import EvalQuery, evaluate
+
+    texts = [w.beir["queries"][i] for i in w.train_ids]
+    vec_of = dict(zip(texts, w.live.encode_queries(texts)))
+    out: dict = {}
+    for n in sizes:
+        passes = {"holdout": 0, "crossfit": 0}
+        for d in range(draws):
+            s = seed + 100_000 + d
+            labels = w.labels(lab.subsample(w.train_ids, n, 100_000 + d, seed))
+            order = list(labels)
+            random.Random(s + 17).shuffle(order)
+            golden = [EvalQuery(q.text, set(q.relevant)) for q in order[:max(1, round(0.3 * n))]]
+            lv = np.stack([vec_of[q.text] for q in golden])
+            passes["holdout"] += _decide(evaluate(lv, w.vectors, w.keys, golden),
+                                         evaluate(_noise(lv, s), w.vectors, w.keys, golden), gate).promote
+            plan = make_plan(labels, LabelsConfig(folds=5, min_golden=2, min_train=2), by_time=False, seed=s)
+            per_fold = []
+            for k in range(plan.folds):
+                held = [EvalQuery(q.text, set(q.relevant)) for q, f in zip(plan.labels, plan.fold_of) if f == k]
+                hv = np.stack([vec_of[q.text] for q in held])
+                per_fold.append({LIVE: evaluate(hv, w.vectors, w.keys, held),
+                                 (None, 1.0): evaluate(_noise(hv, s + 101 * (k + 1)), w.vectors, w.keys, held)})
+            chosen, _, _ = choose_points(per_fold, "ndcg@10")
+            passes["crossfit"] += _decide(_pool([pf[LIVE] for pf in per_fold], 0),
+                                          _pool([pf[p] for pf, p in zip(per_fold, chosen)], 0), gate).promote
+        out[str(n)] = {m: wilson(k, draws) for m, k in passes.items()}
+        print(f"null (noise alone), n={n}: {draws} draws, false passes holdout {out[str(n)]['holdout']}, "
+              f"cross-fit {out[str(n)]['crossfit']}", flush=True)
+    return out
+
+
 class _NoiseEncoder:
     def __init__(self, live, seed):
         self.live, self.seed = live, seed
@@ -238,6 +282,18 @@ def markdown(r: dict) -> str:
                          f"| {' / '.join(str(a['chosen'][k]) for k in REAL)} | {a['test_of_promoted']:+.1f} | "
                          f"{lf['holm'][0]:.0f} [{lf['holm'][1]:.0f}, {lf['holm'][2]:.0f}] | {lf['no_holm'][0]:.0f} | "
                          f"{fails} | {x['seconds'][method]} |")
+    if r.get("null"):
+        lines += ["", f"False passes of the noise candidate alone (live query vectors plus N(0, {SIGMA}²), "
+                  f"renormalised; no training, so {r['null_draws']} draws per size; the same holdout and cross-fit "
+                  "as above, each fold its own noise and its point chosen on the other folds):", "",
+                  "| n | draws | holdout: false pass % [95% CI] | cross-fit: false pass % [95% CI] |",
+                  "|---:|---:|---|---|"]
+        for n in sizes:
+            x = r["null"].get(n)
+            if x:
+                lines.append(f"| {n} | {r['null_draws']} | {x['holdout'][0]:.1f} [{x['holdout'][1]:.1f}, "
+                             f"{x['holdout'][2]:.1f}] | {x['crossfit'][0]:.1f} [{x['crossfit'][1]:.1f}, "
+                             f"{x['crossfit'][2]:.1f}] |")
     lines += ["", f"- machine: {common.machine_line(r['machine'])}; load {r['load']}; date {r['date']}; "
               f"{r['minutes']} min"]
     return "\n".join(lines)
@@ -292,12 +348,13 @@ def main(args) -> None:
                   + ", ".join(f"{k}: {int(res['holdout'][k]['pass'])}/{int(res['crossfit'][k]['pass'])}"
                               for k in REAL + LOSERS) + f"; load {row['load']}", flush=True)
     rows = list({(x["n"], x["draw"]): x for x in rows}.values())  # one row a draw, whichever shard wrote it
+    null = null_study(w, sizes, args.cf_null_draws, gate, args.seed) if args.cf_null_draws and shard == 1 else None
     r = {"dataset": args.data.resolve().name, "pool": len(w.train_ids), "test_queries": len(w.test),
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
          "candidates": list(REAL),
          "encoder": (f"{args.encoder_epochs:g} epochs at lr {args.encoder_lr:g}, the product's other settings"
                      if "query" in REAL else "not trained: `--cf-candidates linear`, each draw's K + 1 encoder trainings would take an hour on 2 cores"),
-         "summary": summarise(rows, sizes), "rows": len(rows), "minutes": round((time.perf_counter() - t0) / 60, 1),
+         "summary": summarise(rows, sizes), "rows": len(rows), "null": null, "null_draws": args.cf_null_draws, "minutes": round((time.perf_counter() - t0) / 60, 1),
          "load": lab.load_avg(), "machine": common.machine(), "date": common.now(), "command": common.command_line()}
     common.write_json(lab.BENCH / "results" / f"{name}.json", r)
     print(markdown(r))
@@ -311,6 +368,8 @@ def add_arguments(ap) -> None:
     ap.add_argument("--cf-candidates", default="linear,query",
                     help="real candidates trained per draw: 'linear,query' (both) or 'linear' (the linear map alone: "
                          "minutes per draw instead of an hour on 2 cores)")
+    ap.add_argument("--cf-null-draws", type=int, default=500,
+                    help="draws per size of the noise candidate alone (no training: seconds) for the false-pass rate")
     ap.add_argument("--cf-shard", default="1/1", help="K/N: run every N-th missing draw from the K-th (N processes "
                                                         "side by side share one draws cache; re-run 1/1 to summarise)")
     ap.add_argument("--encoder-epochs", type=float, default=3.0, help="the short-budget encoder's epoch cap")
