@@ -348,7 +348,14 @@ def main(args) -> None:
                   + ", ".join(f"{k}: {int(res['holdout'][k]['pass'])}/{int(res['crossfit'][k]['pass'])}"
                               for k in REAL + LOSERS) + f"; load {row['load']}", flush=True)
     rows = list({(x["n"], x["draw"]): x for x in rows}.values())  # one row a draw, whichever shard wrote it
-    null = null_study(w, sizes, args.cf_null_draws, gate, args.seed) if args.cf_null_draws and shard == 1 else None
+    null = None
+    if args.cf_null_draws and shard == 1:  # cached: it does not depend on the study's draws
+        null_cache = lab.WORK / f"{name}-null-{args.cf_null_draws}-{args.seed}-{args.min_delta}.json"
+        null = json.loads(null_cache.read_text()) if null_cache.is_file() and not args.retrain else {}
+        if any(str(n) not in null for n in sizes):
+            null = {**null, **null_study(w, [n for n in sizes if str(n) not in null], args.cf_null_draws, gate,
+                                         args.seed)}
+            null_cache.write_text(json.dumps(null))
     r = {"dataset": args.data.resolve().name, "pool": len(w.train_ids), "test_queries": len(w.test),
          "sizes": sizes, "draws": draws, "min_delta": args.min_delta,
          "candidates": list(REAL),
