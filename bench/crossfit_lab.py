@@ -171,6 +171,14 @@ def fold_test(cf, kind: str, points=None) -> list[float]:
     return [float(pr.extra_points[kind][tuple(p)].means["ndcg@10"]) for pr, p in zip(cf.probes, pts)]
 
 
+def holdout_split(items: list, seed: int, golden_fraction: float = 0.3) -> tuple[list, list]:
+    """The holdout's seeded split: ``(golden, train)``, the golden share at least one item."""
+    order = list(items)
+    random.Random(seed + 17).shuffle(order)
+    n_golden = max(1, int(round(golden_fraction * len(order))))
+    return order[:n_golden], order[n_golden:]
+
+
 def holdout(w: World, qids: list[str], *, kinds, query, gate=None, golden_fraction: float = 0.3,
             seed: int = 42, shuffle: int | None = None) -> dict:
     """The holdout the cycle used before cross-fitting: a seeded share decides, the rest trains (slice + refit)."""
@@ -180,10 +188,7 @@ def holdout(w: World, qids: list[str], *, kinds, query, gate=None, golden_fracti
     from vectune.pipeline.train.query.candidates import query_training_set, stored_corpus, train_one
 
     gate = gate or GateConfig()
-    order = list(qids)
-    random.Random(seed + 17).shuffle(order)
-    n_golden = max(1, int(round(golden_fraction * len(order))))
-    golden_ids, train_ids = order[:n_golden], order[n_golden:]
+    golden_ids, train_ids = holdout_split(qids, seed, golden_fraction)
     labels = w.labels(train_ids)
     pairs = w.pairs(labels, shuffle)
     texts, positives = query_training_set(pairs.queries, pairs.relevant)

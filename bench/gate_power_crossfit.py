@@ -86,7 +86,7 @@ def _auto(outcomes: dict, ev: str, gate, holm: bool = True) -> str | None:
 
 def noise_outcomes(w, H: dict, C: dict, seed: int) -> tuple:
     """The noise candidate on the holdout's golden set and, cross-fitted, on every fold (one point: noise or live)."""
-    from vectune.pipeline.crossfit import EVIDENCE, LIVE, _pool, choose_points
+    from vectune.pipeline.crossfit import EVIDENCE, LIVE
     from vectune.pipeline.evaluate import EvalOutcome, EvalQuery, evaluate
 
     golden = H["outcomes"]["linear"].results["golden"][0]
@@ -99,12 +99,17 @@ def noise_outcomes(w, H: dict, C: dict, seed: int) -> tuple:
         lv = pr.points["linear"][LIVE][0]
         nv = _noise(w.live.encode_queries([q.text for q in pr.held]), seed + 101 * (k + 1))
         per_fold.append({LIVE: lv, (None, 1.0): evaluate(nv, pr.vectors, pr.keys, pr.held)})
-    chosen, _, _ = choose_points(per_fold, "ndcg@10")
-    live = _pool([pf[LIVE] for pf in per_fold], 0)
-    cand = _pool([pf[p] for pf, p in zip(per_fold, chosen)], 0)
-    c = EvalOutcome({EVIDENCE: (live, cand)}, [], None, {})
+    c = EvalOutcome({EVIDENCE: _pooled(per_fold)}, [], None, {})
     test = w.test_gain(_NoiseEncoder(w.live, seed))
     return h, c, test
+
+
+def _pooled(per_fold: list[dict]) -> tuple:
+    """``(live, candidate)`` pooled over the folds, each fold's point (live or the candidate) chosen on the others."""
+    from vectune.pipeline.crossfit import LIVE, _pool, choose_points
+
+    chosen, _, _ = choose_points(per_fold, "ndcg@10")
+    return _pool([pf[LIVE] for pf in per_fold], 0), _pool([pf[p] for pf, p in zip(per_fold, chosen)], 0)
 
 
 def null_study(w, sizes: list[int], draws: int, gate, seed: int) -> dict:
@@ -115,10 +120,8 @@ def null_study(w, sizes: list[int], draws: int, gate, seed: int) -> dict:
     noise) chosen on the other folds, the pooled per-query deltas into the gate. The live query vectors are
     encoded once; each fold and the golden set get their own noise. Returns ``{n: {method: [pct, lo, hi]}}``.
     """
-    import random
-
     from vectune.config.sections import LabelsConfig
-    from vectune.pipeline.crossfit import LIVE, _pool, choose_points, make_plan
+    from vectune.pipeline.crossfit import LIVE, make_plan
     from vectune.pipeline.evaluate import EvalQuery, evaluate
 
     texts = [w.beir["queries"][i] for i in w.train_ids]
@@ -129,9 +132,7 @@ def null_study(w, sizes: list[int], draws: int, gate, seed: int) -> dict:
         for d in range(draws):
             s = seed + 100_000 + d
             labels = w.labels(lab.subsample(w.train_ids, n, 100_000 + d, seed))
-            order = list(labels)
-            random.Random(s + 17).shuffle(order)
-            golden = [EvalQuery(q.text, set(q.relevant)) for q in order[:max(1, round(0.3 * n))]]
+            golden = [EvalQuery(q.text, set(q.relevant)) for q in lab.holdout_split(labels, s)[0]]
             lv = np.stack([vec_of[q.text] for q in golden])
             passes["holdout"] += _decide(evaluate(lv, w.vectors, w.keys, golden),
                                          evaluate(_noise(lv, s), w.vectors, w.keys, golden), gate).promote
@@ -142,9 +143,7 @@ def null_study(w, sizes: list[int], draws: int, gate, seed: int) -> dict:
                 hv = np.stack([vec_of[q.text] for q in held])
                 per_fold.append({LIVE: evaluate(hv, w.vectors, w.keys, held),
                                  (None, 1.0): evaluate(_noise(hv, s + 101 * (k + 1)), w.vectors, w.keys, held)})
-            chosen, _, _ = choose_points(per_fold, "ndcg@10")
-            passes["crossfit"] += _decide(_pool([pf[LIVE] for pf in per_fold], 0),
-                                          _pool([pf[p] for pf, p in zip(per_fold, chosen)], 0), gate).promote
+            passes["crossfit"] += _decide(*_pooled(per_fold), gate).promote
         out[str(n)] = {m: wilson(k, draws) for m, k in passes.items()}
         print(f"null (noise alone), n={n}: {draws} draws, false passes holdout {out[str(n)]['holdout']}, "
               f"cross-fit {out[str(n)]['crossfit']}", flush=True)
@@ -320,10 +319,14 @@ def main(args) -> None:
     w = lab.world(args.data, args.seed, check_queries=True)
     name = f"gate-power-crossfit-{args.data.resolve().name}" + ("" if "query" in REAL else "-linear")
     cache = lab.WORK / f"{name}-draws.jsonl"
-    rows = [json.loads(x) for x in cache.read_text().splitlines()] if cache.is_file() and not args.retrain else []
     key = {"candidates": list(REAL), "encoder_epochs": args.encoder_epochs, "encoder_lr": args.encoder_lr, "seed": args.seed,
            "min_delta": args.min_delta}
-    rows = [r for r in rows if r.get("key") == key]
+
+    def cached() -> list[dict]:  # this study's rows in the draws cache, whichever shard wrote them
+        lines = cache.read_text().splitlines() if cache.is_file() else []
+        return [r for r in map(json.loads, lines) if r.get("key") == key]
+
+    rows = [] if args.retrain else cached()
     done = {(r["n"], r["draw"]) for r in rows}
     shard, shards = (int(x) for x in args.cf_shard.split("/"))
     t0 = time.perf_counter()
@@ -341,8 +344,7 @@ def main(args) -> None:
             with open(cache, "a", encoding="utf-8") as f:  # one write of one line: shards may append side by side
                 f.write(json.dumps(row) + "\n")
             if shards > 1:  # the other shards' rows too, for the summary
-                rows = [json.loads(x) for x in cache.read_text().splitlines()]
-                rows = [r for r in rows if r.get("key") == key]
+                rows = cached()
             res = row["results"]
             print(f"n={n} draw {d}: holdout {row['holdout_s']} s, cross-fit {row['crossfit_s']} s; passes "
                   + ", ".join(f"{k}: {int(res['holdout'][k]['pass'])}/{int(res['crossfit'][k]['pass'])}"
